@@ -1,0 +1,24 @@
+#pragma once
+// The three matrix products a fully connected layer needs, row-major, through
+// OpenBLAS. Each assigns C (beta = 0). Names say which operand is transposed.
+#include <cstdint>
+
+namespace bnorm::kernels {
+
+// c (M, N) = a (M, K) · b (N, K)^T          forward: y = x · W^T
+void gemm_abt(float* c, const float* a, const float* b, std::int64_t M, std::int64_t N, std::int64_t K);
+// c (M, N) = a (K, M)^T · b (K, N)          weight gradient: dW = dy^T · x
+void gemm_atb(float* c, const float* a, const float* b, std::int64_t M, std::int64_t N, std::int64_t K);
+// c (M, N) = a (M, K) · b (K, N)            input gradient: dx = dy · W
+void gemm_ab(float* c, const float* a, const float* b, std::int64_t M, std::int64_t N, std::int64_t K);
+
+// Adds bias (N) to every row of y (M, N).
+void add_row_bias(float* y, const float* bias, std::int64_t M, std::int64_t N);
+// db (N) = Σ over rows of dy (M, N). Assigns.
+void sum_rows(float* db, const float* dy, std::int64_t M, std::int64_t N);
+
+// Threads OpenBLAS may use. Set once, deliberately: OpenBLAS's pthread pool and
+// any OpenMP or MPI parallelism above it must not both claim every core.
+void set_blas_threads(int threads);
+
+}  // namespace bnorm::kernels

@@ -1,0 +1,73 @@
+#pragma once
+#include <optional>
+
+#include "bnorm/nn/layer.hpp"
+
+namespace bnorm {
+
+// Options of a batch-norm layer, with PyTorch's defaults.
+struct BatchNormOptions {
+  // Added to the variance inside the square root: 1/sqrt(var + eps).
+  float eps = 1e-5f;
+  // Weight of the new batch in the running estimates (PyTorch's convention):
+  //   running = (1 - momentum) * running + momentum * batch_statistic
+  // This is an exponentially weighted average with beta = 1 - momentum, so
+  // momentum 0.1 is beta 0.9, and Keras' momentum 0.99 is this momentum 0.01.
+  // std::nullopt selects the cumulative average instead: the factor is
+  // 1 / num_batches_tracked, so every batch counts equally.
+  std::optional<float> momentum = 0.1f;
+  // The running variance stores var * m / (m - 1), an unbiased estimate of the
+  // population variance (PyTorch); false stores the biased batch variance.
+  bool unbiased_running_var = true;
+  // Learned gamma (init 1) and beta (init 0); false fixes them at 1 and 0.
+  bool affine = true;
+  // false keeps no running estimates: eval mode then normalizes with batch
+  // statistics too, as PyTorch does.
+  bool track_running_stats = true;
+};
+
+// Batch normalization over an input (N, C) or (N, C, H, W): statistics per
+// channel over the N (and H*W) values. One implementation serves both; an
+// (N, C) input is the case H*W = 1.
+class BatchNorm final : public Layer {
+ public:
+  BatchNorm(std::int64_t num_features, BatchNormOptions options = {});
+
+  std::string type() const override { return "batchnorm"; }
+  nlohmann::json config() const override;
+  Shape output_shape(const Shape& input) const override;
+  std::vector<ParamSlot> param_slots() const override;
+  void bind_parameters(std::span<float> params, std::span<float> grads) override;
+  void init_parameters(Rng& rng) override;  // gamma = 1, beta = 0 (never random)
+  std::vector<StateEntry> state() override;
+
+  void forward(Tensor& y, const Tensor& x, Mode mode) override;
+  void backward(Tensor* dx, const Tensor& dy) override;
+
+  std::int64_t num_features() const { return C_; }
+  const BatchNormOptions& options() const { return options_; }
+  // Running estimates, readable and settable (importing a model needs both).
+  std::span<float> running_mean() { return running_mean_; }
+  std::span<float> running_var() { return running_var_; }
+  std::int64_t num_batches_tracked() const { return num_batches_tracked_; }
+
+ private:
+  std::int64_t C_;
+  BatchNormOptions options_;
+  float* gamma_ = nullptr;   // (C) or nullptr when !affine
+  float* beta_ = nullptr;    // (C)
+  float* dgamma_ = nullptr;  // (C)
+  float* dbeta_ = nullptr;   // (C)
+  std::vector<float> running_mean_;  // (C), init 0
+  std::vector<float> running_var_;   // (C), init 1
+  std::int64_t num_batches_tracked_ = 0;
+
+  // Saved by the training forward for the backward: x_hat is recomputed from these.
+  const Tensor* x_ = nullptr;  // (N, C, S)
+  std::vector<float> mean_;     // (C)
+  std::vector<float> var_;      // (C) biased batch variance
+  std::vector<float> inv_std_;  // (C)
+  bool have_train_cache_ = false;
+};
+
+}  // namespace bnorm

@@ -1,0 +1,55 @@
+#pragma once
+// A sequential model whose parameters and gradients each live in one flat
+// buffer, so an optimizer (or an all-reduce) sees a single span.
+#include <vector>
+
+#include "bnorm/nn/layer.hpp"
+
+namespace bnorm {
+
+class Model {
+ public:
+  // input_shape is one example's shape, e.g. {784}. Allocates the flat buffers
+  // and binds every layer's slice. Throws Error if the layers do not chain.
+  Model(Shape input_shape, std::vector<LayerPtr> layers);
+  Model(Model&&) = default;
+  Model& operator=(Model&&) = default;
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // Rebuilds a model from architecture(); parameters are left at their init.
+  static Model from_architecture(const nlohmann::json& architecture);
+  nlohmann::json architecture() const;  // {"input_shape": [...], "layers": [config, ...]}
+
+  void init_parameters(Rng& rng);
+
+  std::span<float> parameters() { return {params_.data(), params_.size()}; }
+  std::span<const float> parameters() const { return {params_.data(), params_.size()}; }
+  std::span<float> gradients() { return {grads_.data(), grads_.size()}; }
+
+  // x is (N, input_shape...). The returned logits stay valid until the next forward.
+  const Tensor& forward(const Tensor& x, Mode mode);
+  // Backward of the last Mode::train forward from dL/dlogits. Assigns every
+  // gradient in gradients(); computes no gradient for the input.
+  void backward(const Tensor& dlogits);
+
+  // PyTorch state_dict of the equivalent torch.nn.Sequential: "<index>.<name>".
+  std::vector<StateEntry> state_dict();
+
+  const Shape& input_shape() const { return input_shape_; }
+  Shape output_shape() const;  // one example's, e.g. {10}
+  std::size_t num_layers() const { return layers_.size(); }
+  Layer& layer(std::size_t i) { return *layers_.at(i); }
+  const Layer& layer(std::size_t i) const { return *layers_.at(i); }
+
+ private:
+  Shape input_shape_;
+  std::vector<LayerPtr> layers_;
+  AlignedVector<float> params_;
+  AlignedVector<float> grads_;
+  std::vector<Tensor> activations_;  // output of layer i
+  std::vector<Tensor> input_grads_;  // dL/d(input of layer i), for i >= 1
+  const Tensor* input_ = nullptr;
+};
+
+}  // namespace bnorm

@@ -1,0 +1,25 @@
+#pragma once
+// Reproducible randomness. std::mt19937_64's output sequence is fixed by the
+// C++ standard, but the standard distributions are not, so the few we need are
+// written here: a seed then gives the same run on any standard library.
+#include <cstdint>
+#include <random>
+
+namespace bnorm {
+
+class Rng {
+ public:
+  explicit Rng(std::uint64_t seed) : engine_(seed) {}
+
+  std::uint64_t next_u64() { return engine_(); }
+  double uniform();                              // [0, 1)
+  double normal();                               // mean 0, variance 1 (Box-Muller)
+  std::uint64_t below(std::uint64_t bound);      // uniform in [0, bound), unbiased
+
+ private:
+  std::mt19937_64 engine_;
+  bool has_spare_ = false;
+  double spare_ = 0.0;
+};
+
+}  // namespace bnorm

@@ -1,0 +1,52 @@
+#pragma once
+// Optimizers work on the model's flat parameter and gradient spans, so each is
+// one loop. Conventions follow PyTorch's torch.optim so runs can be compared.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace bnorm {
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  virtual void step(std::span<float> params, std::span<const float> grads) = 0;
+  virtual std::string name() const = 0;
+};
+
+// SGD with momentum and L2 weight decay (PyTorch's form, dampening 0):
+//   g = grad + weight_decay * p
+//   v = momentum * v + g           (v starts at 0, so the first step is v = g)
+//   p = p - lr * v
+class Sgd final : public Optimizer {
+ public:
+  Sgd(float lr, float momentum, float weight_decay);
+  void step(std::span<float> params, std::span<const float> grads) override;
+  std::string name() const override { return "sgd"; }
+
+ private:
+  float lr_, momentum_, weight_decay_;
+  std::vector<float> velocity_;
+};
+
+// Adam (Kingma & Ba) with bias correction; weight decay added to the gradient
+// as in torch.optim.Adam (not AdamW).
+class Adam final : public Optimizer {
+ public:
+  Adam(float lr, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weight_decay = 0.0f);
+  void step(std::span<float> params, std::span<const float> grads) override;
+  std::string name() const override { return "adam"; }
+
+ private:
+  float lr_, beta1_, beta2_, eps_, weight_decay_;
+  std::int64_t t_ = 0;
+  std::vector<float> m_, v_;
+};
+
+// "sgd" or "adam"; throws Error otherwise. momentum is SGD's.
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, float lr, float momentum,
+                                          float weight_decay);
+
+}  // namespace bnorm

@@ -1,0 +1,141 @@
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "bnorm/error.hpp"
+#include "bnorm/io/idx.hpp"
+#include "bnorm/io/model_file.hpp"
+#include "commands.hpp"
+
+namespace bnorm::cli {
+namespace {
+
+constexpr const char* kClassNames[] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                       "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
+struct PredictOptions {
+  std::string model;
+  std::string input;
+  std::int64_t limit = 0;
+  bool batch_stats = false;
+  bool json = false;
+  int threads = 0;
+};
+
+// Rows of raw pixel values (0..255, as in the IDX files), one example per
+// line, separated by spaces, tabs or commas; blank lines and '#' comments skipped.
+std::vector<std::vector<float>> read_text_rows(const std::vector<std::uint8_t>& bytes, const std::string& path,
+                                               std::int64_t features) {
+  std::vector<std::vector<float>> rows;
+  std::string text(bytes.begin(), bytes.end());
+  std::size_t pos = 0;
+  std::int64_t line_no = 0;
+  while (pos < text.size()) {
+    std::size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string line = text.substr(pos, eol - pos);
+    pos = eol + 1;
+    ++line_no;
+    for (char& c : line)
+      if (c == ',' || c == '\t' || c == '\r') c = ' ';
+    const auto first = line.find_first_not_of(' ');
+    if (first == std::string::npos || line[first] == '#') continue;
+    std::vector<float> row;
+    const char* p = line.c_str();
+    while (true) {
+      while (*p == ' ') ++p;
+      if (!*p) break;
+      char* next = nullptr;
+      const float v = std::strtof(p, &next);
+      if (next == p) fail_file(path, "line " + std::to_string(line_no) + ": '" + std::string(p).substr(0, 20) + "' is not a number");
+      if (!std::isfinite(v)) fail_file(path, "line " + std::to_string(line_no) + ": non-finite value");
+      row.push_back(v);
+      p = next;
+    }
+    if (static_cast<std::int64_t>(row.size()) != features)
+      fail_file(path, "line " + std::to_string(line_no) + ": expected " + std::to_string(features) + " values, got " +
+                          std::to_string(row.size()));
+    rows.push_back(std::move(row));
+  }
+  if (rows.empty()) fail_file(path, "holds no examples");
+  return rows;
+}
+
+// Either an IDX file of unsigned-byte images (count, rows, cols) or text rows.
+std::vector<std::vector<float>> read_examples(const std::string& path, std::int64_t features) {
+  const auto bytes = read_file_maybe_gzip(path, std::uint64_t{1} << 32);
+  if (bytes.size() >= 4 && bytes[0] == 0 && bytes[1] == 0) {
+    const IdxArray a = parse_idx(bytes, path);
+    if (a.dims.empty()) fail_file(path, "IDX file has no dimensions");
+    std::int64_t per = 1;
+    for (std::size_t i = 1; i < a.dims.size(); ++i) per *= a.dims[i];
+    if (per != features)
+      fail_file(path, "examples have " + std::to_string(per) + " values but the model takes " + std::to_string(features));
+    std::vector<std::vector<float>> rows(static_cast<std::size_t>(a.dims[0]));
+    for (std::int64_t n = 0; n < a.dims[0]; ++n) {
+      auto& row = rows[static_cast<std::size_t>(n)];
+      row.resize(static_cast<std::size_t>(features));
+      for (std::int64_t f = 0; f < features; ++f) {
+        const auto i = static_cast<std::size_t>(n * features + f);
+        row[static_cast<std::size_t>(f)] = a.type_code == 0x08 ? static_cast<float>(a.bytes[i]) : a.floats[i];
+      }
+    }
+    return rows;
+  }
+  return read_text_rows(bytes, path, features);
+}
+
+void run_predict(const PredictOptions& o) {
+  apply_threads(o.threads);
+  if (o.limit < 0) throw Error("--limit must be >= 0");
+  LoadedModel loaded = load_model(o.model);
+  const std::int64_t features = numel(loaded.model.input_shape());
+  auto rows = read_examples(o.input, features);
+  if (o.limit > 0 && static_cast<std::int64_t>(rows.size()) > o.limit) rows.resize(static_cast<std::size_t>(o.limit));
+
+  const Mode mode = o.batch_stats ? Mode::eval_batch_stats : Mode::eval;
+  if (o.batch_stats)
+    std::fprintf(stderr,
+                 "bnorm: warning: --batch-stats is wrong on purpose. Each example is normalized with the statistics "
+                 "of a batch of one: its mean is the value itself and its variance 0, so every normalized value is 0, "
+                 "each batch-norm layer outputs just beta, and the prediction no longer depends on the input. "
+                 "This is why a trained network uses running statistics at test time.\n");
+  // One example at a time: the lecture's test-time case.
+  Tensor x(Shape{1, features});
+  for (std::size_t n = 0; n < rows.size(); ++n) {
+    loaded.input_normalization.apply_row(x.data(), rows[n].data(), features);
+    const Tensor& logits = loaded.model.forward(x, mode);
+    std::int64_t label = 0;
+    for (std::int64_t k = 1; k < logits.size(); ++k)
+      if (logits[k] > logits[label]) label = k;
+    if (o.json) {
+      std::vector<float> v(logits.data(), logits.data() + logits.size());
+      std::printf("%s\n", nlohmann::json{{"index", n}, {"label", label}, {"logits", v}}.dump().c_str());
+    } else {
+      const char* name = logits.size() == 10 ? kClassNames[label] : "";
+      std::printf("%zu: %lld %s\n", n, static_cast<long long>(label), name);
+    }
+  }
+}
+
+}  // namespace
+
+Runner add_predict_command(CLI::App& app) {
+  auto o = std::make_shared<PredictOptions>();
+  CLI::App* cmd = app.add_subcommand("predict", "Classify examples one at a time with a saved model (running statistics)");
+  cmd->add_option("--model", o->model, "Model file written by 'bnorm train'")->required();
+  cmd->add_option("--input", o->input,
+                  "Examples: an IDX image file (gzipped or not), or a text file with one example per line "
+                  "(784 pixel values 0..255 separated by spaces or commas)")
+      ->required();
+  cmd->add_option("--limit", o->limit, "Classify only the first N examples (0 = all)")->capture_default_str();
+  cmd->add_flag("--batch-stats", o->batch_stats,
+                "Demonstration of what goes wrong: normalize each single example with its own statistics "
+                "instead of the running ones (prints a warning)");
+  cmd->add_option("--threads", o->threads, "Threads for the matrix products (0 = one per core)")->capture_default_str();
+  cmd->add_flag("--json", o->json, "One JSON object per example: index, label, logits");
+  return [o] { run_predict(*o); };
+}
+
+}  // namespace bnorm::cli

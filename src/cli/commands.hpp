@@ -1,0 +1,19 @@
+#pragma once
+// The bnorm tool's subcommands. Each registers its flags on the CLI11 app and
+// runs after parsing; errors are thrown as bnorm::Error and reported by main.
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace bnorm::cli {
+
+using Runner = std::function<void()>;
+
+Runner add_train_command(CLI::App& app);
+Runner add_eval_command(CLI::App& app);
+Runner add_predict_command(CLI::App& app);
+
+// Threads for OpenBLAS (the only parallel code so far): 0 means one per core.
+void apply_threads(int threads);
+
+}  // namespace bnorm::cli

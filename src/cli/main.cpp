@@ -1,0 +1,51 @@
+// bnorm: train, evaluate and use batch-normalized networks from the command line.
+#include <cstdio>
+#include <exception>
+#include <thread>
+
+#include "bnorm/error.hpp"
+#include "bnorm/kernels/gemm.hpp"
+#include "commands.hpp"
+
+namespace bnorm::cli {
+
+void apply_threads(int threads) {
+  if (threads < 0) throw Error("--threads must be >= 0 (0 = one per core)");
+  const unsigned cores = std::thread::hardware_concurrency();
+  kernels::set_blas_threads(threads > 0 ? threads : static_cast<int>(cores ? cores : 1));
+}
+
+}  // namespace bnorm::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"bnorm: batch-normalized neural networks, trained and used on the CPU.\n"
+               "Run 'bnorm train' to train the default MLP on Fashion-MNIST with no flags at all."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "bnorm 0.1.0");
+  const auto train = bnorm::cli::add_train_command(app);
+  const auto eval = bnorm::cli::add_eval_command(app);
+  const auto predict = bnorm::cli::add_predict_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (app.got_subcommand("train")) train();
+    if (app.got_subcommand("eval")) eval();
+    if (app.got_subcommand("predict")) predict();
+  } catch (const bnorm::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "bnorm: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "bnorm: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "bnorm: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,110 @@
+#include "bnorm/io/model_file.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "bnorm/error.hpp"
+#include "bnorm/io/safetensors.hpp"
+
+namespace bnorm {
+namespace {
+
+nlohmann::json parse_metadata_json(const SafetensorsFile& file, const std::string& key, const std::string& path) {
+  const auto it = file.metadata.find(key);
+  if (it == file.metadata.end()) fail_file(path, "metadata lacks \"" + key + "\"");
+  try {
+    return nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception& e) {
+    fail_file(path, "metadata \"" + key + "\" is not valid JSON: " + e.what());
+  }
+}
+
+InputNormalization parse_input_normalization(const nlohmann::json& j, std::int64_t features, const std::string& path) {
+  InputNormalization n;
+  try {
+    n.mode = j.at("mode").get<std::string>();
+    n.mean = j.at("mean").get<std::vector<float>>();
+    n.std = j.at("std").get<std::vector<float>>();
+  } catch (const nlohmann::json::exception&) {
+    fail_file(path, "metadata \"input_normalization\" needs a string \"mode\" and number lists \"mean\" and \"std\"");
+  }
+  try {
+    n.validate(features);
+  } catch (const Error& e) {
+    fail_file(path, e.what());
+  }
+  return n;
+}
+
+}  // namespace
+
+void save_model(const std::string& path, Model& model, const InputNormalization& norm, const nlohmann::json& training) {
+  SafetensorsFile file;
+  file.metadata["format"] = kModelFormat;
+  file.metadata["version"] = kModelFormatVersion;
+  file.metadata["architecture"] = model.architecture().dump();
+  file.metadata["input_normalization"] =
+      nlohmann::json{{"mode", norm.mode}, {"mean", norm.mean}, {"std", norm.std}}.dump();
+  file.metadata["training"] = training.dump();
+  for (const StateEntry& e : model.state_dict()) {
+    if (e.dtype == StateEntry::DType::f32)
+      file.tensors.emplace_back(e.name, make_f32_tensor(e.shape, static_cast<const float*>(e.data)));
+    else
+      file.tensors.emplace_back(e.name, make_i64_tensor(e.shape, static_cast<const std::int64_t*>(e.data)));
+  }
+  write_safetensors(path, file);
+}
+
+LoadedModel load_model(const std::string& path) {
+  const SafetensorsFile file = read_safetensors(path);
+  const auto format = file.metadata.find("format");
+  if (format == file.metadata.end() || format->second != kModelFormat)
+    fail_file(path, "not a bnorm model (metadata \"format\" is not \"" + std::string(kModelFormat) + "\")");
+  const auto version = file.metadata.find("version");
+  if (version == file.metadata.end() || version->second != kModelFormatVersion)
+    fail_file(path, "model format version " + (version == file.metadata.end() ? std::string("(none)") : version->second) +
+                        " is not supported (this bnorm reads version " + kModelFormatVersion + ")");
+
+  Model model = [&] {
+    try {
+      return Model::from_architecture(parse_metadata_json(file, "architecture", path));
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      if (what.rfind(path + ":", 0) == 0) throw;
+      fail_file(path, "bad architecture: " + what);
+    }
+  }();
+
+  std::set<std::string> expected;
+  for (const StateEntry& e : model.state_dict()) {
+    expected.insert(e.name);
+    const SafeTensor& t = file.at(e.name, path);
+    const std::string want_dtype = e.dtype == StateEntry::DType::f32 ? "F32" : "I64";
+    if (t.dtype != want_dtype) fail_file(path, "tensor '" + e.name + "' has dtype " + t.dtype + ", expected " + want_dtype);
+    if (t.shape != e.shape)
+      fail_file(path, "tensor '" + e.name + "' has shape " + shape_str(t.shape) + ", the architecture needs " + shape_str(e.shape));
+    std::memcpy(e.data, t.bytes.data(), t.bytes.size());
+    if (e.dtype == StateEntry::DType::f32) {
+      const auto* v = static_cast<const float*>(e.data);
+      const std::int64_t n = numel(e.shape);
+      const bool is_var = e.name.size() >= 11 && e.name.ends_with("running_var");
+      for (std::int64_t i = 0; i < n; ++i) {
+        if (!std::isfinite(v[i])) fail_file(path, "tensor '" + e.name + "' holds a non-finite value at index " + std::to_string(i));
+        if (is_var && v[i] < 0.0f) fail_file(path, "tensor '" + e.name + "' holds a negative variance at index " + std::to_string(i));
+      }
+    } else if (*static_cast<const std::int64_t*>(e.data) < 0) {
+      fail_file(path, "tensor '" + e.name + "' is negative");
+    }
+  }
+  for (const auto& [name, t] : file.tensors)
+    if (!expected.count(name)) fail_file(path, "unexpected tensor '" + name + "' (not part of the architecture)");
+
+  const InputNormalization norm =
+      parse_input_normalization(parse_metadata_json(file, "input_normalization", path), numel(model.input_shape()), path);
+  nlohmann::json training = nlohmann::json::object();
+  if (file.metadata.count("training")) training = parse_metadata_json(file, "training", path);
+  return {std::move(model), norm, std::move(training)};
+}
+
+}  // namespace bnorm

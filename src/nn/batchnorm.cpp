@@ -1,0 +1,159 @@
+// What batch norm means: modes, running estimates, validation. The arithmetic
+// is in kernels/batchnorm.cpp.
+#include "bnorm/nn/batchnorm.hpp"
+
+#include <cmath>
+
+#include "bnorm/error.hpp"
+#include "bnorm/kernels/batchnorm.hpp"
+
+namespace bnorm {
+namespace {
+
+struct Dims {
+  std::int64_t N, C, S;
+};
+
+// (N, C) or (N, C, H, W) → N, C and S = H*W.
+Dims batch_dims(const Shape& shape, std::int64_t C) {
+  if ((shape.size() != 2 && shape.size() != 4) || shape[1] != C)
+    throw Error("batchnorm: expects input (N, " + std::to_string(C) + ") or (N, " + std::to_string(C) +
+                ", H, W), got " + shape_str(shape));
+  const std::int64_t S = shape.size() == 4 ? shape[2] * shape[3] : 1;
+  return {shape[0], C, S};
+}
+
+}  // namespace
+
+BatchNorm::BatchNorm(std::int64_t num_features, BatchNormOptions options)
+    : C_(num_features), options_(options) {
+  if (C_ <= 0 || C_ > (1 << 24)) throw Error("batchnorm: num_features must be in 1..16777216");
+  if (!(options_.eps > 0.0f) || !std::isfinite(options_.eps))
+    throw Error("batchnorm: eps must be a positive finite number");
+  if (options_.momentum && !(*options_.momentum >= 0.0f && *options_.momentum <= 1.0f))
+    throw Error("batchnorm: momentum must be in [0, 1]");
+  const auto Cs = static_cast<std::size_t>(C_);
+  if (options_.track_running_stats) {
+    running_mean_.assign(Cs, 0.0f);
+    running_var_.assign(Cs, 1.0f);
+  }
+  mean_.resize(Cs);
+  var_.resize(Cs);
+  inv_std_.resize(Cs);
+}
+
+nlohmann::json BatchNorm::config() const {
+  nlohmann::json momentum = nullptr;
+  if (options_.momentum) momentum = *options_.momentum;
+  return {{"type", "batchnorm"},
+          {"num_features", C_},
+          {"eps", options_.eps},
+          {"momentum", momentum},
+          {"affine", options_.affine},
+          {"track_running_stats", options_.track_running_stats},
+          {"unbiased_running_var", options_.unbiased_running_var}};
+}
+
+Shape BatchNorm::output_shape(const Shape& input) const {
+  if (input.empty() || input[0] != C_ || (input.size() != 1 && input.size() != 3))
+    throw Error("batchnorm: expects " + std::to_string(C_) + " channels per example, got " +
+                shape_str(input));
+  return input;
+}
+
+std::vector<ParamSlot> BatchNorm::param_slots() const {
+  if (!options_.affine) return {};
+  return {{"weight", {C_}}, {"bias", {C_}}};  // PyTorch calls gamma "weight", beta "bias"
+}
+
+void BatchNorm::bind_parameters(std::span<float> params, std::span<float> grads) {
+  if (!options_.affine) return;
+  gamma_ = params.data();
+  beta_ = params.data() + C_;
+  dgamma_ = grads.data();
+  dbeta_ = grads.data() + C_;
+}
+
+void BatchNorm::init_parameters(Rng& /*rng*/) {
+  if (!options_.affine) return;
+  for (std::int64_t c = 0; c < C_; ++c) {
+    gamma_[c] = 1.0f;
+    beta_[c] = 0.0f;
+  }
+}
+
+std::vector<StateEntry> BatchNorm::state() {
+  std::vector<StateEntry> s;
+  if (options_.affine) {
+    s.push_back({"weight", {C_}, StateEntry::DType::f32, gamma_});
+    s.push_back({"bias", {C_}, StateEntry::DType::f32, beta_});
+  }
+  if (options_.track_running_stats) {
+    s.push_back({"running_mean", {C_}, StateEntry::DType::f32, running_mean_.data()});
+    s.push_back({"running_var", {C_}, StateEntry::DType::f32, running_var_.data()});
+    s.push_back({"num_batches_tracked", {}, StateEntry::DType::i64, &num_batches_tracked_});
+  }
+  return s;
+}
+
+void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
+  const Dims d = batch_dims(x.shape(), C_);
+  y.resize(x.shape());
+  have_train_cache_ = false;
+
+  const bool use_running = mode == Mode::eval && options_.track_running_stats;
+  if (use_running) {
+    kernels::batchnorm_forward_inference(y.data(), x.data(), running_mean_.data(), running_var_.data(),
+                                         gamma_, beta_, options_.eps, d.N, C_, d.S);
+    return;
+  }
+
+  const std::int64_t m = d.N * d.S;
+  // One value per channel has no spread: x_hat would be 0 for every input and
+  // the unbiased running variance would divide by m - 1 = 0. PyTorch refuses
+  // this too. Only the eval_batch_stats demonstration may go ahead.
+  if (m < 2 && mode != Mode::eval_batch_stats)
+    throw Error("batchnorm: training-mode normalization needs more than one value per channel, got input " +
+                shape_str(x.shape()) + " (a batch of one example; use eval mode for single examples)");
+  if (m < 1) throw Error("batchnorm: empty batch " + shape_str(x.shape()));
+
+  kernels::batchnorm_forward_train(y.data(), mean_.data(), var_.data(), inv_std_.data(), x.data(), gamma_,
+                                   beta_, options_.eps, d.N, C_, d.S);
+  if (mode != Mode::train) return;
+
+  x_ = &x;
+  have_train_cache_ = true;
+  if (!options_.track_running_stats) return;
+
+  // Running estimates, once per training step:
+  //   running = (1 - f) * running + f * batch_statistic
+  // with f = momentum, or f = 1 / num_batches_tracked for the cumulative average.
+  ++num_batches_tracked_;
+  const double f = options_.momentum ? static_cast<double>(*options_.momentum)
+                                     : 1.0 / static_cast<double>(num_batches_tracked_);
+  const double var_correction =
+      options_.unbiased_running_var ? static_cast<double>(m) / static_cast<double>(m - 1) : 1.0;
+  for (std::int64_t c = 0; c < C_; ++c) {
+    running_mean_[c] = static_cast<float>((1.0 - f) * running_mean_[c] + f * mean_[c]);
+    running_var_[c] = static_cast<float>((1.0 - f) * running_var_[c] + f * var_[c] * var_correction);
+  }
+}
+
+void BatchNorm::backward(Tensor* dx, const Tensor& dy) {
+  if (!have_train_cache_)
+    throw Error("batchnorm: backward needs a preceding forward in training mode");
+  if (dy.shape() != x_->shape())
+    throw Error("batchnorm: gradient " + shape_str(dy.shape()) + " does not match input " +
+                shape_str(x_->shape()));
+  const Dims d = batch_dims(x_->shape(), C_);
+  // The kernel always writes dx; when the caller wants none we still need a
+  // buffer, so route it to dy-sized scratch only in that (rare) case.
+  Tensor scratch;
+  Tensor* out = dx;
+  if (!out) out = &scratch;
+  out->resize(x_->shape());
+  kernels::batchnorm_backward(out->data(), dgamma_, dbeta_, dy.data(), x_->data(), mean_.data(),
+                              inv_std_.data(), gamma_, d.N, C_, d.S);
+}
+
+}  // namespace bnorm

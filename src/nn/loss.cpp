@@ -1,0 +1,27 @@
+#include "bnorm/nn/loss.hpp"
+
+#include <vector>
+
+#include "bnorm/error.hpp"
+#include "bnorm/kernels/softmax_xent.hpp"
+
+namespace bnorm {
+
+LossResult softmax_cross_entropy(const Tensor& logits, std::span<const std::uint8_t> labels,
+                                 Tensor* dlogits) {
+  if (logits.rank() != 2 || logits.dim(0) != static_cast<std::int64_t>(labels.size()))
+    throw Error("loss: logits " + shape_str(logits.shape()) + " do not match " +
+                std::to_string(labels.size()) + " labels");
+  const std::int64_t N = logits.dim(0), K = logits.dim(1);
+  for (std::uint8_t label : labels)
+    if (label >= K) throw Error("loss: label " + std::to_string(label) + " is not below " + std::to_string(K));
+  if (dlogits) dlogits->resize(logits.shape());
+  LossResult r;
+  r.loss = kernels::softmax_cross_entropy(dlogits ? dlogits->data() : nullptr, logits.data(), labels.data(), N, K);
+  std::vector<std::int64_t> predicted(static_cast<std::size_t>(N));
+  kernels::argmax_rows(predicted.data(), logits.data(), N, K);
+  for (std::int64_t n = 0; n < N; ++n) r.correct += predicted[n] == labels[n];
+  return r;
+}
+
+}  // namespace bnorm
