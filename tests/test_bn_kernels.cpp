@@ -1,0 +1,253 @@
+// The batch-norm kernels against a naive float64 reference written straight
+// from the formulas, on odd sizes, batch 2 and far-from-zero means; and the
+// layer's semantics (modes, running-average conventions, refusals).
+#include <gtest/gtest.h>
+
+#include "bnorm/error.hpp"
+#include "bnorm/kernels/batchnorm.hpp"
+#include "bnorm/nn/batchnorm.hpp"
+#include "test_util.hpp"
+
+namespace bnorm::test {
+namespace {
+
+// Reference: layout (N, C, S), everything in double, two passes, no tricks.
+struct Reference {
+  std::vector<double> y, dx, dgamma, dbeta, mean, var;
+};
+
+Reference reference_batchnorm(const Tensor& x, const Tensor& dy, const std::vector<float>& gamma,
+                              const std::vector<float>& beta, double eps, std::int64_t N, std::int64_t C,
+                              std::int64_t S) {
+  Reference r;
+  const auto total = static_cast<std::size_t>(N * C * S);
+  r.y.resize(total);
+  r.dx.resize(total);
+  r.dgamma.assign(static_cast<std::size_t>(C), 0);
+  r.dbeta.assign(static_cast<std::size_t>(C), 0);
+  r.mean.assign(static_cast<std::size_t>(C), 0);
+  r.var.assign(static_cast<std::size_t>(C), 0);
+  const double m = static_cast<double>(N * S);
+  auto at = [&](std::int64_t n, std::int64_t c, std::int64_t s) { return static_cast<std::size_t>((n * C + c) * S + s); };
+  for (std::int64_t c = 0; c < C; ++c) {
+    double sum = 0;
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::int64_t s = 0; s < S; ++s) sum += x[static_cast<std::int64_t>(at(n, c, s))];
+    const double mu = sum / m;
+    double sq = 0;
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::int64_t s = 0; s < S; ++s) sq += std::pow(x[static_cast<std::int64_t>(at(n, c, s))] - mu, 2);
+    const double var = sq / m, inv_std = 1.0 / std::sqrt(var + eps);
+    r.mean[c] = mu;
+    r.var[c] = var;
+    double sdy = 0, sdyx = 0;
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::int64_t s = 0; s < S; ++s) {
+        const auto i = at(n, c, s);
+        const double x_hat = (x[static_cast<std::int64_t>(i)] - mu) * inv_std;
+        r.y[i] = gamma[c] * x_hat + beta[c];
+        sdy += dy[static_cast<std::int64_t>(i)];
+        sdyx += dy[static_cast<std::int64_t>(i)] * x_hat;
+      }
+    r.dbeta[c] = sdy;
+    r.dgamma[c] = sdyx;
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::int64_t s = 0; s < S; ++s) {
+        const auto i = at(n, c, s);
+        const double x_hat = (x[static_cast<std::int64_t>(i)] - mu) * inv_std;
+        r.dx[i] = gamma[c] * inv_std / m * (m * dy[static_cast<std::int64_t>(i)] - sdy - x_hat * sdyx);
+      }
+  }
+  return r;
+}
+
+double worst_error(const float* got, const std::vector<double>& want) {
+  double worst = 0;
+  for (std::size_t i = 0; i < want.size(); ++i)
+    worst = std::max(worst, std::abs(got[i] - want[i]) / (1.0 + std::abs(want[i])));
+  return worst;
+}
+
+struct Shape3 {
+  std::int64_t N, C, S;
+  double mean, sd;
+};
+
+TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
+  const Shape3 shapes[] = {{2, 1, 1, 0, 1},    {2, 7, 1, 5, 2},    {3, 13, 1, -3, 0.1}, {64, 33, 1, 10, 3},
+                           {2, 3, 17, 0, 1},   {5, 4, 9, 100, 1},  {1, 6, 12, 0, 1},    {7, 5, 1, 1e3, 1},
+                           {4, 2, 25, -50, 5}, {3, 3, 1, 0, 1e-3}};
+  for (const Shape3& sh : shapes) {
+    SCOPED_TRACE("N=" + std::to_string(sh.N) + " C=" + std::to_string(sh.C) + " S=" + std::to_string(sh.S) +
+                 " mean=" + std::to_string(sh.mean));
+    Rng rng(static_cast<std::uint64_t>(sh.N * 131 + sh.C * 17 + sh.S));
+    const Tensor x = random_tensor({sh.N, sh.C, sh.S}, rng, sh.mean, sh.sd);
+    const Tensor dy = random_tensor({sh.N, sh.C, sh.S}, rng);
+    std::vector<float> gamma(static_cast<std::size_t>(sh.C)), beta(static_cast<std::size_t>(sh.C));
+    for (auto& g : gamma) g = static_cast<float>(0.5 + rng.uniform());
+    for (auto& b : beta) b = static_cast<float>(rng.normal());
+    const auto ref = reference_batchnorm(x, dy, gamma, beta, 1e-5, sh.N, sh.C, sh.S);
+
+    Tensor y(x.shape()), dx(x.shape());
+    std::vector<float> mean(gamma.size()), var(gamma.size()), inv_std(gamma.size()), dgamma(gamma.size()), dbeta(gamma.size());
+    kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), gamma.data(),
+                                     beta.data(), 1e-5f, sh.N, sh.C, sh.S);
+    kernels::batchnorm_backward(dx.data(), dgamma.data(), dbeta.data(), dy.data(), x.data(), mean.data(),
+                                inv_std.data(), gamma.data(), sh.N, sh.C, sh.S);
+    // Float32 storage of x itself limits y to about 1e-7·|mean|/sd relative.
+    const double tol = 2e-6 * (1.0 + std::abs(sh.mean) / sh.sd);
+    EXPECT_LE(worst_error(y.data(), ref.y), tol) << "y";
+    EXPECT_LE(worst_error(dx.data(), ref.dx), tol * 10) << "dx";
+    EXPECT_LE(worst_error(dgamma.data(), ref.dgamma), tol * static_cast<double>(sh.N * sh.S)) << "dgamma";
+    EXPECT_LE(worst_error(dbeta.data(), ref.dbeta), 1e-5 * static_cast<double>(sh.N * sh.S)) << "dbeta";
+    EXPECT_LE(worst_error(mean.data(), ref.mean), 1e-7 * (1 + std::abs(sh.mean))) << "mean";
+    EXPECT_LE(worst_error(var.data(), ref.var), 1e-6) << "var";
+  }
+}
+
+// The case where var = E[x^2] - E[x]^2 in float fails: mean 1e6, spread 1.
+TEST(BatchNormKernels, LargeMeanNormalizesAccurately) {
+  Rng rng(7);
+  const std::int64_t N = 256, C = 4;
+  const Tensor x = random_tensor({N, C}, rng, 1e6, 1.0);
+  Tensor y(x.shape());
+  std::vector<float> mean(C), var(C), inv_std(C);
+  kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), nullptr, nullptr,
+                                   1e-5f, N, C, 1);
+  const std::vector<float> ones(C, 1.0f), zeros(C, 0.0f);
+  const auto ref = reference_batchnorm(x, x, ones, zeros, 1e-5, N, C, 1);
+  for (std::int64_t i = 0; i < x.size(); ++i) ASSERT_NEAR(y[i], ref.y[static_cast<std::size_t>(i)], 1e-3) << i;
+}
+
+TEST(BatchNormKernels, InferenceUsesGivenStatistics) {
+  const float x[] = {1, 2, 3, 4, 5, 6};  // (N=3, C=2)
+  const float mean[] = {2, 5}, var[] = {4, 1}, gamma[] = {2, 1}, beta[] = {0.5f, -1};
+  float y[6];
+  kernels::batchnorm_forward_inference(y, x, mean, var, gamma, beta, 0.0f, 3, 2, 1);
+  // y = (x - mean) * gamma / sqrt(var) + beta
+  const float want[] = {(1 - 2) * 2 / 2.0f + 0.5f, (2 - 5) * 1 / 1.0f - 1, (3 - 2) * 2 / 2.0f + 0.5f,
+                        (4 - 5) * 1 / 1.0f - 1,    (5 - 2) * 2 / 2.0f + 0.5f, (6 - 5) * 1 / 1.0f - 1};
+  for (int i = 0; i < 6; ++i) EXPECT_FLOAT_EQ(y[i], want[i]) << i;
+}
+
+// ---- Layer semantics ----
+
+Tensor column_batch(std::initializer_list<float> values) {
+  Tensor t(Shape{static_cast<std::int64_t>(values.size()), 1});
+  std::int64_t i = 0;
+  for (float v : values) t[i++] = v;
+  return t;
+}
+
+TEST(BatchNormLayer, RunningStatisticsFollowTheDocumentedFormulas) {
+  // Batch {1, 3, 5, 7}: mean 4, biased var 5, unbiased var 20/3.
+  const Tensor x = column_batch({1, 3, 5, 7});
+  Tensor y;
+  {
+    LayerHarness h(std::make_unique<BatchNorm>(1));  // momentum 0.1, unbiased
+    auto& bn = static_cast<BatchNorm&>(*h.layer);
+    h->forward(y, x, Mode::train);
+    EXPECT_FLOAT_EQ(bn.running_mean()[0], 0.9f * 0 + 0.1f * 4);
+    EXPECT_FLOAT_EQ(bn.running_var()[0], 0.9f * 1 + 0.1f * (20.0f / 3));
+    h->forward(y, x, Mode::train);
+    EXPECT_FLOAT_EQ(bn.running_mean()[0], 0.9f * 0.4f + 0.1f * 4);
+    EXPECT_EQ(bn.num_batches_tracked(), 2);
+  }
+  {
+    BatchNormOptions o;
+    o.unbiased_running_var = false;
+    o.momentum = 0.5f;
+    LayerHarness h(std::make_unique<BatchNorm>(1, o));
+    auto& bn = static_cast<BatchNorm&>(*h.layer);
+    h->forward(y, x, Mode::train);
+    EXPECT_FLOAT_EQ(bn.running_var()[0], 0.5f * 1 + 0.5f * 5);
+  }
+  {
+    BatchNormOptions o;
+    o.momentum.reset();  // cumulative average: after k batches, the mean of the k statistics
+    LayerHarness h(std::make_unique<BatchNorm>(1, o));
+    auto& bn = static_cast<BatchNorm&>(*h.layer);
+    h->forward(y, column_batch({1, 3}), Mode::train);   // mean 2
+    h->forward(y, column_batch({10, 12}), Mode::train); // mean 11
+    h->forward(y, column_batch({0, 2}), Mode::train);   // mean 1
+    EXPECT_FLOAT_EQ(bn.running_mean()[0], (2 + 11 + 1) / 3.0f);
+    EXPECT_FLOAT_EQ(bn.running_var()[0], 2.0f);  // each batch's unbiased var is 2
+  }
+}
+
+TEST(BatchNormLayer, EvalUsesRunningStatisticsAndChangesNothing) {
+  LayerHarness h(std::make_unique<BatchNorm>(1));
+  auto& bn = static_cast<BatchNorm&>(*h.layer);
+  bn.running_mean()[0] = 3.0f;
+  bn.running_var()[0] = 4.0f;
+  Tensor y;
+  h->forward(y, column_batch({5}), Mode::eval);  // a single example is fine in eval mode
+  EXPECT_NEAR(y[0], (5 - 3) / std::sqrt(4 + 1e-5), 1e-6);
+  EXPECT_EQ(bn.running_mean()[0], 3.0f);
+  EXPECT_EQ(bn.num_batches_tracked(), 0);
+}
+
+TEST(BatchNormLayer, TrainingModeRefusesOneValuePerChannel) {
+  LayerHarness h(std::make_unique<BatchNorm>(3));
+  Tensor y;
+  Tensor x(Shape{1, 3});
+  try {
+    h->forward(y, x, Mode::train);
+    FAIL() << "a batch of one was accepted in training mode";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("more than one value per channel"), std::string::npos) << e.what();
+  }
+  // One example with spatial extent has several values per channel: allowed.
+  Tensor image(Shape{1, 3, 2, 2});
+  EXPECT_NO_THROW(h->forward(y, image, Mode::train));
+}
+
+TEST(BatchNormLayer, BatchStatsOfOneExampleCollapseToBeta) {
+  LayerHarness h(std::make_unique<BatchNorm>(2));
+  h.params = {2.0f, 3.0f, 0.25f, -0.5f};  // gamma, beta
+  Tensor y;
+  Tensor x(Shape{1, 2});
+  x[0] = 17;
+  x[1] = -4;
+  h->forward(y, x, Mode::eval_batch_stats);
+  EXPECT_FLOAT_EQ(y[0], 0.25f);
+  EXPECT_FLOAT_EQ(y[1], -0.5f);
+}
+
+TEST(BatchNormLayer, WithoutRunningStatisticsEvalUsesTheBatch) {
+  BatchNormOptions o;
+  o.track_running_stats = false;
+  LayerHarness h(std::make_unique<BatchNorm>(1, o));
+  EXPECT_TRUE(h->state().empty() == false);  // weight and bias remain
+  for (const auto& e : h->state()) EXPECT_NE(e.name, "running_mean");
+  Tensor y_train, y_eval;
+  const Tensor x = column_batch({1, 2, 4});
+  h->forward(y_train, x, Mode::train);
+  h->forward(y_eval, x, Mode::eval);
+  for (std::int64_t i = 0; i < 3; ++i) EXPECT_EQ(y_train[i], y_eval[i]);
+}
+
+TEST(BatchNormLayer, BackwardWithoutTrainingForwardIsAnError) {
+  LayerHarness h(std::make_unique<BatchNorm>(2));
+  Tensor y, dx;
+  Tensor x(Shape{4, 2});
+  h->forward(y, x, Mode::eval);
+  EXPECT_THROW(h->backward(&dx, y), Error);
+}
+
+TEST(BatchNormLayer, RejectsBadOptionsAndShapes) {
+  BatchNormOptions o;
+  o.eps = 0;
+  EXPECT_THROW(BatchNorm(4, o), Error);
+  o = {};
+  o.momentum = 1.5f;
+  EXPECT_THROW(BatchNorm(4, o), Error);
+  EXPECT_THROW(BatchNorm(0), Error);
+  LayerHarness h(std::make_unique<BatchNorm>(4));
+  Tensor y;
+  EXPECT_THROW(h->forward(y, Tensor(Shape{8, 3}), Mode::train), Error);
+  EXPECT_THROW(h->forward(y, Tensor(Shape{8, 4, 2}), Mode::train), Error);
+}
+
+}  // namespace
+}  // namespace bnorm::test

@@ -1,0 +1,246 @@
+// Every layer's backward pass against central finite differences of
+//   L(x, θ) = Σ r ⊙ f(x; θ)       (r a fixed random tensor, L accumulated in double)
+// for the input and every parameter, BN in training mode included; then whole
+// models through the softmax cross-entropy loss, with BN before and after the
+// activation. Also proves each backward assigns rather than adds.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <limits>
+
+#include "bnorm/nn/activation.hpp"
+#include "bnorm/nn/batchnorm.hpp"
+#include "bnorm/nn/layer_factory.hpp"
+#include "bnorm/nn/linear.hpp"
+#include "bnorm/nn/loss.hpp"
+#include "bnorm/nn/model.hpp"
+#include "test_util.hpp"
+
+namespace bnorm::test {
+namespace {
+
+// Float32 forward passes put noise of about 1e-7·|L| into L; with h = 1e-3 the
+// central difference is good to a few 1e-4, so these bounds leave headroom yet
+// fail for any gradient that is off by more than about 1 %.
+constexpr double kStep = 1e-3;
+constexpr double kAbsTol = 3e-3;
+constexpr double kRelTol = 1e-2;
+
+struct Mismatch {
+  std::string what;
+  std::int64_t index = -1;
+  double analytic = 0, numeric = 0;
+};
+
+// Compares analytic[i] with the central difference of loss() in *value[i].
+std::vector<Mismatch> compare(const std::string& what, float* values, const float* analytic, std::int64_t n,
+                              const std::function<double()>& loss) {
+  std::vector<Mismatch> bad;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float saved = values[i];
+    values[i] = static_cast<float>(saved + kStep);
+    const double up = loss();
+    values[i] = static_cast<float>(saved - kStep);
+    const double down = loss();
+    values[i] = saved;
+    // The perturbation actually applied, after rounding to float.
+    const double h2 = static_cast<double>(static_cast<float>(saved + kStep)) - static_cast<float>(saved - kStep);
+    const double numeric = (up - down) / h2;
+    if (std::abs(numeric - analytic[i]) > kAbsTol + kRelTol * std::abs(numeric))
+      bad.push_back({what, i, analytic[i], numeric});
+  }
+  return bad;
+}
+
+std::string report(const std::vector<Mismatch>& bad) {
+  std::string s;
+  for (std::size_t i = 0; i < bad.size() && i < 8; ++i)
+    s += bad[i].what + "[" + std::to_string(bad[i].index) + "]: analytic " + std::to_string(bad[i].analytic) +
+         " numeric " + std::to_string(bad[i].numeric) + "\n";
+  return s;
+}
+
+// Checks dx and every parameter gradient of one layer in training mode.
+void check_layer(LayerHarness& h, Tensor x, std::uint64_t seed) {
+  Rng rng(seed);
+  Tensor y;
+  h->forward(y, x, Mode::train);
+  const Tensor r = random_tensor(y.shape(), rng);
+  auto loss = [&] {
+    Tensor out;
+    h->forward(out, x, Mode::train);
+    double sum = 0.0;
+    for (std::int64_t i = 0; i < out.size(); ++i) sum += static_cast<double>(r[i]) * out[i];
+    return sum;
+  };
+  Tensor dx;
+  h->forward(y, x, Mode::train);
+  h->backward(&dx, r);
+  const std::vector<float> grads = h.grads;  // the next forwards must not disturb the copy
+  ASSERT_EQ(dx.shape(), x.shape());
+
+  auto bad = compare("dx", x.data(), dx.data(), x.size(), loss);
+  std::int64_t offset = 0;
+  for (const auto& slot : h->param_slots()) {
+    const std::int64_t n = numel(slot.shape);
+    auto more = compare("d" + slot.name, h.params.data() + offset, grads.data() + offset, n, loss);
+    bad.insert(bad.end(), more.begin(), more.end());
+    offset += n;
+  }
+  EXPECT_TRUE(bad.empty()) << h->type() << " on input " << shape_str(x.shape()) << ": " << bad.size()
+                           << " gradient entries disagree\n"
+                           << report(bad);
+}
+
+// Inputs bounded away from 0 so that a step of kStep never crosses ReLU's kink.
+Tensor away_from_zero(Tensor t) {
+  for (std::int64_t i = 0; i < t.size(); ++i)
+    if (std::abs(t[i]) < 0.05f) t[i] = t[i] < 0 ? -0.05f - t[i] : 0.05f + t[i];
+  return t;
+}
+
+TEST(GradCheck, LinearWithBias) {
+  Rng rng(11);
+  LayerHarness h(std::make_unique<Linear>(7, 5, true), 3);
+  for (float& b : h.params) b += 0.1f;  // non-zero bias
+  check_layer(h, random_tensor({4, 7}, rng), 12);
+}
+
+TEST(GradCheck, LinearWithoutBias) {
+  Rng rng(13);
+  LayerHarness h(std::make_unique<Linear>(6, 3, false), 4);
+  check_layer(h, random_tensor({5, 6}, rng), 14);
+}
+
+TEST(GradCheck, Activations) {
+  for (ActivationKind kind : {ActivationKind::relu, ActivationKind::tanh, ActivationKind::sigmoid}) {
+    Rng rng(15);
+    LayerHarness h(std::make_unique<Activation>(kind));
+    check_layer(h, away_from_zero(random_tensor({3, 8}, rng)), 16);
+  }
+}
+
+// Non-trivial gamma/beta so that their gradients and gamma's place in dx count.
+void perturb_affine(LayerHarness& h, Rng& rng) {
+  for (float& p : h.params) p += static_cast<float>(0.5 * rng.normal());
+}
+
+TEST(GradCheck, BatchNormTrainingModeNC) {
+  Rng rng(17);
+  LayerHarness h(std::make_unique<BatchNorm>(6), 5);
+  perturb_affine(h, rng);
+  check_layer(h, random_tensor({8, 6}, rng, 2.0, 1.5), 18);
+}
+
+TEST(GradCheck, BatchNormTrainingModeBatchOfTwo) {
+  Rng rng(19);
+  LayerHarness h(std::make_unique<BatchNorm>(3), 5);
+  perturb_affine(h, rng);
+  check_layer(h, random_tensor({2, 3}, rng), 20);
+}
+
+TEST(GradCheck, BatchNormTrainingModeNCHW) {
+  Rng rng(21);
+  LayerHarness h(std::make_unique<BatchNorm>(3), 6);
+  perturb_affine(h, rng);
+  check_layer(h, random_tensor({2, 3, 2, 3}, rng, -1.0, 0.7), 22);
+}
+
+TEST(GradCheck, BatchNormWithoutAffine) {
+  Rng rng(23);
+  BatchNormOptions o;
+  o.affine = false;
+  LayerHarness h(std::make_unique<BatchNorm>(5, o));
+  check_layer(h, random_tensor({6, 5}, rng), 24);
+}
+
+// The checker itself must be able to fail: a gradient off by 5 % is caught.
+TEST(GradCheck, CheckerRejectsAWrongGradient) {
+  Rng rng(25);
+  LayerHarness h(std::make_unique<Linear>(4, 3, true), 7);
+  Tensor x = random_tensor({3, 4}, rng), y, dx;
+  const Tensor r = random_tensor({3, 3}, rng);
+  h->forward(y, x, Mode::train);
+  h->backward(&dx, r);
+  for (std::int64_t i = 0; i < dx.size(); ++i) dx[i] *= 1.05f;
+  auto loss = [&] {
+    Tensor out;
+    h->forward(out, x, Mode::train);
+    double s = 0;
+    for (std::int64_t i = 0; i < out.size(); ++i) s += static_cast<double>(r[i]) * out[i];
+    return s;
+  };
+  const auto bad = compare("dx", x.data(), dx.data(), x.size(), loss);
+  EXPECT_FALSE(bad.empty());
+}
+
+// Whole models, loss included: every parameter gradient of the flat buffer.
+void check_model(BnPlacement placement, ActivationKind activation, std::uint64_t seed) {
+  MlpSpec spec;
+  spec.widths = {5, 6, 4, 3};
+  spec.bn = placement;
+  spec.activation = activation;
+  Model model(Shape{5}, build_mlp_layers(spec));
+  Rng rng(seed);
+  model.init_parameters(rng);
+  for (float& p : model.parameters()) p += static_cast<float>(0.1 * rng.normal());
+  const Tensor x = random_tensor({6, 5}, rng);
+  const std::vector<std::uint8_t> labels = {0, 2, 1, 1, 0, 2};
+  auto loss = [&] { return softmax_cross_entropy(model.forward(x, Mode::train), labels, nullptr).loss; };
+  Tensor dlogits;
+  softmax_cross_entropy(model.forward(x, Mode::train), labels, &dlogits);
+  model.backward(dlogits);
+  const std::vector<float> grads(model.gradients().begin(), model.gradients().end());
+  const auto bad = compare("dparams", model.parameters().data(), grads.data(),
+                           static_cast<std::int64_t>(grads.size()), loss);
+  EXPECT_TRUE(bad.empty()) << "bn " << bn_placement_name(placement) << ", " << activation_name(activation) << ": "
+                           << bad.size() << " of " << grads.size() << " disagree\n"
+                           << report(bad);
+}
+
+TEST(GradCheck, ModelBnBeforeActivation) {
+  check_model(BnPlacement::before, ActivationKind::tanh, 31);
+  check_model(BnPlacement::before, ActivationKind::relu, 32);
+}
+TEST(GradCheck, ModelBnAfterActivation) {
+  check_model(BnPlacement::after, ActivationKind::tanh, 33);
+  check_model(BnPlacement::after, ActivationKind::sigmoid, 34);
+}
+TEST(GradCheck, ModelWithoutBn) { check_model(BnPlacement::none, ActivationKind::tanh, 35); }
+
+// dlib's trick: fill every output buffer with junk first. A backward that adds
+// to its gradients instead of assigning them gives a different answer.
+TEST(GradientContract, BackwardAssignsAndDoesNotAdd) {
+  std::vector<std::function<LayerPtr()>> makers = {
+      [] { return std::make_unique<Linear>(5, 4, true); },
+      [] { return std::make_unique<BatchNorm>(5); },
+      [] { return std::make_unique<Activation>(ActivationKind::sigmoid); },
+  };
+  for (const auto& make : makers) {
+    Rng rng(41);
+    const Tensor x = random_tensor({4, 5}, rng);
+    std::vector<float> clean_grads;
+    Tensor clean_dx;
+    for (int pass = 0; pass < 2; ++pass) {
+      LayerHarness h(make(), 9);
+      Tensor y, dx(x.shape());
+      if (pass == 1) {
+        std::fill(h.grads.begin(), h.grads.end(), 1e30f);
+        for (std::int64_t i = 0; i < dx.size(); ++i) dx[i] = std::numeric_limits<float>::quiet_NaN();
+      }
+      h->forward(y, x, Mode::train);
+      Rng r(42);
+      h->backward(&dx, random_tensor(y.shape(), r));
+      if (pass == 0) {
+        clean_grads = h.grads;
+        clean_dx = dx;
+        continue;
+      }
+      EXPECT_EQ(h.grads, clean_grads) << h->type() << " adds to its parameter gradients";
+      for (std::int64_t i = 0; i < dx.size(); ++i) ASSERT_EQ(dx[i], clean_dx[i]) << h->type() << " dx[" << i << "]";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace bnorm::test

@@ -1,0 +1,274 @@
+// The model and its pieces around batch norm: PyTorch naming, the flat
+// buffers, test-time behaviour one example at a time, save/load, optimizers,
+// batching and input normalization.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "bnorm/error.hpp"
+#include "bnorm/io/model_file.hpp"
+#include "bnorm/nn/layer_factory.hpp"
+#include "bnorm/nn/linear.hpp"
+#include "bnorm/nn/loss.hpp"
+#include "bnorm/train/batches.hpp"
+#include "bnorm/train/optimizer.hpp"
+#include "bnorm/train/trainer.hpp"
+#include "test_util.hpp"
+
+namespace bnorm::test {
+namespace {
+
+std::vector<std::string> names(Model& m) {
+  std::vector<std::string> out;
+  for (const auto& e : m.state_dict()) out.push_back(e.name + shape_str(e.shape));
+  return out;
+}
+
+Model mlp(BnPlacement bn, std::vector<std::int64_t> widths = {6, 5, 4, 3}) {
+  MlpSpec spec;
+  spec.widths = std::move(widths);
+  spec.bn = bn;
+  return Model(Shape{spec.widths.front()}, build_mlp_layers(spec));
+}
+
+TEST(Model, StateDictFollowsTorchSequentialNaming) {
+  Model before = mlp(BnPlacement::before);
+  // Linear(6,5,bias=False), BatchNorm1d(5), ReLU, Linear(5,4,bias=False), BatchNorm1d(4), ReLU, Linear(4,3)
+  const std::vector<std::string> want_before = {
+      "0.weight(5, 6)", "1.weight(5)", "1.bias(5)", "1.running_mean(5)", "1.running_var(5)", "1.num_batches_tracked()",
+      "3.weight(4, 5)", "4.weight(4)", "4.bias(4)", "4.running_mean(4)", "4.running_var(4)", "4.num_batches_tracked()",
+      "6.weight(3, 4)", "6.bias(3)"};
+  EXPECT_EQ(names(before), want_before);
+
+  Model after = mlp(BnPlacement::after);  // Linear(bias), ReLU, BatchNorm1d
+  const std::vector<std::string> want_after = {
+      "0.weight(5, 6)", "0.bias(5)", "2.weight(5)", "2.bias(5)", "2.running_mean(5)", "2.running_var(5)",
+      "2.num_batches_tracked()", "3.weight(4, 5)", "3.bias(4)", "5.weight(4)", "5.bias(4)", "5.running_mean(4)",
+      "5.running_var(4)", "5.num_batches_tracked()", "6.weight(3, 4)", "6.bias(3)"};
+  EXPECT_EQ(names(after), want_after);
+
+  Model none = mlp(BnPlacement::none);
+  const std::vector<std::string> want_none = {"0.weight(5, 6)", "0.bias(5)", "2.weight(4, 5)", "2.bias(4)",
+                                              "4.weight(3, 4)", "4.bias(3)"};
+  EXPECT_EQ(names(none), want_none);
+}
+
+TEST(Model, ParametersAndGradientsAreOneFlatBufferEach) {
+  Model m = mlp(BnPlacement::before);
+  // 5*6 + 2*5 + 4*5 + 2*4 + 3*4 + 3 weights, gammas/betas and the last bias
+  EXPECT_EQ(m.parameters().size(), 30u + 10 + 20 + 8 + 12 + 3);
+  EXPECT_EQ(m.gradients().size(), m.parameters().size());
+  // Every trained state entry points inside the parameter buffer, in order.
+  const float* base = m.parameters().data();
+  const float* expect = base;
+  for (const auto& e : m.state_dict()) {
+    if (e.name.find("running") != std::string::npos || e.name.find("num_batches") != std::string::npos) continue;
+    EXPECT_EQ(static_cast<const float*>(e.data), expect) << e.name;
+    expect += numel(e.shape);
+  }
+  EXPECT_EQ(expect, base + m.parameters().size());
+}
+
+TEST(Model, RejectsLayersThatDoNotChain) {
+  std::vector<LayerPtr> layers;
+  layers.push_back(std::make_unique<Linear>(4, 3, true));
+  layers.push_back(std::make_unique<Linear>(5, 2, true));
+  try {
+    Model m(Shape{4}, std::move(layers));
+    FAIL() << "accepted Linear(4,3) → Linear(5,2)";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 1"), std::string::npos) << e.what();
+  }
+}
+
+// A few training steps so the running statistics are not at their init.
+void train_a_little(Model& m, Rng& rng, std::int64_t steps = 20) {
+  Sgd sgd(0.05f, 0.9f, 0.0f);
+  Tensor dlogits;
+  for (std::int64_t s = 0; s < steps; ++s) {
+    const Tensor x = random_tensor({16, m.input_shape()[0]}, rng, 1.0, 2.0);
+    std::vector<std::uint8_t> labels(16);
+    for (auto& l : labels) l = static_cast<std::uint8_t>(rng.below(3));
+    softmax_cross_entropy(m.forward(x, Mode::train), labels, &dlogits);
+    m.backward(dlogits);
+    sgd.step(m.parameters(), m.gradients());
+  }
+}
+
+TEST(Model, OneExampleAtATimeEqualsTheWholeBatchInEvalMode) {
+  for (BnPlacement bn : {BnPlacement::before, BnPlacement::after}) {
+    Model m = mlp(bn);
+    Rng rng(5);
+    m.init_parameters(rng);
+    train_a_little(m, rng);
+    const Tensor x = random_tensor({50, 6}, rng, 1.0, 2.0);
+    const Tensor batch_logits = m.forward(x, Mode::eval);  // copy
+    Tensor one(Shape{1, 6});
+    for (std::int64_t n = 0; n < 50; ++n) {
+      std::copy(x.data() + n * 6, x.data() + n * 6 + 6, one.data());
+      const Tensor& logits = m.forward(one, Mode::eval);
+      for (std::int64_t k = 0; k < 3; ++k)
+        ASSERT_NEAR(logits[k], batch_logits[n * 3 + k], 1e-5 * (1 + std::abs(batch_logits[n * 3 + k])))
+            << "bn " << bn_placement_name(bn) << " example " << n;
+    }
+    // ...whereas training mode on the same batch gives different outputs:
+    // the statistics of this batch are not the running ones.
+    const Tensor& train_logits = m.forward(x, Mode::train);
+    double diff = 0;
+    for (std::int64_t i = 0; i < train_logits.size(); ++i) diff += std::abs(train_logits[i] - batch_logits[i]);
+    EXPECT_GT(diff, 1e-3);
+  }
+}
+
+ImageDataset synthetic_images(std::int64_t count, std::int64_t features, std::uint64_t seed) {
+  Rng rng(seed);
+  ImageDataset d;
+  d.count = count;
+  d.features = features;
+  for (std::int64_t i = 0; i < count; ++i) {
+    const auto label = static_cast<std::uint8_t>(rng.below(kNumClasses));
+    d.labels.push_back(label);
+    // Each class brightens its own band of pixels, so the task is learnable.
+    for (std::int64_t f = 0; f < features; ++f) {
+      const bool band = f % kNumClasses == label;
+      d.pixels.push_back(static_cast<std::uint8_t>(rng.below(band ? 256 : 96)));
+    }
+  }
+  return d;
+}
+
+TEST(Model, EvaluateDoesNotDependOnBatchSize) {
+  const ImageDataset data = synthetic_images(300, 20, 3);
+  const InputNormalization norm = InputNormalization::fit(data, "global");
+  Model m = mlp(BnPlacement::before, {20, 16, 10});
+  Rng rng(4);
+  m.init_parameters(rng);
+  Sgd sgd(0.05f, 0.9f, 0);
+  Trainer(m, sgd, norm, {2, 32, 9, true}).fit(data, {}, nullptr, nullptr);
+  const EvalResult whole = evaluate(m, data, norm, 300);
+  const EvalResult single = evaluate(m, data, norm, 1);
+  EXPECT_EQ(whole.accuracy, single.accuracy);
+  EXPECT_NEAR(whole.loss, single.loss, 1e-5);
+  EXPECT_GT(whole.accuracy, 0.5);  // the bands are learnable: the model did train
+}
+
+TEST(Model, SaveLoadGivesIdenticalPredictions) {
+  const auto dir = std::filesystem::temp_directory_path() / ("bnorm-model-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "m.safetensors").string();
+  for (BnPlacement bn : {BnPlacement::before, BnPlacement::after, BnPlacement::none}) {
+    Model m = mlp(bn);
+    Rng rng(8);
+    m.init_parameters(rng);
+    train_a_little(m, rng);
+    const InputNormalization norm{"pixel", {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f}, {1, 2, 3, 4, 5, 6}};
+    save_model(path, m, norm, {{"note", "test"}});
+    LoadedModel loaded = load_model(path);
+    EXPECT_EQ(loaded.model.architecture(), m.architecture());
+    EXPECT_EQ(loaded.input_normalization.mean, norm.mean);
+    EXPECT_EQ(loaded.input_normalization.std, norm.std);
+    EXPECT_EQ(loaded.training.at("note"), "test");
+    const Tensor x = random_tensor({7, 6}, rng);
+    const Tensor want = m.forward(x, Mode::eval);
+    const Tensor& got = loaded.model.forward(x, Mode::eval);
+    for (std::int64_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << bn_placement_name(bn) << " logit " << i;
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Model, SameSeedSameBitsOtherSeedOtherBits) {
+  const ImageDataset data = synthetic_images(200, 12, 6);
+  const InputNormalization norm = InputNormalization::fit(data, "global");
+  auto run = [&](std::uint64_t seed) {
+    Model m = mlp(BnPlacement::before, {12, 8, 10});
+    Rng init(init_rng_seed(seed));
+    m.init_parameters(init);
+    Sgd sgd(0.05f, 0.9f, 0);
+    Trainer(m, sgd, norm, {2, 16, seed, true}).fit(data, {}, nullptr, nullptr);
+    return std::vector<float>(m.parameters().begin(), m.parameters().end());
+  };
+  EXPECT_EQ(run(1), run(1));
+  EXPECT_NE(run(1), run(2));
+}
+
+TEST(Optimizer, SgdMomentumAndWeightDecayFollowPyTorch) {
+  Sgd sgd(0.1f, 0.9f, 0.01f);
+  std::vector<float> p = {1.0f, -2.0f};
+  const std::vector<float> g = {0.5f, 0.25f};
+  sgd.step(p, g);
+  // v = g + wd*p; p -= lr*v
+  const float v0 = 0.5f + 0.01f * 1.0f, v1 = 0.25f + 0.01f * -2.0f;
+  EXPECT_FLOAT_EQ(p[0], 1.0f - 0.1f * v0);
+  EXPECT_FLOAT_EQ(p[1], -2.0f - 0.1f * v1);
+  const float p0 = p[0];
+  sgd.step(p, g);
+  const float v0b = 0.9f * v0 + 0.5f + 0.01f * p0;
+  EXPECT_FLOAT_EQ(p[0], p0 - 0.1f * v0b);
+}
+
+TEST(Optimizer, AdamFollowsTheBiasCorrectedUpdate) {
+  Adam adam(0.01f);
+  std::vector<float> p = {1.0f};
+  adam.step(p, std::vector<float>{0.5f});
+  // Step 1: m̂ = g, v̂ = g², so the step is lr·g/(|g|+eps) ≈ lr.
+  EXPECT_NEAR(p[0], 1.0f - 0.01f, 1e-6);
+  adam.step(p, std::vector<float>{-0.25f});
+  const double m = 0.9 * 0.1 * 0.5 + 0.1 * -0.25, v = 0.999 * 0.001 * 0.25 + 0.001 * 0.0625;
+  const double mh = m / (1 - 0.81), vh = v / (1 - 0.999 * 0.999);
+  EXPECT_NEAR(p[0], 0.99 - 0.01 * mh / (std::sqrt(vh) + 1e-8), 1e-6);
+  EXPECT_THROW(make_optimizer("rmsprop", 0.1f, 0.9f, 0), Error);
+  EXPECT_THROW(make_optimizer("sgd", -1.0f, 0.9f, 0), Error);
+}
+
+TEST(Batches, DropsOnlyALastBatchOfOneAndShufflesAPermutation) {
+  BatchOrder keep(130, 64, true);  // 64 + 64 + 2
+  EXPECT_EQ(keep.num_batches(), 3);
+  EXPECT_EQ(keep.batch(2).size(), 2u);
+  BatchOrder drop(129, 64, true);  // 64 + 64 + 1 → the 1 is left out
+  EXPECT_EQ(drop.num_batches(), 2);
+  EXPECT_EQ(drop.examples_per_epoch(), 128);
+  BatchOrder no_drop(129, 64, false);
+  EXPECT_EQ(no_drop.num_batches(), 3);
+
+  Rng a(3), b(3);
+  BatchOrder x(1000, 10, true), y(1000, 10, true);
+  x.shuffle(a);
+  y.shuffle(b);
+  std::vector<std::int64_t> seen;
+  for (std::int64_t i = 0; i < x.num_batches(); ++i) {
+    const auto bx = x.batch(i), by = y.batch(i);
+    EXPECT_TRUE(std::equal(bx.begin(), bx.end(), by.begin()));
+    seen.insert(seen.end(), bx.begin(), bx.end());
+  }
+  std::vector<std::int64_t> sorted = seen;
+  std::sort(sorted.begin(), sorted.end());
+  for (std::int64_t i = 0; i < 1000; ++i) ASSERT_EQ(sorted[static_cast<std::size_t>(i)], i);
+  EXPECT_NE(seen[0] + seen[1] * 1000, 1000);  // not the identity order
+}
+
+TEST(InputNormalization, FitsTrainingStatisticsGlobalAndPerPixel) {
+  ImageDataset d;
+  d.count = 2;
+  d.features = 2;
+  d.pixels = {0, 255, 255, 255};  // pixel 0: {0, 1}; pixel 1: {1, 1}
+  d.labels = {0, 1};
+  const auto global = InputNormalization::fit(d, "global");
+  ASSERT_EQ(global.mean.size(), 1u);
+  EXPECT_FLOAT_EQ(global.mean[0], 0.75f);
+  EXPECT_FLOAT_EQ(global.std[0], std::sqrt(0.75f - 0.5625f));
+  const auto pixel = InputNormalization::fit(d, "pixel");
+  ASSERT_EQ(pixel.mean.size(), 2u);
+  EXPECT_FLOAT_EQ(pixel.mean[0], 0.5f);
+  EXPECT_FLOAT_EQ(pixel.std[0], 0.5f);
+  EXPECT_FLOAT_EQ(pixel.std[1], 1e-3f);  // constant pixel: floored, not zero
+  Tensor out;
+  const std::int64_t idx[] = {0};
+  pixel.apply(out, d.pixels.data(), 2, idx);
+  EXPECT_FLOAT_EQ(out[0], (0.0f - 0.5f) / 0.5f);
+  EXPECT_THROW(InputNormalization::fit(d, "median"), Error);
+}
+
+}  // namespace
+}  // namespace bnorm::test

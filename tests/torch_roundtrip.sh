@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Trains small bnorm models of every block layout, then checks with PyTorch
+# (scripts/torch_check_model.py) that each file loads into torch.nn.Sequential
+# with strict names and gives the same logits to 1e-5. Exit 77 = skipped.
+set -u
+bnorm=$1
+root=$2
+data=/usr/share/datasets/fashion-mnist
+if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+  echo "SKIP: Debian's python3-torch is not installed (/usr/bin/python3 cannot import torch)"
+  exit 77
+fi
+if [ ! -e "$data/t10k-images-idx3-ubyte.gz" ]; then
+  echo "SKIP: Fashion-MNIST not installed ($data)"
+  exit 77
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+status=0
+check() {
+  local name=$1
+  shift
+  if ! "$bnorm" train --train-size 2000 --test-size 200 --epochs 1 --out "$tmp/$name.safetensors" --json "$@" >/dev/null; then
+    echo "FAIL $name: bnorm train failed"
+    status=1
+    return
+  fi
+  if /usr/bin/python3 "$root/scripts/torch_check_model.py" --model "$tmp/$name.safetensors" --bnorm "$bnorm" --count 300; then
+    echo "ok   $name"
+  else
+    echo "FAIL $name"
+    status=1
+  fi
+}
+check bn-before --bn before
+check bn-after --bn after
+check bn-none --bn none
+check options --bn before --input-norm pixel --bn-cumulative --no-affine --activation tanh --layers 784,64,32,10
+check biased-var --bn after --bn-running-var biased --activation sigmoid --eps 1e-3 --bn-momentum 0.3
+exit $status
