@@ -62,6 +62,7 @@ std::vector<std::int64_t> parse_widths(const std::string& text) {
 // Fails before hours of training rather than at the final save.
 void check_output_writable(const std::string& out) {
   const std::filesystem::path p(out);
+  if (out.empty() || !p.has_filename()) throw Error("--out '" + out + "' must name a file");
   const std::filesystem::path dir = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
   if (!std::filesystem::is_directory(dir)) fail_file(out, "directory " + dir.string() + " does not exist");
   if (::access(dir.c_str(), W_OK) != 0) fail_file(out, "directory " + dir.string() + " is not writable");

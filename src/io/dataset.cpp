@@ -57,8 +57,10 @@ ImageDataset load_image_dataset(const std::string& images_path, const std::strin
 
 ImageDataset load_fashion_mnist(const std::string& dir, Split split) {
   const std::string prefix = split == Split::train ? "train" : "t10k";
-  return load_image_dataset(find_file(dir, prefix + "-images-idx3-ubyte"),
-                            find_file(dir, prefix + "-labels-idx1-ubyte"));
+  // Looked up one after the other so a user missing both hears of the images first.
+  const std::string images = find_file(dir, prefix + "-images-idx3-ubyte");
+  const std::string labels = find_file(dir, prefix + "-labels-idx1-ubyte");
+  return load_image_dataset(images, labels);
 }
 
 InputNormalization InputNormalization::fit(const ImageDataset& train, const std::string& mode) {

@@ -39,7 +39,17 @@ std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& packed, const 
   std::vector<std::uint8_t> out;
   std::uint8_t chunk[1 << 16];
   int rc = Z_OK;
-  while (rc != Z_STREAM_END) {
+  while (true) {
+    if (rc == Z_STREAM_END) {
+      // gzip allows several members back to back (cat a.gz b.gz); anything
+      // else after a member is damage, refused like trailing bytes elsewhere.
+      if (z.avail_in == 0) break;
+      if (z.avail_in < 2 || z.next_in[0] != 0x1f || z.next_in[1] != 0x8b) {
+        inflateEnd(&z);
+        fail_file(path, std::to_string(z.avail_in) + " bytes of trailing data after the gzip stream");
+      }
+      inflateReset(&z);
+    }
     z.next_out = chunk;
     z.avail_out = sizeof chunk;
     rc = inflate(&z, Z_NO_FLUSH);

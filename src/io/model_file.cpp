@@ -66,9 +66,16 @@ LoadedModel load_model(const std::string& path) {
     fail_file(path, "model format version " + (version == file.metadata.end() ? std::string("(none)") : version->second) +
                         " is not supported (this bnorm reads version " + kModelFormatVersion + ")");
 
+  // Every byte of the model's state must be in the file, so the file's size
+  // bounds what the architecture may allocate. The slack lets a slightly
+  // inconsistent file reach the precise error (missing tensor, wrong width)
+  // instead of this coarse one, while a few-KB file still cannot ask for GiBs.
+  constexpr std::int64_t kSlackBytes = 16 << 20;
+  std::int64_t file_tensor_bytes = kSlackBytes;
+  for (const auto& [name, t] : file.tensors) file_tensor_bytes += static_cast<std::int64_t>(t.bytes.size());
   Model model = [&] {
     try {
-      return Model::from_architecture(parse_metadata_json(file, "architecture", path));
+      return Model::from_architecture(parse_metadata_json(file, "architecture", path), file_tensor_bytes);
     } catch (const Error& e) {
       const std::string what = e.what();
       if (what.rfind(path + ":", 0) == 0) throw;

@@ -96,8 +96,8 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& p
   std::uint64_t header_len;
   std::memcpy(&header_len, bytes.data(), 8);
   if (header_len > bytes.size() - 8)
-    fail_file(path, "header length " + std::to_string(header_len) + " runs past the end of the file (" +
-                        std::to_string(bytes.size()) + " bytes)");
+    fail_file(path, "not a safetensors file: header length " + std::to_string(header_len) +
+                        " runs past the end of the file (" + std::to_string(bytes.size()) + " bytes)");
   if (header_len > kMaxHeaderBytes) fail_file(path, "header length " + std::to_string(header_len) + " is implausibly large");
   const std::string_view header_text(bytes.data() + 8, header_len);
 

@@ -37,9 +37,6 @@ BatchNorm::BatchNorm(std::int64_t num_features, BatchNormOptions options)
     running_mean_.assign(Cs, 0.0f);
     running_var_.assign(Cs, 1.0f);
   }
-  mean_.resize(Cs);
-  var_.resize(Cs);
-  inv_std_.resize(Cs);
 }
 
 nlohmann::json BatchNorm::config() const {
@@ -117,6 +114,12 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
                 shape_str(x.shape()) + " (a batch of one example; use eval mode for single examples)");
   if (m < 1) throw Error("batchnorm: empty batch " + shape_str(x.shape()));
 
+  // Sized on first use (then kept): constructing a layer allocates only the
+  // state a model file holds, which lets the loader bound it by the file size.
+  const auto Cs = static_cast<std::size_t>(C_);
+  mean_.resize(Cs);
+  var_.resize(Cs);
+  inv_std_.resize(Cs);
   kernels::batchnorm_forward_train(y.data(), mean_.data(), var_.data(), inv_std_.data(), x.data(), gamma_,
                                    beta_, options_.eps, d.N, C_, d.S);
   if (mode != Mode::train) return;

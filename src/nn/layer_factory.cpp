@@ -48,6 +48,23 @@ LayerPtr make_layer(const nlohmann::json& config) {
   return std::make_unique<Activation>(parse_activation(type));
 }
 
+std::int64_t layer_state_bytes(const nlohmann::json& config) {
+  if (!config.is_object()) throw Error("layer config must be a JSON object, got " + config.dump());
+  const auto type = field<std::string>(config, "type");
+  // Sizes are at most 2^24 each, so these products stay far below 2^63.
+  if (type == "linear") {
+    const std::int64_t in = positive_size(config, "in_features"), out = positive_size(config, "out_features");
+    return (in * out + (field<bool>(config, "bias") ? out : 0)) * 4;
+  }
+  if (type == "batchnorm") {
+    const std::int64_t C = positive_size(config, "num_features");
+    const std::int64_t per_channel = (field<bool>(config, "affine") ? 2 : 0) + (field<bool>(config, "track_running_stats") ? 2 : 0);
+    return C * per_channel * 4;
+  }
+  parse_activation(type);  // throws for an unknown type
+  return 0;
+}
+
 std::string bn_placement_name(BnPlacement placement) {
   switch (placement) {
     case BnPlacement::before: return "before";

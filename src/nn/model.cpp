@@ -42,7 +42,7 @@ Model::Model(Shape input_shape, std::vector<LayerPtr> layers)
   input_grads_.resize(layers_.size());
 }
 
-Model Model::from_architecture(const nlohmann::json& architecture) {
+Model Model::from_architecture(const nlohmann::json& architecture, std::int64_t max_state_bytes) {
   if (!architecture.is_object() || !architecture.contains("input_shape") || !architecture.contains("layers"))
     throw Error("architecture must be an object with \"input_shape\" and \"layers\"");
   const auto& in = architecture.at("input_shape");
@@ -54,6 +54,13 @@ Model Model::from_architecture(const nlohmann::json& architecture) {
     if (!d.is_number_integer() || d.get<std::int64_t>() <= 0 || d.get<std::int64_t>() > (1 << 24))
       throw Error("architecture: bad input size " + d.dump());
     input_shape.push_back(d.get<std::int64_t>());
+  }
+  std::int64_t state_bytes = 0;
+  for (const auto& config : list) {
+    state_bytes += layer_state_bytes(config);
+    if (state_bytes > max_state_bytes)
+      throw Error("architecture declares more than " + std::to_string(max_state_bytes) +
+                  " bytes of parameters and statistics (layer " + config.dump() + " and those before it)");
   }
   std::vector<LayerPtr> layers;
   for (const auto& config : list) layers.push_back(make_layer(config));

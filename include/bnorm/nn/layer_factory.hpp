@@ -8,6 +8,12 @@ namespace bnorm {
 // Rebuilds one layer from its config() JSON; throws Error naming what is wrong.
 LayerPtr make_layer(const nlohmann::json& config);
 
+// Bytes of saved state (parameters and running statistics) the layer that
+// make_layer(config) builds will allocate. A loader compares the sum with the
+// bytes its file holds before building anything, so a small file cannot ask
+// for a huge model. Validates the config like make_layer.
+std::int64_t layer_state_bytes(const nlohmann::json& config);
+
 // Where batch norm goes in each hidden block.
 enum class BnPlacement { before, after, none };
 std::string bn_placement_name(BnPlacement placement);

@@ -18,7 +18,10 @@ class Model {
   Model& operator=(const Model&) = delete;
 
   // Rebuilds a model from architecture(); parameters are left at their init.
-  static Model from_architecture(const nlohmann::json& architecture);
+  // Throws Error, before allocating, if the layers' saved state would take
+  // more than max_state_bytes (a loader passes what its file holds).
+  static Model from_architecture(const nlohmann::json& architecture,
+                                 std::int64_t max_state_bytes = std::int64_t{1} << 40);
   nlohmann::json architecture() const;  // {"input_shape": [...], "layers": [config, ...]}
 
   void init_parameters(Rng& rng);
