@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""End-to-end training speed and accuracy: `bnorm train` against PyTorch 1.13.
+
+Runs both peers in the same session, alternating, --repeats times each, with
+the same setup (MLP 784-256-256-10, BN before ReLU, batch 64, SGD momentum
+0.9, lr 0.01, 2 threads by default). The machine is shared and noisy, so each
+pair is compared as a ratio and the medians are reported. Peak resident
+memory comes from /usr/bin/time -v.
+
+Usage:
+    /usr/bin/python3 bench/compare_train.py [--bnorm build/bnorm] [--repeats 3]
+        [--epochs 5] [--threads 2] [--bn before]
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(cmd):
+    """Runs cmd under /usr/bin/time -v; returns (epoch JSON objects, peak RSS in MiB)."""
+    with tempfile.NamedTemporaryFile(mode="r", suffix=".time") as timing:
+        proc = subprocess.run(["/usr/bin/time", "-v", "-o", timing.name] + cmd,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
+        rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing.read())
+    epochs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return epochs, int(rss.group(1)) / 1024 if rss else float("nan")
+
+
+def summarize(epochs):
+    """Mean samples/s over the epochs (each epoch times only its training loop) and the last accuracy."""
+    return statistics.mean(e["samples_per_s"] for e in epochs), epochs[-1]["test_accuracy"]
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bnorm", default=os.path.join(ROOT, "build", "bnorm"))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bn", default="before", choices=["before", "after", "none"])
+    args = ap.parse_args()
+
+    common = ["--epochs", str(args.epochs), "--threads", str(args.threads), "--bn", args.bn]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            b_epochs, b_rss = run([args.bnorm, "train", "--json", "--out", os.path.join(tmp, "m.safetensors")] + common)
+            t_epochs, t_rss = run(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_mlp.py")] + common)
+            (b_sps, b_acc), (t_sps, t_acc) = summarize(b_epochs), summarize(t_epochs)
+            rows.append(dict(bnorm_sps=b_sps, torch_sps=t_sps, ratio=b_sps / t_sps, bnorm_acc=b_acc,
+                             torch_acc=t_acc, bnorm_rss=b_rss, torch_rss=t_rss))
+            print(f"run {r + 1}: bnorm {b_sps:,.0f} samples/s acc {b_acc:.4f} rss {b_rss:.0f} MiB | "
+                  f"torch {t_sps:,.0f} samples/s acc {t_acc:.4f} rss {t_rss:.0f} MiB | ratio {b_sps / t_sps:.2f}x",
+                  flush=True)
+
+    med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+    print()
+    print(f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} threads, {args.epochs} epochs, bn {args.bn}, "
+          f"median of {args.repeats} runs")
+    print("| | samples/s (training loop) | test accuracy | peak RSS |")
+    print("|---|---|---|---|")
+    print(f"| bnorm | {med['bnorm_sps']:,.0f} | {med['bnorm_acc']:.4f} | {med['bnorm_rss']:.0f} MiB |")
+    print(f"| PyTorch {torch_version()} | {med['torch_sps']:,.0f} | {med['torch_acc']:.4f} | {med['torch_rss']:.0f} MiB |")
+    print(f"| ratio (median of per-run ratios) | {med['ratio']:.2f}x | | "
+          f"{med['bnorm_rss'] / med['torch_rss']:.2f}x |")
+
+
+def torch_version():
+    out = subprocess.run(["/usr/bin/python3", "-c", "import torch; print(torch.__version__)"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() or "?"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Sets up bnorm on Debian 12: installs what it needs from Debian's archive
+# (as root; skipped otherwise) and builds it in build/.
+#   scripts/setup.sh            the library, the bnorm tool and Fashion-MNIST
+#   scripts/setup.sh --tests    also PyTorch, for the tests that compare with it
+# Environment: BNORM_BUILD_DIR (default build), BNORM_CMAKE_FLAGS (e.g.
+# "-DBNORM_NATIVE=ON" for this machine's instruction set, "-DBNORM_SANITIZE=ON").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(g++ cmake make libopenblas-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev
+          dataset-fashion-mnist)
+if [ "${1:-}" = "--tests" ]; then
+  packages+=(python3-torch python3-numpy)
+fi
+
+if [ "$(id -u)" = 0 ]; then
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  fi
+else
+  echo "setup.sh: not root, so not installing packages; needed: ${packages[*]}" >&2
+fi
+
+build_dir=${BNORM_BUILD_DIR:-build}
+# shellcheck disable=SC2086
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release ${BNORM_CMAKE_FLAGS:-}
+cmake --build "$build_dir" -j"$(nproc)"
