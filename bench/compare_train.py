@@ -9,7 +9,7 @@ memory comes from /usr/bin/time -v.
 
 Usage:
     /usr/bin/python3 bench/compare_train.py [--bnorm build/bnorm] [--repeats 3]
-        [--epochs 5] [--threads 2] [--bn before]
+        [--epochs 5] [--threads 2] [--bn before] [--arch mlp|cnn]
 """
 
 import argparse
@@ -60,14 +60,23 @@ def main():
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bn", default="before", choices=["before", "after", "none"])
+    ap.add_argument("--arch", default="mlp", choices=["mlp", "cnn"],
+                    help="mlp: the default 784-256-256-10; cnn: bnorm's --arch cnn")
+    ap.add_argument("--train-size", type=int, default=0,
+                    help="first N training examples only (speed figures; accuracy then is not the full run's)")
     args = ap.parse_args()
 
     common = ["--epochs", str(args.epochs), "--threads", str(args.threads), "--bn", args.bn]
+    if args.train_size:
+        common += ["--train-size", str(args.train_size)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            b_epochs, b_rss = run([args.bnorm, "train", "--json", "--out", os.path.join(tmp, "m.safetensors")] + common)
-            t_epochs, t_rss = run(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_mlp.py")] + common)
+            b_arch = ["--arch", "cnn"] if args.arch == "cnn" else []
+            b_epochs, b_rss = run([args.bnorm, "train", "--json", "--out", os.path.join(tmp, "m.safetensors")] + b_arch +
+                                  common)
+            t_epochs, t_rss = run(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_peer.py"),
+                                   "--arch", args.arch] + common)
             (b_sps, b_acc), (t_sps, t_acc) = summarize(b_epochs), summarize(t_epochs)
             rows.append(dict(bnorm_sps=b_sps, torch_sps=t_sps, ratio=b_sps / t_sps, bnorm_acc=b_acc,
                              torch_acc=t_acc, bnorm_rss=b_rss, torch_rss=t_rss))
@@ -77,7 +86,7 @@ def main():
 
     med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
     print()
-    print(f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} threads, {args.epochs} epochs, bn {args.bn}, "
+    print(f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} threads, {args.arch}, {args.epochs} epochs, bn {args.bn}, "
           f"median of {args.repeats} runs")
     print("| | samples/s (training loop) | test accuracy | peak RSS |")
     print("|---|---|---|---|")

@@ -73,15 +73,34 @@ def json_metadata(metadata, key):
 def build_sequential(architecture):
     """Translate the architecture description into a torch.nn.Sequential."""
     layers = []
+    # Batch norm is BatchNorm2d on (N, C, H, W) data and BatchNorm1d after a
+    # flatten or on an MLP, so follow the rank of the data through the list.
+    spatial = len(architecture.get("input_shape", [])) == 3
     for index, spec in enumerate(architecture.get("layers", [])):
         kind = spec.get("type")
-        if kind == "linear":
+        if kind == "conv2d":
+            layers.append(torch.nn.Conv2d(
+                spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]),
+                stride=spec["stride"], padding=spec["padding"], bias=spec["bias"]))
+        elif kind == "maxpool2d":
+            layers.append(torch.nn.MaxPool2d(spec["kernel_size"], stride=spec["stride"]))
+        elif kind == "avgpool2d":
+            layers.append(torch.nn.AvgPool2d(spec["kernel_size"], stride=spec["stride"]))
+        elif kind == "global_avgpool":
+            layers.append(torch.nn.AdaptiveAvgPool2d(1))
+        elif kind == "flatten":
+            layers.append(torch.nn.Flatten())
+            spatial = False
+        elif kind == "dropout":
+            layers.append(torch.nn.Dropout(spec["p"]))
+        elif kind == "linear":
             layers.append(torch.nn.Linear(
                 spec["in_features"], spec["out_features"], bias=spec["bias"]))
         elif kind == "batchnorm":
             # unbiased_running_var only changes how training updates the
             # running variance; eval mode, which is all we run, ignores it.
-            layers.append(torch.nn.BatchNorm1d(
+            norm = torch.nn.BatchNorm2d if spatial else torch.nn.BatchNorm1d
+            layers.append(norm(
                 spec["num_features"],
                 eps=spec["eps"],
                 momentum=spec["momentum"],
@@ -112,7 +131,7 @@ def load_model(path):
     architecture = json_metadata(metadata, "architecture")
     normalization = json_metadata(metadata, "input_normalization")
     input_shape = architecture.get("input_shape")
-    if not isinstance(input_shape, list) or len(input_shape) != 1:
+    if not isinstance(input_shape, list) or len(input_shape) not in (1, 3):
         raise CheckError(f"unsupported input_shape {input_shape!r}")
 
     try:
@@ -143,11 +162,12 @@ def load_model(path):
     mode = normalization.get("mode")
     mean = np.asarray(normalization.get("mean"), dtype=np.float32)
     std = np.asarray(normalization.get("std"), dtype=np.float32)
-    expected = {"global": 1, "pixel": input_shape[0]}.get(mode)
+    features = int(np.prod(input_shape))
+    expected = {"global": 1, "pixel": features}.get(mode)
     if expected is None or mean.shape != (expected,) or std.shape != (expected,):
         raise CheckError(f"bad input_normalization: mode {mode!r}, "
                          f"mean shape {mean.shape}, std shape {std.shape}")
-    return model, mean, std, input_shape[0]
+    return model, mean, std, input_shape
 
 
 def run_bnorm(bnorm, model_path, images_path, count):
@@ -188,10 +208,10 @@ def main():
         parser.error("--count must be at least 1")
 
     try:
-        model, mean, std, input_size = load_model(args.model)
+        model, mean, std, input_shape = load_model(args.model)
         images = read_idx_images(args.images)[: args.count]
-        if images.shape[1] != input_size:
-            raise CheckError(f"images have {images.shape[1]} pixels, model expects {input_size}")
+        if images.shape[1] != int(np.prod(input_shape)):
+            raise CheckError(f"images have {images.shape[1]} pixels, model expects {input_shape}")
         count = images.shape[0]
 
         # Same float32 arithmetic, in the same order, as the documented
@@ -199,7 +219,7 @@ def main():
         # from eating into the tolerance.
         x = (images.astype(np.float32) / np.float32(255.0) - mean) / std
         with torch.no_grad():
-            logits = model(torch.from_numpy(x)).double().numpy()
+            logits = model(torch.from_numpy(x).reshape(count, *input_shape)).double().numpy()
         labels = logits.argmax(axis=1)
 
         predictions = run_bnorm(args.bnorm, args.model, args.images, count)

@@ -9,6 +9,9 @@
 #include <limits>
 
 #include "bnorm/nn/activation.hpp"
+#include "bnorm/nn/arch.hpp"
+#include "bnorm/nn/conv2d.hpp"
+#include "bnorm/nn/pooling.hpp"
 #include "bnorm/nn/batchnorm.hpp"
 #include "bnorm/nn/layer_factory.hpp"
 #include "bnorm/nn/linear.hpp"
@@ -174,6 +177,61 @@ TEST(GradCheck, CheckerRejectsAWrongGradient) {
   EXPECT_FALSE(bad.empty());
 }
 
+TEST(GradCheck, Conv2dShapesStridesPadding) {
+  struct Case {
+    std::int64_t C, O, KH, KW, stride, pad;
+    bool bias;
+    Shape x;
+  };
+  const Case cases[] = {{2, 3, 3, 3, 1, 1, true, {2, 2, 5, 5}},  {1, 2, 3, 3, 2, 1, false, {3, 1, 6, 7}},
+                        {3, 2, 1, 1, 1, 0, true, {2, 3, 4, 3}},  {2, 4, 2, 3, 1, 0, true, {1, 2, 4, 5}},
+                        {2, 2, 5, 5, 3, 2, false, {2, 2, 7, 6}}};
+  std::uint64_t seed = 50;
+  for (const Case& c : cases) {
+    Rng rng(seed++);
+    LayerHarness h(std::make_unique<Conv2d>(c.C, c.O, c.KH, c.KW, c.stride, c.pad, c.bias), seed);
+    for (float& p : h.params) p += static_cast<float>(0.1 * rng.normal());
+    check_layer(h, random_tensor(c.x, rng), seed);
+  }
+}
+
+TEST(GradCheck, Pooling) {
+  Rng rng(60);
+  LayerHarness max2(std::make_unique<Pool2d>(Pool2d::Kind::max, 2, 2));
+  check_layer(max2, random_tensor({2, 3, 5, 4}, rng), 61);  // odd height: the last row is dropped
+  LayerHarness max3(std::make_unique<Pool2d>(Pool2d::Kind::max, 3, 1));  // overlapping windows
+  check_layer(max3, random_tensor({1, 2, 5, 5}, rng), 62);
+  LayerHarness avg(std::make_unique<Pool2d>(Pool2d::Kind::average, 2, 2));
+  check_layer(avg, random_tensor({2, 2, 4, 6}, rng), 63);
+  LayerHarness gap(std::make_unique<GlobalAvgPool>());
+  check_layer(gap, random_tensor({3, 4, 3, 2}, rng), 64);
+  LayerHarness flatten(std::make_unique<Flatten>());
+  check_layer(flatten, random_tensor({2, 3, 2, 2}, rng), 65);
+}
+
+// Dropout's mask changes on every training forward, so finite differences do
+// not apply; its backward must route dy through exactly the forward's mask.
+TEST(GradCheck, DropoutBackwardUsesTheForwardMask) {
+  Rng rng(66);
+  LayerHarness h(std::make_unique<Dropout>(0.3f), 67);
+  const Tensor x = away_from_zero(random_tensor({4, 50}, rng));
+  Tensor y, dx;
+  h->forward(y, x, Mode::train);
+  const Tensor dy = random_tensor(y.shape(), rng);
+  h->backward(&dx, dy);
+  std::int64_t dropped = 0;
+  for (std::int64_t i = 0; i < x.size(); ++i) {
+    const float scale = y[i] / x[i];  // 0 or 1/(1-p)
+    ASSERT_TRUE(std::abs(scale) < 1e-6f || std::abs(scale - 1.0f / 0.7f) < 1e-5f) << scale;
+    EXPECT_FLOAT_EQ(dx[i], dy[i] * scale);
+    dropped += scale == 0.0f;
+  }
+  EXPECT_GT(dropped, 30);   // about 60 of 200
+  EXPECT_LT(dropped, 100);
+  h->forward(y, x, Mode::eval);
+  for (std::int64_t i = 0; i < x.size(); ++i) ASSERT_EQ(y[i], x[i]);
+}
+
 // Whole models, loss included: every parameter gradient of the flat buffer.
 void check_model(BnPlacement placement, ActivationKind activation, std::uint64_t seed) {
   MlpSpec spec;
@@ -208,17 +266,45 @@ TEST(GradCheck, ModelBnAfterActivation) {
 }
 TEST(GradCheck, ModelWithoutBn) { check_model(BnPlacement::none, ActivationKind::tanh, 35); }
 
+// A small CNN through the loss: conv → BN over (N, C, H, W) → ReLU → pool, twice.
+TEST(GradCheck, ConvolutionalModelWithBatchNormBothPlacements) {
+  for (BnPlacement placement : {BnPlacement::before, BnPlacement::after}) {
+    const auto arch = parse_arch("conv3x3:3,bn,relu,maxpool2,conv3x3:4:s2,bn,tanh,avgpool2,fc:3", {2, 8, 8}, placement,
+                                 BatchNormOptions{});
+    Model model = Model::from_architecture(arch);
+    Rng rng(70);
+    model.init_parameters(rng);
+    for (float& p : model.parameters()) p += static_cast<float>(0.1 * rng.normal());
+    const Tensor x = random_tensor({4, 2, 8, 8}, rng);
+    const std::vector<std::uint8_t> labels = {0, 2, 1, 1};
+    auto loss = [&] { return softmax_cross_entropy(model.forward(x, Mode::train), labels, nullptr).loss; };
+    Tensor dlogits;
+    softmax_cross_entropy(model.forward(x, Mode::train), labels, &dlogits);
+    model.backward(dlogits);
+    const std::vector<float> grads(model.gradients().begin(), model.gradients().end());
+    const auto bad = compare("dparams", model.parameters().data(), grads.data(),
+                             static_cast<std::int64_t>(grads.size()), loss);
+    EXPECT_TRUE(bad.empty()) << bn_placement_name(placement) << ": " << bad.size() << " of " << grads.size()
+                             << " disagree\n" << report(bad);
+  }
+}
+
 // dlib's trick: fill every output buffer with junk first. A backward that adds
 // to its gradients instead of assigning them gives a different answer.
 TEST(GradientContract, BackwardAssignsAndDoesNotAdd) {
-  std::vector<std::function<LayerPtr()>> makers = {
-      [] { return std::make_unique<Linear>(5, 4, true); },
-      [] { return std::make_unique<BatchNorm>(5); },
-      [] { return std::make_unique<Activation>(ActivationKind::sigmoid); },
+  const std::vector<std::pair<std::function<LayerPtr()>, Shape>> cases = {
+      {[] { return std::make_unique<Linear>(5, 4, true); }, {4, 5}},
+      {[] { return std::make_unique<BatchNorm>(5); }, {4, 5}},
+      {[] { return std::make_unique<Activation>(ActivationKind::sigmoid); }, {4, 5}},
+      {[] { return std::make_unique<Conv2d>(2, 3, 3, 3, 1, 1, true); }, {2, 2, 4, 4}},
+      {[] { return std::make_unique<BatchNorm>(2); }, {2, 2, 4, 4}},
+      {[] { return std::make_unique<Pool2d>(Pool2d::Kind::max, 2, 2); }, {2, 2, 4, 4}},
+      {[] { return std::make_unique<Pool2d>(Pool2d::Kind::average, 2, 2); }, {2, 2, 4, 4}},
+      {[] { return std::make_unique<GlobalAvgPool>(); }, {2, 2, 4, 4}},
   };
-  for (const auto& make : makers) {
+  for (const auto& [make, shape] : cases) {
     Rng rng(41);
-    const Tensor x = random_tensor({4, 5}, rng);
+    const Tensor x = random_tensor(shape, rng);
     std::vector<float> clean_grads;
     Tensor clean_dx;
     for (int pass = 0; pass < 2; ++pass) {

@@ -9,6 +9,7 @@
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/model_file.hpp"
+#include "bnorm/nn/arch.hpp"
 #include "bnorm/nn/layer_factory.hpp"
 #include "bnorm/nn/linear.hpp"
 #include "bnorm/nn/loss.hpp"
@@ -119,6 +120,31 @@ TEST(Model, OneExampleAtATimeEqualsTheWholeBatchInEvalMode) {
     double diff = 0;
     for (std::int64_t i = 0; i < train_logits.size(); ++i) diff += std::abs(train_logits[i] - batch_logits[i]);
     EXPECT_GT(diff, 1e-3);
+  }
+}
+
+TEST(Model, CnnOneExampleAtATimeEqualsTheWholeBatchInEvalMode) {
+  Model m = Model::from_architecture(
+      parse_arch("conv3x3:4,bn,relu,maxpool2,conv3x3:6,relu,bn,gap,fc:3", {2, 6, 6}, BnPlacement::before, {}));
+  Rng rng(15);
+  m.init_parameters(rng);
+  Sgd sgd(0.05f, 0.9f, 0.0f);
+  Tensor dlogits;
+  for (int s = 0; s < 10; ++s) {
+    const Tensor x = random_tensor({8, 2, 6, 6}, rng, 1.0, 2.0);
+    const std::vector<std::uint8_t> labels = {0, 1, 2, 0, 1, 2, 0, 1};
+    softmax_cross_entropy(m.forward(x, Mode::train), labels, &dlogits);
+    m.backward(dlogits);
+    sgd.step(m.parameters(), m.gradients());
+  }
+  const Tensor x = random_tensor({12, 2, 6, 6}, rng, 1.0, 2.0);
+  const Tensor batch_logits = m.forward(x, Mode::eval);
+  Tensor one(Shape{1, 2, 6, 6});
+  for (std::int64_t n = 0; n < 12; ++n) {
+    std::copy(x.data() + n * 72, x.data() + (n + 1) * 72, one.data());
+    const Tensor& logits = m.forward(one, Mode::eval);
+    for (std::int64_t k = 0; k < 3; ++k)
+      ASSERT_NEAR(logits[k], batch_logits[n * 3 + k], 1e-5 * (1 + std::abs(batch_logits[n * 3 + k]))) << n;
   }
 }
 
@@ -265,7 +291,7 @@ TEST(InputNormalization, FitsTrainingStatisticsGlobalAndPerPixel) {
   EXPECT_FLOAT_EQ(pixel.std[1], 1e-3f);  // constant pixel: floored, not zero
   Tensor out;
   const std::int64_t idx[] = {0};
-  pixel.apply(out, d.pixels.data(), 2, idx);
+  pixel.apply(out, d.pixels.data(), Shape{2}, idx);
   EXPECT_FLOAT_EQ(out[0], (0.0f - 0.5f) / 0.5f);
   EXPECT_THROW(InputNormalization::fit(d, "median"), Error);
 }

@@ -36,5 +36,7 @@ check bn-before --bn before
 check bn-after --bn after
 check bn-none --bn none
 check options --bn before --input-norm pixel --bn-cumulative --no-affine --activation tanh --layers 784,64,32,10
+check cnn --arch cnn
+check cnn-after --arch "conv3x3:8:s2,bn,relu,avgpool2,conv5x5:6:p0,relu,bn,gap,flatten,dropout:0.2,fc:10" --bn after --input-norm pixel
 check biased-var --bn after --bn-running-var biased --activation sigmoid --eps 1e-3 --bn-momentum 0.3
 exit $status

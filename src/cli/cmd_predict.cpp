@@ -102,7 +102,9 @@ void run_predict(const PredictOptions& o) {
                  "each batch-norm layer outputs just beta, and the prediction no longer depends on the input. "
                  "This is why a trained network uses running statistics at test time.\n");
   // One example at a time: the lecture's test-time case.
-  Tensor x(Shape{1, features});
+  Shape one{1};
+  one.insert(one.end(), loaded.model.input_shape().begin(), loaded.model.input_shape().end());
+  Tensor x(one);
   for (std::size_t n = 0; n < rows.size(); ++n) {
     loaded.input_normalization.apply_row(x.data(), rows[n].data(), features);
     const Tensor& logits = loaded.model.forward(x, mode);

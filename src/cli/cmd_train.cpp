@@ -3,12 +3,13 @@
 #include <charconv>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/dataset.hpp"
 #include "bnorm/io/model_file.hpp"
-#include "bnorm/nn/layer_factory.hpp"
+#include "bnorm/nn/arch.hpp"
 #include "bnorm/train/trainer.hpp"
 #include "commands.hpp"
 #include "progress.hpp"
@@ -19,6 +20,8 @@ namespace {
 struct TrainOptions {
   std::string data = kDefaultDataDir;
   std::string layers = "784,256,256,10";
+  std::string arch;       // overrides layers when set
+  std::string arch_file;  // the same, read from a file
   std::string bn = "before";
   std::string activation = "relu";
   std::int64_t epochs = 5;
@@ -69,6 +72,27 @@ void check_output_writable(const std::string& out) {
   if (std::filesystem::is_directory(p)) fail_file(out, "is a directory");
 }
 
+Model mlp_from_widths(const TrainOptions& o, const ImageDataset& train, BnPlacement placement,
+                      const BatchNormOptions& bn_options) {
+  MlpSpec spec;
+  spec.widths = parse_widths(o.layers);
+  spec.bn = placement;
+  spec.activation = parse_activation(o.activation);
+  spec.bn_options = bn_options;
+  if (spec.widths.front() != train.features)
+    throw Error("--layers starts with " + std::to_string(spec.widths.front()) + " inputs but the images have " +
+                std::to_string(train.features) + " pixels");
+  return Model(Shape{train.features}, build_mlp_layers(spec));
+}
+
+std::string read_arch_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail_file(path, "cannot open the architecture file");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.size() > 100000) fail_file(path, "architecture file is larger than 100 kB");
+  return text;
+}
+
 void run_train(const TrainOptions& o) {
   apply_threads(o.threads);
   if (o.epochs < 0 || o.epochs > 100000) throw Error("--epochs must be in 0..100000");
@@ -78,40 +102,38 @@ void run_train(const TrainOptions& o) {
   if (!(o.eps > 0.0f)) throw Error("--eps must be > 0");
   check_output_writable(o.out);
 
-  MlpSpec spec;
-  spec.widths = parse_widths(o.layers);
-  spec.bn = parse_bn_placement(o.bn);
-  spec.activation = parse_activation(o.activation);
-  spec.bn_options.eps = o.eps;
-  spec.bn_options.momentum = o.bn_cumulative ? std::nullopt : std::optional<float>(o.bn_momentum);
-  spec.bn_options.unbiased_running_var = o.bn_running_var == "unbiased";
-  spec.bn_options.affine = !o.no_affine;
-  spec.bn_options.track_running_stats = !o.no_running_stats;
+  BatchNormOptions bn_options;
+  bn_options.eps = o.eps;
+  bn_options.momentum = o.bn_cumulative ? std::nullopt : std::optional<float>(o.bn_momentum);
+  bn_options.unbiased_running_var = o.bn_running_var == "unbiased";
+  bn_options.affine = !o.no_affine;
+  bn_options.track_running_stats = !o.no_running_stats;
+  const BnPlacement placement = parse_bn_placement(o.bn);
+  std::string arch = o.arch;
+  if (!o.arch_file.empty()) arch = read_arch_file(o.arch_file);
 
   ImageDataset train = load_fashion_mnist(o.data, Split::train);
   ImageDataset test = load_fashion_mnist(o.data, Split::test);
   if (o.train_size > 0) train.truncate(o.train_size);
   if (o.test_size > 0) test.truncate(o.test_size);
-  if (spec.widths.front() != train.features)
-    throw Error("--layers starts with " + std::to_string(spec.widths.front()) + " inputs but the images have " +
-                std::to_string(train.features) + " pixels");
-  if (spec.widths.back() != kNumClasses)
-    throw Error("--layers ends with " + std::to_string(spec.widths.back()) + " outputs but there are " +
+  Model model = arch.empty() ? mlp_from_widths(o, train, placement, bn_options)
+                             : Model::from_architecture(parse_arch(arch, {1, train.rows, train.cols}, placement, bn_options));
+  if (model.output_shape() != Shape{kNumClasses})
+    throw Error("the network ends with outputs " + shape_str(model.output_shape()) + " but there are " +
                 std::to_string(kNumClasses) + " classes");
 
   const InputNormalization norm = InputNormalization::fit(train, o.input_norm);
-  Model model(Shape{train.features}, build_mlp_layers(spec));
   Rng init_rng(init_rng_seed(o.seed));
   model.init_parameters(init_rng);
   auto optimizer = make_optimizer(o.optimizer, o.lr, o.momentum, o.weight_decay);
 
-  const nlohmann::json training = {{"epochs", o.epochs},   {"batch_size", o.batch_size}, {"lr", o.lr},
+  const nlohmann::json training = {{"epochs", o.epochs},   {"arch", arch},   {"batch_size", o.batch_size}, {"lr", o.lr},
                                    {"optimizer", o.optimizer}, {"momentum", o.momentum},
                                    {"weight_decay", o.weight_decay}, {"seed", o.seed},
                                    {"train_size", train.count},  {"bn", o.bn}, {"data", o.data}};
   if (!o.json)
     std::printf("training %s on %lld examples (test %lld), bn %s, %s lr %g, batch %lld, %lld epochs\n",
-                o.layers.c_str(), static_cast<long long>(train.count), static_cast<long long>(test.count),
+                arch.empty() ? o.layers.c_str() : expand_named_arch(arch).c_str(), static_cast<long long>(train.count), static_cast<long long>(test.count),
                 o.bn.c_str(), o.optimizer.c_str(), static_cast<double>(o.lr), static_cast<long long>(o.batch_size),
                 static_cast<long long>(o.epochs));
   std::fflush(stdout);
@@ -157,7 +179,14 @@ Runner add_train_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("train", "Train an MLP with batch norm on Fashion-MNIST; evaluates on the test set "
                                               "with running statistics after every epoch");
   cmd->add_option("--data", o->data, "Directory with the IDX files (train-images-idx3-ubyte.gz, ...)")->capture_default_str();
-  cmd->add_option("--layers", o->layers, "Layer widths, input to output")->capture_default_str();
+  auto* layers = cmd->add_option("--layers", o->layers, "MLP layer widths, input to output")->capture_default_str();
+  auto* arch = cmd->add_option("--arch", o->arch,
+                  "Network in one line instead of --layers: 'cnn' (the default CNN), 'mlp', or tokens like "
+                  "conv3x3:32,bn,relu,maxpool2,conv3x3:64,bn,relu,maxpool2,flatten,fc:10 (see README)");
+  auto* arch_file = cmd->add_option("--arch-file", o->arch_file, "Read the --arch tokens from a file (# comments allowed)");
+  arch->excludes(layers);
+  arch->excludes(arch_file);
+  arch_file->excludes(layers);
   cmd->add_option("--bn", o->bn, "Batch norm in each hidden block: before the activation, after it, or none")
       ->check(CLI::IsMember({"before", "after", "none"}))
       ->capture_default_str();

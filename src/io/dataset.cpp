@@ -49,7 +49,9 @@ ImageDataset load_image_dataset(const std::string& images_path, const std::strin
                                  " is not a class 0.." + std::to_string(kNumClasses - 1));
   ImageDataset d;
   d.count = images.dims[0];
-  d.features = images.dims[1] * images.dims[2];
+  d.rows = images.dims[1];
+  d.cols = images.dims[2];
+  d.features = d.rows * d.cols;
   d.pixels = std::move(images.bytes);
   d.labels = std::move(labels.bytes);
   return d;
@@ -113,10 +115,13 @@ void InputNormalization::normalize_row(float* out, const Pixel* raw, std::int64_
   }
 }
 
-void InputNormalization::apply(Tensor& out, const std::uint8_t* pixels, std::int64_t features,
+void InputNormalization::apply(Tensor& out, const std::uint8_t* pixels, const Shape& example_shape,
                                std::span<const std::int64_t> indices) const {
   const auto n = static_cast<std::int64_t>(indices.size());
-  out.resize({n, features});
+  const std::int64_t features = numel(example_shape);
+  Shape shape{n};
+  shape.insert(shape.end(), example_shape.begin(), example_shape.end());
+  out.resize(shape);
   for (std::int64_t i = 0; i < n; ++i) {
     const std::uint8_t* row = pixels + indices[static_cast<std::size_t>(i)] * features;
     normalize_row(out.data() + i * features, row, features);

@@ -12,6 +12,12 @@ void gemm_abt(float* c, const float* a, const float* b, std::int64_t M, std::int
               static_cast<int>(N));
 }
 
+void gemm_abt_add(float* c, const float* a, const float* b, std::int64_t M, std::int64_t N, std::int64_t K) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
+              static_cast<int>(K), 1.0f, a, static_cast<int>(K), b, static_cast<int>(K), 1.0f, c,
+              static_cast<int>(N));
+}
+
 void gemm_atb(float* c, const float* a, const float* b, std::int64_t M, std::int64_t N, std::int64_t K) {
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(M), static_cast<int>(N),
               static_cast<int>(K), 1.0f, a, static_cast<int>(M), b, static_cast<int>(N), 0.0f, c,

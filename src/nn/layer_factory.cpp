@@ -1,7 +1,9 @@
 #include "bnorm/nn/layer_factory.hpp"
 
 #include "bnorm/error.hpp"
+#include "bnorm/nn/conv2d.hpp"
 #include "bnorm/nn/linear.hpp"
+#include "bnorm/nn/pooling.hpp"
 
 namespace bnorm {
 namespace {
@@ -17,11 +19,27 @@ T field(const nlohmann::json& config, const char* key) {
   }
 }
 
-std::int64_t positive_size(const nlohmann::json& config, const char* key) {
+std::int64_t bounded(const nlohmann::json& config, const char* key, std::int64_t lo, std::int64_t hi) {
   const auto v = field<std::int64_t>(config, key);
-  if (v <= 0 || v > (1 << 24))
-    throw Error("layer config " + config.dump() + ": \"" + key + "\" must be in 1..16777216");
+  if (v < lo || v > hi)
+    throw Error("layer config " + config.dump() + ": \"" + key + "\" must be in " + std::to_string(lo) + ".." +
+                std::to_string(hi));
   return v;
+}
+
+std::int64_t positive_size(const nlohmann::json& config, const char* key) { return bounded(config, key, 1, 1 << 24); }
+
+struct ConvConfig {
+  std::int64_t C, O, KH, KW, stride, pad;
+  bool bias;
+};
+
+ConvConfig conv_config(const nlohmann::json& config) {
+  const auto kernel = field<std::vector<std::int64_t>>(config, "kernel_size");
+  if (kernel.size() != 2 || kernel[0] < 1 || kernel[1] < 1 || kernel[0] > 64 || kernel[1] > 64)
+    throw Error("layer config " + config.dump() + ": \"kernel_size\" must be [kh, kw], each in 1..64");
+  return {bounded(config, "in_channels", 1, 65536), bounded(config, "out_channels", 1, 65536), kernel[0], kernel[1],
+          bounded(config, "stride", 1, 64), bounded(config, "padding", 0, 64), field<bool>(config, "bias")};
 }
 
 }  // namespace
@@ -45,6 +63,16 @@ LayerPtr make_layer(const nlohmann::json& config) {
     o.unbiased_running_var = field<bool>(config, "unbiased_running_var");
     return std::make_unique<BatchNorm>(positive_size(config, "num_features"), o);
   }
+  if (type == "conv2d") {
+    const ConvConfig c = conv_config(config);
+    return std::make_unique<Conv2d>(c.C, c.O, c.KH, c.KW, c.stride, c.pad, c.bias);
+  }
+  if (type == "maxpool2d" || type == "avgpool2d")
+    return std::make_unique<Pool2d>(type == "maxpool2d" ? Pool2d::Kind::max : Pool2d::Kind::average,
+                                    bounded(config, "kernel_size", 1, 64), bounded(config, "stride", 1, 64));
+  if (type == "global_avgpool") return std::make_unique<GlobalAvgPool>();
+  if (type == "flatten") return std::make_unique<Flatten>();
+  if (type == "dropout") return std::make_unique<Dropout>(field<float>(config, "p"));
   return std::make_unique<Activation>(parse_activation(type));
 }
 
@@ -61,7 +89,12 @@ std::int64_t layer_state_bytes(const nlohmann::json& config) {
     const std::int64_t per_channel = (field<bool>(config, "affine") ? 2 : 0) + (field<bool>(config, "track_running_stats") ? 2 : 0);
     return C * per_channel * 4;
   }
-  parse_activation(type);  // throws for an unknown type
+  if (type == "conv2d") {
+    const ConvConfig c = conv_config(config);
+    return (c.O * c.C * c.KH * c.KW + (c.bias ? c.O : 0)) * 4;
+  }
+  // Layers without saved state; make_layer rejects an unknown type.
+  make_layer(config);
   return 0;
 }
 

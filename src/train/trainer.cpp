@@ -28,6 +28,9 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const InputNormaliza
                     std::int64_t batch_size, Mode mode) {
   EvalResult r;
   if (data.count == 0) return r;
+  if (numel(model.input_shape()) != data.features)
+    throw Error("the model takes inputs " + shape_str(model.input_shape()) + " but the images have " +
+                std::to_string(data.features) + " pixels");
   Tensor x;
   std::vector<std::int64_t> idx;
   std::vector<std::uint8_t> labels;
@@ -37,7 +40,7 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const InputNormaliza
     const std::int64_t n = std::min(batch_size, data.count - begin);
     idx.resize(static_cast<std::size_t>(n));
     std::iota(idx.begin(), idx.end(), begin);
-    norm.apply(x, data.pixels.data(), data.features, idx);
+    norm.apply(x, data.pixels.data(), model.input_shape(), idx);
     gather_labels(labels, data, idx);
     const LossResult batch = softmax_cross_entropy(model.forward(x, mode), labels, nullptr);
     loss_sum += batch.loss * static_cast<double>(n);
@@ -60,6 +63,9 @@ void Trainer::fit(const ImageDataset& train, const ImageDataset& test,
                   const std::function<void(const EpochReport&)>& on_epoch) {
   if (train.count < 2) throw Error("the training set needs at least 2 examples");
   norm_.validate(train.features);
+  if (numel(model_.input_shape()) != train.features)
+    throw Error("the model takes inputs " + shape_str(model_.input_shape()) + " but the images have " +
+                std::to_string(train.features) + " pixels");
   Rng rng(config_.seed);
 
   BatchOrder order(train.count, config_.batch_size, config_.drop_singleton_batch);
@@ -73,7 +79,7 @@ void Trainer::fit(const ImageDataset& train, const ImageDataset& test,
     const std::int64_t batches = order.num_batches();
     for (std::int64_t b = 0; b < batches; ++b) {
       const auto idx = order.batch(b);
-      norm_.apply(x, train.pixels.data(), train.features, idx);
+      norm_.apply(x, train.pixels.data(), model_.input_shape(), idx);
       gather_labels(labels, train, idx);
       const LossResult r = softmax_cross_entropy(model_.forward(x, Mode::train), labels, &dlogits);
       model_.backward(dlogits);

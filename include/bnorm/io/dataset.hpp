@@ -15,6 +15,7 @@ inline constexpr std::int64_t kNumClasses = 10;
 
 struct ImageDataset {
   std::int64_t count = 0;
+  std::int64_t rows = 0, cols = 0;       // image size
   std::int64_t features = 0;             // rows * cols
   std::vector<std::uint8_t> pixels;      // (count, features)
   std::vector<std::uint8_t> labels;      // (count)
@@ -40,8 +41,9 @@ struct InputNormalization {
 
   static InputNormalization fit(const ImageDataset& train, const std::string& mode);
   void validate(std::int64_t features) const;  // throws Error
-  // Writes rows (indices) of pixels into out (n, features).
-  void apply(Tensor& out, const std::uint8_t* pixels, std::int64_t features,
+  // Writes rows (indices) of pixels, each numel(example_shape) bytes, into
+  // out (n, example_shape...): (n, 784) for an MLP, (n, 1, 28, 28) for a CNN.
+  void apply(Tensor& out, const std::uint8_t* pixels, const Shape& example_shape,
              std::span<const std::int64_t> indices) const;
   // One raw row already scaled like pixels (0..255), e.g. from a text file.
   void apply_row(float* out, const float* raw, std::int64_t features) const;

@@ -1,12 +1,15 @@
 #pragma once
-// The three matrix products a fully connected layer needs, row-major, through
-// OpenBLAS. Each assigns C (beta = 0). Names say which operand is transposed.
+// The matrix products of the Linear and Conv2d layers, row-major, through
+// OpenBLAS. Each assigns C (beta = 0) unless its name ends in _add. Names say
+// which operand is transposed.
 #include <cstdint>
 
 namespace bnorm::kernels {
 
 // c (M, N) = a (M, K) · b (N, K)^T          forward: y = x · W^T
 void gemm_abt(float* c, const float* a, const float* b, std::int64_t M, std::int64_t N, std::int64_t K);
+// c (M, N) += a (M, K) · b (N, K)^T         accumulates over examples: dW += dy_n · col_n^T
+void gemm_abt_add(float* c, const float* a, const float* b, std::int64_t M, std::int64_t N, std::int64_t K);
 // c (M, N) = a (K, M)^T · b (K, N)          weight gradient: dW = dy^T · x
 void gemm_atb(float* c, const float* a, const float* b, std::int64_t M, std::int64_t N, std::int64_t K);
 // c (M, N) = a (M, K) · b (K, N)            input gradient: dx = dy · W

@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """PyTorch peer of `bnorm train`: same data, model, optimizer and schedule.
 
+--arch mlp is bnorm's default MLP, --arch cnn its `--arch cnn`.
+
 Used as the reference for end-to-end training speed and accuracy.  Prints one
 JSON line per epoch on stdout:
 
@@ -12,7 +14,7 @@ normalized and turned into a tensor before any timing starts, so the figure
 compares the training arithmetic, not file or data-loader speed.
 
 Usage:
-    /usr/bin/python3 bench/torch_mlp.py [--epochs 5] [--threads 2]
+    /usr/bin/python3 bench/torch_peer.py [--arch mlp|cnn] [--epochs 5] [--threads 2]
         [--bn before|after|none] [--batch-size 64] [--lr 0.01]
         [--train-size N] [--seed 0] [--data DIR]
 """
@@ -64,6 +66,30 @@ def load_split(data_dir, prefix):
     return images.reshape(images.shape[0], -1), labels
 
 
+def build_cnn(bn_mode):
+    """bnorm's `--arch cnn`: conv3x3 32, BN, ReLU, maxpool 2, conv3x3 64, BN, ReLU, maxpool 2, fc 10."""
+    layers = []
+    channels = 1
+    for out in (32, 64):
+        conv = nn.Conv2d(channels, out, 3, padding=1, bias=bn_mode != "before")
+        if bn_mode == "before":
+            layers += [conv, nn.BatchNorm2d(out), nn.ReLU()]
+        elif bn_mode == "after":
+            layers += [conv, nn.ReLU(), nn.BatchNorm2d(out)]
+        else:
+            layers += [conv, nn.ReLU()]
+        layers.append(nn.MaxPool2d(2))
+        channels = out
+    layers += [nn.Flatten(), nn.Linear(64 * 7 * 7, CLASSES)]
+    model = nn.Sequential(*layers)
+    for module in model:
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
 def build_model(bn_mode):
     """784-256-256-10 MLP with batch norm placed as `bn_mode` says."""
     layers = []
@@ -106,6 +132,8 @@ def parse_args():
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bn", choices=["before", "after", "none"], default="before")
+    parser.add_argument("--arch", choices=["mlp", "cnn"], default="mlp",
+                        help="mlp: 784-256-256-10 (bnorm's default); cnn: bnorm's --arch cnn")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--train-size", type=int, default=None,
@@ -145,7 +173,12 @@ def main():
                       "input_mean": mean, "input_std": std,
                       "torch_version": str(torch.__version__)}), file=sys.stderr)
 
-    model = build_model(args.bn)
+    if args.arch == "cnn":
+        x_train = x_train.reshape(-1, 1, 28, 28)
+        x_test = x_test.reshape(-1, 1, 28, 28)
+        model = build_cnn(args.bn)
+    else:
+        model = build_model(args.bn)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM)
     # A separate generator keeps the shuffling order independent of how many
     # random numbers weight initialization happened to consume.
