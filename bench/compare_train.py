@@ -87,6 +87,7 @@ def main():
     med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
     print()
     print(f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} threads, {args.arch}, {args.epochs} epochs, bn {args.bn}, "
+          f"train size {args.train_size or 'all'}, "
           f"median of {args.repeats} runs")
     print("| | samples/s (training loop) | test accuracy | peak RSS |")
     print("|---|---|---|---|")

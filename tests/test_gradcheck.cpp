@@ -233,17 +233,13 @@ TEST(GradCheck, DropoutBackwardUsesTheForwardMask) {
 }
 
 // Whole models, loss included: every parameter gradient of the flat buffer.
-void check_model(BnPlacement placement, ActivationKind activation, std::uint64_t seed) {
-  MlpSpec spec;
-  spec.widths = {5, 6, 4, 3};
-  spec.bn = placement;
-  spec.activation = activation;
-  Model model(Shape{5}, build_mlp_layers(spec));
+// Parameters are moved off their init so that no gradient is trivially 0.
+void check_model_gradients(Model& model, const Shape& x_shape, const std::vector<std::uint8_t>& labels,
+                           std::uint64_t seed, const std::string& description) {
   Rng rng(seed);
   model.init_parameters(rng);
   for (float& p : model.parameters()) p += static_cast<float>(0.1 * rng.normal());
-  const Tensor x = random_tensor({6, 5}, rng);
-  const std::vector<std::uint8_t> labels = {0, 2, 1, 1, 0, 2};
+  const Tensor x = random_tensor(x_shape, rng);
   auto loss = [&] { return softmax_cross_entropy(model.forward(x, Mode::train), labels, nullptr).loss; };
   Tensor dlogits;
   softmax_cross_entropy(model.forward(x, Mode::train), labels, &dlogits);
@@ -251,9 +247,18 @@ void check_model(BnPlacement placement, ActivationKind activation, std::uint64_t
   const std::vector<float> grads(model.gradients().begin(), model.gradients().end());
   const auto bad = compare("dparams", model.parameters().data(), grads.data(),
                            static_cast<std::int64_t>(grads.size()), loss);
-  EXPECT_TRUE(bad.empty()) << "bn " << bn_placement_name(placement) << ", " << activation_name(activation) << ": "
-                           << bad.size() << " of " << grads.size() << " disagree\n"
+  EXPECT_TRUE(bad.empty()) << description << ": " << bad.size() << " of " << grads.size() << " disagree\n"
                            << report(bad);
+}
+
+void check_model(BnPlacement placement, ActivationKind activation, std::uint64_t seed) {
+  MlpSpec spec;
+  spec.widths = {5, 6, 4, 3};
+  spec.bn = placement;
+  spec.activation = activation;
+  Model model(Shape{5}, build_mlp_layers(spec));
+  check_model_gradients(model, {6, 5}, {0, 2, 1, 1, 0, 2}, seed,
+                        "bn " + bn_placement_name(placement) + ", " + activation_name(activation));
 }
 
 TEST(GradCheck, ModelBnBeforeActivation) {
@@ -272,20 +277,7 @@ TEST(GradCheck, ConvolutionalModelWithBatchNormBothPlacements) {
     const auto arch = parse_arch("conv3x3:3,bn,relu,maxpool2,conv3x3:4:s2,bn,tanh,avgpool2,fc:3", {2, 8, 8}, placement,
                                  BatchNormOptions{});
     Model model = Model::from_architecture(arch);
-    Rng rng(70);
-    model.init_parameters(rng);
-    for (float& p : model.parameters()) p += static_cast<float>(0.1 * rng.normal());
-    const Tensor x = random_tensor({4, 2, 8, 8}, rng);
-    const std::vector<std::uint8_t> labels = {0, 2, 1, 1};
-    auto loss = [&] { return softmax_cross_entropy(model.forward(x, Mode::train), labels, nullptr).loss; };
-    Tensor dlogits;
-    softmax_cross_entropy(model.forward(x, Mode::train), labels, &dlogits);
-    model.backward(dlogits);
-    const std::vector<float> grads(model.gradients().begin(), model.gradients().end());
-    const auto bad = compare("dparams", model.parameters().data(), grads.data(),
-                             static_cast<std::int64_t>(grads.size()), loss);
-    EXPECT_TRUE(bad.empty()) << bn_placement_name(placement) << ": " << bad.size() << " of " << grads.size()
-                             << " disagree\n" << report(bad);
+    check_model_gradients(model, {4, 2, 8, 8}, {0, 2, 1, 1}, 70, "cnn, bn " + bn_placement_name(placement));
   }
 }
 
