@@ -133,6 +133,15 @@ check "eval without --model fails" 'rc!=0' 'err~--model'
 run "$BNORM" train --layers 784,abc,10
 check "train --layers 784,abc,10" rc=1 'err~--layers' 'err~784,abc,10' '!out~training'
 
+run "$BNORM" train --arch "conv3x3:8,bogus,fc:10"
+check "train --arch with an unknown token" rc=1 "err~'bogus'" '!out~training'
+
+run "$BNORM" train --arch cnn --layers 784,10
+check "train --arch and --layers together" 'rc!=0' 'err~--layers'
+
+run "$BNORM" train --arch-file "$T/no-such-arch.txt"
+check "train --arch-file missing" rc=1 'err~no-such-arch.txt' 'err~cannot open'
+
 run "$BNORM" train --layers 784
 check "train --layers with one width" rc=1 'err~--layers'
 

@@ -12,7 +12,7 @@ namespace {
 struct EvalOptions {
   std::string model;
   std::string data = kDefaultDataDir;
-  std::int64_t batch_size = 1000;
+  std::int64_t batch_size = kEvalBatchSize;
   std::int64_t test_size = 0;
   int threads = 0;
   bool json = false;

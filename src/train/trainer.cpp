@@ -99,7 +99,7 @@ void Trainer::fit(const ImageDataset& train, const ImageDataset& test,
     report.train_loss = loss_sum / static_cast<double>(std::max<std::int64_t>(seen, 1));
     report.train_accuracy = static_cast<double>(correct) / static_cast<double>(std::max<std::int64_t>(seen, 1));
     if (test.count > 0) {
-      const EvalResult e = evaluate(model_, test, norm_, 1000, Mode::eval);
+      const EvalResult e = evaluate(model_, test, norm_, kEvalBatchSize, Mode::eval);
       report.test_loss = e.loss;
       report.test_accuracy = e.accuracy;
     }

@@ -47,10 +47,14 @@ struct Progress {
   double running_loss, seconds;
 };
 
+// Evaluation batch: large enough to amortize per-call overhead, small enough
+// that a CNN's im2col buffers stay at tens of MB (1000 took a GiB).
+inline constexpr std::int64_t kEvalBatchSize = 100;
+
 // Evaluates in the given mode with batches of batch_size; in Mode::eval the
 // result does not depend on batch_size (checked by a test).
 EvalResult evaluate(Model& model, const ImageDataset& data, const InputNormalization& norm,
-                    std::int64_t batch_size = 1000, Mode mode = Mode::eval);
+                    std::int64_t batch_size = kEvalBatchSize, Mode mode = Mode::eval);
 
 class Trainer {
  public:
