@@ -12,7 +12,7 @@ namespace bnorm::cli {
 void apply_threads(int threads) {
   if (threads < 0) throw Error("--threads must be >= 0 (0 = one per core)");
   const unsigned cores = std::thread::hardware_concurrency();
-  kernels::set_blas_threads(threads > 0 ? threads : static_cast<int>(cores ? cores : 1));
+  kernels::set_threads(threads > 0 ? threads : static_cast<int>(cores ? cores : 1));
 }
 
 }  // namespace bnorm::cli
@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   const auto train = bnorm::cli::add_train_command(app);
   const auto eval = bnorm::cli::add_eval_command(app);
   const auto predict = bnorm::cli::add_predict_command(app);
+  const auto bench = bnorm::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("train")) train();
     if (app.got_subcommand("eval")) eval();
     if (app.got_subcommand("predict")) predict();
+    if (app.got_subcommand("bench")) bench();
   } catch (const bnorm::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "bnorm: error: %s\n", e.what());

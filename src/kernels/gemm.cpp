@@ -1,6 +1,7 @@
 #include "bnorm/kernels/gemm.hpp"
 
 #include <cblas.h>
+#include <omp.h>
 
 namespace bnorm::kernels {
 
@@ -41,6 +42,9 @@ void sum_rows(float* db, const float* dy, std::int64_t M, std::int64_t N) {
     for (std::int64_t j = 0; j < N; ++j) db[j] += dy[i * N + j];
 }
 
-void set_blas_threads(int threads) { openblas_set_num_threads(threads); }
+void set_threads(int threads) {
+  openblas_set_num_threads(threads);
+  omp_set_num_threads(threads);
+}
 
 }  // namespace bnorm::kernels

@@ -20,8 +20,10 @@ void add_row_bias(float* y, const float* bias, std::int64_t M, std::int64_t N);
 // db (N) = Σ over rows of dy (M, N). Assigns.
 void sum_rows(float* db, const float* dy, std::int64_t M, std::int64_t N);
 
-// Threads OpenBLAS may use. Set once, deliberately: OpenBLAS's pthread pool and
-// any OpenMP or MPI parallelism above it must not both claim every core.
-void set_blas_threads(int threads);
+// Threads for OpenBLAS and for bnorm's own OpenMP loops, set once and
+// deliberately: both pools run one after the other, never nested, so each may
+// use the same count; more threads than free cores makes every barrier wait
+// for a descheduled thread.
+void set_threads(int threads);
 
 }  // namespace bnorm::kernels
