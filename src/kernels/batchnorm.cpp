@@ -98,6 +98,9 @@ void run_grad_sums(double& sum_dy, double& sum_dy_xc, const float* dy, const flo
 void channel_moments(double* sum, double* sumsq, const float* shift, const float* x, std::int64_t N,
                      std::int64_t C, std::int64_t S);
 
+// channel_moments_rows and grad_sums_rows share their blocking on purpose:
+// folded into one template taking a lambda, the lambda was not vectorized for
+// the AVX-512 copy and 64x512 forward+backward went from 0.015 to 0.023 ms.
 BNORM_MULTIVERSION
 void channel_moments_rows(double* sum, double* sumsq, const float* shift, const float* x, std::int64_t N,
                           std::int64_t C) {
