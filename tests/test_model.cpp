@@ -10,6 +10,7 @@
 #include "bnorm/error.hpp"
 #include "bnorm/io/model_file.hpp"
 #include "bnorm/nn/arch.hpp"
+#include "bnorm/nn/fold.hpp"
 #include "bnorm/nn/layer_factory.hpp"
 #include "bnorm/nn/linear.hpp"
 #include "bnorm/nn/loss.hpp"
@@ -145,6 +146,39 @@ TEST(Model, CnnOneExampleAtATimeEqualsTheWholeBatchInEvalMode) {
     const Tensor& logits = m.forward(one, Mode::eval);
     for (std::int64_t k = 0; k < 3; ++k)
       ASSERT_NEAR(logits[k], batch_logits[n * 3 + k], 1e-5 * (1 + std::abs(batch_logits[n * 3 + k]))) << n;
+  }
+}
+
+// Folding BN into the layer before it changes the arithmetic, not the function.
+TEST(Model, FoldingBatchNormKeepsEvalOutputs) {
+  const std::tuple<std::string, Shape, BnPlacement> cases[] = {
+      {"fc:8,bn,relu,fc:6,bn,tanh,fc:3", {10}, BnPlacement::before},
+      {"fc:8,bn,relu,fc:3", {10}, BnPlacement::after},  // BN after the activation cannot fold: it stays
+      {"conv3x3:4,bn,relu,maxpool2,conv3x3:5:s2,bn,relu,gap,fc:3", {2, 6, 6}, BnPlacement::before},
+  };
+  for (const auto& [spec, input, placement] : cases) {
+    Model m = Model::from_architecture(parse_arch(spec, input, placement, {}));
+    Rng rng(21);
+    m.init_parameters(rng);
+    Sgd sgd(0.05f, 0.9f, 0.0f);
+    Tensor dlogits;
+    Shape batch{8};
+    batch.insert(batch.end(), input.begin(), input.end());
+    for (int s = 0; s < 10; ++s) {  // running statistics and γ/β away from their init
+      const Tensor x = random_tensor(batch, rng, 0.5, 2.0);
+      softmax_cross_entropy(m.forward(x, Mode::train), std::vector<std::uint8_t>{0, 1, 2, 0, 1, 2, 0, 1}, &dlogits);
+      m.backward(dlogits);
+      sgd.step(m.parameters(), m.gradients());
+    }
+    Model folded = fold_batchnorm(m);
+    std::size_t bn_left = 0;
+    for (std::size_t i = 0; i < folded.num_layers(); ++i) bn_left += folded.layer(i).type() == "batchnorm";
+    EXPECT_EQ(bn_left, placement == BnPlacement::after ? 1u : 0u) << spec;
+    const Tensor x = random_tensor(batch, rng, 0.5, 2.0);
+    const Tensor want = m.forward(x, Mode::eval);
+    const Tensor& got = folded.forward(x, Mode::eval);
+    for (std::int64_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-5 * (1 + std::abs(want[i]))) << spec << " logit " << i;
   }
 }
 

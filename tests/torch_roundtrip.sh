@@ -38,5 +38,13 @@ check bn-none --bn none
 check options --bn before --input-norm pixel --bn-cumulative --no-affine --activation tanh --layers 784,64,32,10
 check cnn --arch cnn
 check cnn-after --arch "conv3x3:8:s2,bn,relu,avgpool2,conv5x5:6:p0,relu,bn,gap,flatten,dropout:0.2,fc:10" --bn after --input-norm pixel
+# A folded model (BN merged into the conv/linear before it) is a plain Sequential too.
+if "$bnorm" fold --model "$tmp/cnn.safetensors" --out "$tmp/cnn-folded.safetensors" >/dev/null &&
+   /usr/bin/python3 "$root/scripts/torch_check_model.py" --model "$tmp/cnn-folded.safetensors" --bnorm "$bnorm" --count 300; then
+  echo "ok   cnn-folded"
+else
+  echo "FAIL cnn-folded"
+  status=1
+fi
 check biased-var --bn after --bn-running-var biased --activation sigmoid --eps 1e-3 --bn-momentum 0.3
 exit $status
