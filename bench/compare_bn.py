@@ -1,0 +1,77 @@
+#!/usr/bin/python3
+"""Batch norm alone, side by side: bnorm, PyTorch 1.13 and oneDNN 2.6.
+
+For each shape, runs `bnorm bench bn`, bench/torch_bn.py and bench/onednn_bn
+(built here from bench/onednn_bn.cpp against libdnnl-dev, in its plain and its
+blocked nChw16c layout) --repeats times, alternating, and prints the medians
+of training forward / training forward+backward / inference in ms, and the
+forward+backward speed-up of bnorm over each peer.
+
+Usage: /usr/bin/python3 bench/compare_bn.py [--bnorm build/bnorm] [--threads 2]
+           [--repeats 3] [--shapes 256x4096,64x512,32x64x56x56,128x256x14x14]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = ("fwd_train_ms", "fwdbwd_train_ms", "infer_ms")
+
+
+def run_json(cmd, env=None):
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def build_onednn(build_dir):
+    exe = os.path.join(build_dir, "onednn_bn")
+    src = os.path.join(ROOT, "bench", "onednn_bn.cpp")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+        subprocess.run(["g++", "-std=c++17", "-O2", src, "-o", exe, "-ldnnl"], check=True)
+    return exe
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bnorm", default=os.path.join(ROOT, "build", "bnorm"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--iterations", type=int, default=50)
+    ap.add_argument("--shapes", default="256x4096,64x512,32x64x56x56,128x256x14x14")
+    args = ap.parse_args()
+    onednn = build_onednn(os.path.dirname(os.path.abspath(args.bnorm)))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    it = str(args.iterations)
+    peers = {
+        "bnorm": lambda s: run_json([args.bnorm, "bench", "bn", "--shape", s, "--threads", str(args.threads),
+                                     "--iterations", it, "--json"]),
+        "PyTorch": lambda s: run_json(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_bn.py"), "--shape", s,
+                                       "--threads", str(args.threads), "--iterations", it]),
+        "oneDNN plain": lambda s: run_json([onednn, s, "plain", it], env),
+        "oneDNN nChw16c": lambda s: run_json([onednn, s, "blocked", it], env),
+    }
+    print(f"{args.threads} threads, median of {args.repeats} runs of the median of {args.iterations} iterations; "
+          "ms: train forward / train forward+backward / inference")
+    print("| shape | " + " | ".join(peers) + " | fwd+bwd speed-up vs PyTorch | vs best oneDNN |")
+    print("|---" * (len(peers) + 3) + "|")
+    for shape in args.shapes.split(","):
+        runs = {name: [] for name in peers}
+        for _ in range(args.repeats):
+            for name, peer in peers.items():
+                runs[name].append(peer(shape))
+        med = {name: {k: statistics.median(r[k] for r in rs) for k in KEYS} for name, rs in runs.items()}
+        cells = [" / ".join(f"{med[n][k]:.3g}" for k in KEYS) for n in peers]
+        b = med["bnorm"]["fwdbwd_train_ms"]
+        best_dnnl = min(med["oneDNN plain"]["fwdbwd_train_ms"], med["oneDNN nChw16c"]["fwdbwd_train_ms"])
+        print(f"| {shape} | " + " | ".join(cells) +
+              f" | {med['PyTorch']['fwdbwd_train_ms'] / b:.2f}x | {best_dnnl / b:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
