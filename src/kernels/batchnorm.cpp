@@ -37,6 +37,7 @@ namespace {
 constexpr std::int64_t kLanes = 16;     // independent float accumulators: one AVX-512 register
 constexpr std::int64_t kRowBlock = 16;   // rows summed in float before merging into double (S == 1)
 constexpr std::int64_t kRunBlock = 1024; // values of a run summed in float before merging (S > 1)
+constexpr std::int64_t kChannelBlock = 16; // channels a thread owns at a time (S > 1)
 // Below this many values a parallel region costs more than it saves: a hidden
 // layer of 64x256 takes microseconds, while waking a second thread, and
 // waiting for it at the barrier when another process holds that core, can
@@ -62,58 +63,97 @@ inline double lane_sum(const Lanes& v) {
   return sum;
 }
 
-// Σ (x[i] - shift) and Σ (x[i] - shift)^2 over a contiguous run.
+// Adds Σ (x - shift[c]) and Σ (x - shift[c])^2 over `runs` consecutive runs of
+// S values (channels c0.. of one example): whole lane-widths into the float
+// lanes s[r] and q[r], the tails into the doubles. One call covers a block of
+// channels, so the dispatch and the lane loads happen per block, not per run.
 BNORM_MULTIVERSION
-void run_moments(double& sum, double& sumsq, const float* x, std::int64_t n, float shift) {
-  double ds = 0, dq = 0;
-  std::int64_t i = 0;
-  while (i + kLanes <= n) {
-    Lanes s = {}, q = {};
-    for (const std::int64_t stop = std::min(n, i + kRunBlock); i + kLanes <= stop; i += kLanes) {
-      BNORM_LOAD_LANES(v, x + i);
-      const Lanes d = v - shift;
+void block_moments(Lanes* s_out, Lanes* q_out, double* tail_sum, double* tail_sumsq, const float* x,
+                   std::int64_t runs, std::int64_t S, const float* shift) {
+  for (std::int64_t r = 0; r < runs; ++r) {
+    // Local copies: through the pointers the compiler must assume x may alias
+    // the lanes and would store them back on every step.
+    Lanes s = s_out[r], q = q_out[r];
+    const float* run = x + r * S;
+    const float k = shift[r];
+    std::int64_t i = 0;
+    for (; i + kLanes <= S; i += kLanes) {
+      BNORM_LOAD_LANES(v, run + i);
+      const Lanes d = v - k;
       s += d;
       q += d * d;
     }
-    ds += lane_sum(s);
-    dq += lane_sum(q);
-  }
-  for (; i < n; ++i) {
-    const double d = static_cast<double>(x[i] - shift);
-    ds += d;
-    dq += d * d;
-  }
-  sum += ds;
-  sumsq += dq;
-}
-
-// Σ dy and Σ dy * (x - mean) over a contiguous run.
-BNORM_MULTIVERSION
-void run_grad_sums(double& sum_dy, double& sum_dy_xc, const float* dy, const float* x, std::int64_t n, float mean) {
-  double ds = 0, dq = 0;
-  std::int64_t i = 0;
-  while (i + kLanes <= n) {
-    Lanes s = {}, q = {};
-    for (const std::int64_t stop = std::min(n, i + kRunBlock); i + kLanes <= stop; i += kLanes) {
-      BNORM_LOAD_LANES(g, dy + i);
-      BNORM_LOAD_LANES(v, x + i);
-      s += g;
-      q += g * (v - mean);
+    double ts = 0.0, tq = 0.0;
+    for (; i < S; ++i) {
+      const double d = static_cast<double>(run[i] - k);
+      ts += d;
+      tq += d * d;
     }
-    ds += lane_sum(s);
-    dq += lane_sum(q);
+    tail_sum[r] += ts;
+    tail_sumsq[r] += tq;
+    s_out[r] = s;
+    q_out[r] = q;
   }
-  for (; i < n; ++i) {
-    ds += dy[i];
-    dq += static_cast<double>(dy[i]) * static_cast<double>(x[i] - mean);
-  }
-  sum_dy += ds;
-  sum_dy_xc += dq;
 }
 
-// Per-channel Σ(x-shift), Σ(x-shift)^2 in double, for all three layouts' callers.
-void channel_moments(double* sum, double* sumsq, const float* shift, const float* x, std::int64_t N,
-                     std::int64_t C, std::int64_t S);
+// Adds Σ dy and Σ dy * (x - mean[c]) over `runs` consecutive runs, as block_moments does.
+BNORM_MULTIVERSION
+void block_grad_sums(Lanes* s_out, Lanes* q_out, double* tail_dy, double* tail_dy_xc, const float* dy,
+                     const float* x, std::int64_t runs, std::int64_t S, const float* mean) {
+  for (std::int64_t r = 0; r < runs; ++r) {
+    Lanes s = s_out[r], q = q_out[r];
+    const float* dyr = dy + r * S;
+    const float* xr = x + r * S;
+    const float mu = mean[r];
+    std::int64_t i = 0;
+    for (; i + kLanes <= S; i += kLanes) {
+      BNORM_LOAD_LANES(g, dyr + i);
+      BNORM_LOAD_LANES(v, xr + i);
+      s += g;
+      q += g * (v - mu);
+    }
+    double ts = 0.0, tq = 0.0;
+    for (; i < S; ++i) {
+      ts += dyr[i];
+      tq += static_cast<double>(dyr[i]) * static_cast<double>(xr[i] - mu);
+    }
+    tail_dy[r] += ts;
+    tail_dy_xc[r] += tq;
+    s_out[r] = s;
+    q_out[r] = q;
+  }
+}
+
+// Two per-channel sums over (N, C, S) data with S > 1: threads take blocks of
+// channels; within a block the walk is example by example, so memory is read
+// in long sequential stretches (a block's C·S values) rather than one run per
+// jump. add_block(lanes_a, lanes_b, sums_a, sums_b, n, c0, count) adds one
+// example's runs of channels c0..c0+count-1.
+template <class AddBlock>
+void block_sums(double* sum_a, double* sum_b, std::int64_t N, std::int64_t C, std::int64_t S, AddBlock add_block) {
+#pragma omp parallel for schedule(static) if (N * C * S >= kParallelMin)
+  for (std::int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
+    const std::int64_t count = std::min(C - c0, kChannelBlock);
+    Lanes a[kChannelBlock], b[kChannelBlock];
+    for (std::int64_t r = 0; r < count; ++r) {
+      sum_a[c0 + r] = sum_b[c0 + r] = 0.0;
+      a[r] = b[r] = Lanes{};
+    }
+    std::int64_t since_merge = 0;
+    for (std::int64_t n = 0; n < N; ++n) {
+      add_block(a, b, sum_a + c0, sum_b + c0, n, c0, count);
+      since_merge += S;
+      if (since_merge >= kRunBlock || n + 1 == N) {
+        for (std::int64_t r = 0; r < count; ++r) {
+          sum_a[c0 + r] += lane_sum(a[r]);
+          sum_b[c0 + r] += lane_sum(b[r]);
+          a[r] = b[r] = Lanes{};
+        }
+        since_merge = 0;
+      }
+    }
+  }
+}
 
 // channel_moments_rows and grad_sums_rows share their blocking on purpose:
 // folded into one template taking a lambda, the lambda was not vectorized for
@@ -151,19 +191,18 @@ void channel_moments_rows(double* sum, double* sumsq, const float* shift, const 
   }
 }
 
+// Per-channel Σ(x-shift), Σ(x-shift)^2 in double.
+
 void channel_moments(double* sum, double* sumsq, const float* shift, const float* x, std::int64_t N,
                      std::int64_t C, std::int64_t S) {
   if (S == 1) {
     channel_moments_rows(sum, sumsq, shift, x, N, C);
     return;
   }
-#pragma omp parallel for schedule(static) if (N * C * S >= kParallelMin)
-  for (std::int64_t c = 0; c < C; ++c) {
-    double s = 0, q = 0;
-    for (std::int64_t n = 0; n < N; ++n) run_moments(s, q, x + (n * C + c) * S, S, shift[c]);
-    sum[c] = s;
-    sumsq[c] = q;
-  }
+  block_sums(sum, sumsq, N, C, S,
+             [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {
+               block_moments(a, b, sa, sb, x + (n * C + c0) * S, count, S, shift + c0);
+             });
 }
 
 // y = ((x - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c].
@@ -300,13 +339,10 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
   if (S == 1) {
     grad_sums_rows(sum_dy.data(), sum_dy_xc.data(), dy, x, mean, N, C);
   } else {
-#pragma omp parallel for schedule(static) if (N * C * S >= kParallelMin)
-    for (std::int64_t c = 0; c < C; ++c) {
-      double s = 0, q = 0;
-      for (std::int64_t n = 0; n < N; ++n) run_grad_sums(s, q, dy + (n * C + c) * S, x + (n * C + c) * S, S, mean[c]);
-      sum_dy[c] = s;
-      sum_dy_xc[c] = q;
-    }
+    block_sums(sum_dy.data(), sum_dy_xc.data(), N, C, S,
+               [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {
+                 block_grad_sums(a, b, sa, sb, dy + (n * C + c0) * S, x + (n * C + c0) * S, count, S, mean + c0);
+               });
   }
 
   // Pass 2: dx = gamma·inv_std · (dy − mean(dy) − x̂ · mean(dy·x̂))
