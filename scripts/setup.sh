@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(g++ cmake make libopenblas-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev
+packages=(g++ cmake make libopenblas-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
           dataset-fashion-mnist)
 if [ "${1:-}" = "--tests" ]; then
   packages+=(python3-torch python3-numpy)

@@ -1,0 +1,91 @@
+// Google Benchmark suite for bnorm's kernels: the batch-norm passes on the
+// shapes of bench/compare_bn.py, and the convolution and GEMM paths of the
+// default networks. Run: build/bench/bench_kernels [--benchmark_filter=...]
+#include <benchmark/benchmark.h>
+
+#include <vector>
+
+#include "bnorm/kernels/batchnorm.hpp"
+#include "bnorm/kernels/conv.hpp"
+#include "bnorm/kernels/gemm.hpp"
+#include "bnorm/rng.hpp"
+
+namespace {
+
+using bnorm::Rng;
+
+std::vector<float> random_values(std::int64_t n, std::uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (float& x : v) x = static_cast<float>(rng.normal());
+  return v;
+}
+
+// Arguments: N, C, S (S = H*W; 1 for an (N, C) input).
+void BM_BatchNormForwardTrain(benchmark::State& state) {
+  const std::int64_t N = state.range(0), C = state.range(1), S = state.range(2);
+  const auto x = random_values(N * C * S, 1);
+  std::vector<float> y(x.size()), mean(C), var(C), inv_std(C), gamma(C, 1.0f), beta(C, 0.0f);
+  for (auto _ : state) {
+    bnorm::kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), gamma.data(),
+                                            beta.data(), 1e-5f, N, C, S);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * 3 * N * C * S * 4);  // x twice, y once
+}
+
+void BM_BatchNormBackward(benchmark::State& state) {
+  const std::int64_t N = state.range(0), C = state.range(1), S = state.range(2);
+  const auto x = random_values(N * C * S, 1), dy = random_values(N * C * S, 2);
+  std::vector<float> y(x.size()), dx(x.size()), mean(C), var(C), inv_std(C), gamma(C, 1.0f), beta(C, 0.0f),
+      dgamma(C), dbeta(C);
+  bnorm::kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), gamma.data(),
+                                          beta.data(), 1e-5f, N, C, S);
+  for (auto _ : state) {
+    bnorm::kernels::batchnorm_backward(dx.data(), dgamma.data(), dbeta.data(), dy.data(), x.data(), mean.data(),
+                                       inv_std.data(), gamma.data(), N, C, S);
+    benchmark::DoNotOptimize(dx.data());
+  }
+  state.SetBytesProcessed(state.iterations() * 5 * N * C * S * 4);  // x, dy twice; dx once
+}
+
+void BM_BatchNormInference(benchmark::State& state) {
+  const std::int64_t N = state.range(0), C = state.range(1), S = state.range(2);
+  const auto x = random_values(N * C * S, 1);
+  std::vector<float> y(x.size()), mean(C, 0.1f), var(C, 2.0f), gamma(C, 1.0f), beta(C, 0.0f);
+  for (auto _ : state) {
+    bnorm::kernels::batchnorm_forward_inference(y.data(), x.data(), mean.data(), var.data(), gamma.data(),
+                                                beta.data(), 1e-5f, N, C, S);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * 2 * N * C * S * 4);
+}
+
+void bn_shapes(benchmark::internal::Benchmark* b) {
+  b->Args({256, 4096, 1})->Args({64, 512, 1})->Args({64, 256, 1})->Args({32, 64, 56 * 56})->Args({128, 256, 14 * 14})
+      ->Args({64, 32, 28 * 28})->Args({64, 64, 14 * 14})
+      ->Unit(benchmark::kMicrosecond);
+}
+BENCHMARK(BM_BatchNormForwardTrain)->Apply(bn_shapes);
+BENCHMARK(BM_BatchNormBackward)->Apply(bn_shapes);
+BENCHMARK(BM_BatchNormInference)->Apply(bn_shapes);
+
+// The default CNN's second convolution as bnorm runs it: im2col of a batch of
+// 64 (32, 14, 14) inputs, then one GEMM (64 × 288) · (288 × 64·196).
+void BM_Conv2Im2colGemm(benchmark::State& state) {
+  const bnorm::kernels::ConvGeometry g{32, 14, 14, 3, 3, 1, 1};
+  const std::int64_t N = 64, P = g.out_h() * g.out_w(), CKK = g.patch(), O = 64;
+  const auto x = random_values(N * 32 * 14 * 14, 3), w = random_values(O * CKK, 4);
+  std::vector<float> col(static_cast<std::size_t>(CKK * N * P)), y(static_cast<std::size_t>(O * N * P));
+  for (auto _ : state) {
+    for (std::int64_t n = 0; n < N; ++n) bnorm::kernels::im2col(col.data() + n * P, N * P, x.data() + n * 32 * 196, g);
+    bnorm::kernels::gemm_ab(y.data(), w.data(), col.data(), O, N * P, CKK);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetItemsProcessed(state.iterations() * 2 * O * N * P * CKK);  // FLOPs
+}
+BENCHMARK(BM_Conv2Im2colGemm)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();
