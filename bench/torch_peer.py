@@ -132,6 +132,8 @@ def parse_args():
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bn", choices=["before", "after", "none"], default="before")
+    parser.add_argument("--input-norm", choices=["pixel", "global"], default="pixel",
+                        help="per-pixel or one global mean/std, as bnorm train --input-norm")
     parser.add_argument("--arch", choices=["mlp", "cnn"], default="mlp",
                         help="mlp: 784-256-256-10 (bnorm's default); cnn: bnorm's --arch cnn")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -159,18 +161,23 @@ def main():
         train_images = train_images[: args.train_size]
         train_labels = train_labels[: args.train_size]
 
-    # Global (all-pixel) statistics of the training images actually used, in
-    # float64 so that the 47M-element sums do not lose precision.
+    # Statistics of the training images actually used, in float64 so that the
+    # 47M-element sums do not lose precision.
     train_scaled = train_images.astype(np.float64) / 255.0
-    mean = float(train_scaled.mean())
-    std = float(train_scaled.std())
+    if args.input_norm == "global":
+        mean = float(train_scaled.mean())
+        std = float(train_scaled.std())
+    else:
+        # Per pixel, with bnorm's floor of 1e-3 for nearly constant pixels.
+        mean = train_scaled.mean(axis=0)
+        std = np.maximum(train_scaled.std(axis=0), 1e-3)
     x_train = torch.from_numpy(((train_scaled - mean) / std).astype(np.float32))
     x_test = torch.from_numpy(
         ((test_images.astype(np.float64) / 255.0 - mean) / std).astype(np.float32))
     y_train = torch.from_numpy(train_labels.astype(np.int64))
     y_test = torch.from_numpy(test_labels.astype(np.int64))
     print(json.dumps({"config": vars(args), "train_examples": int(x_train.shape[0]),
-                      "input_mean": mean, "input_std": std,
+                      "input_mean": float(np.mean(mean)), "input_std": float(np.mean(std)),
                       "torch_version": str(torch.__version__)}), file=sys.stderr)
 
     if args.arch == "cnn":

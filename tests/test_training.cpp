@@ -26,7 +26,7 @@ RunResult train_subset(BnPlacement bn, std::int64_t train_size, std::int64_t epo
   ImageDataset test = load_fashion_mnist(kDefaultDataDir, Split::test);
   train.truncate(train_size);
   test.truncate(2000);
-  const InputNormalization norm = InputNormalization::fit(train, "global");
+  const InputNormalization norm = InputNormalization::fit(train, "pixel");  // the CLI default
   Model model = Model::from_architecture(parse_arch(arch, {1, train.rows, train.cols}, bn, BatchNormOptions{}));
   Rng init(init_rng_seed(0));
   model.init_parameters(init);

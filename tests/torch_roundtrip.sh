@@ -35,7 +35,7 @@ check() {
 check bn-before --bn before
 check bn-after --bn after
 check bn-none --bn none
-check options --bn before --input-norm pixel --bn-cumulative --no-affine --activation tanh --layers 784,64,32,10
+check options --bn before --input-norm global --bn-cumulative --no-affine --activation tanh --layers 784,64,32,10
 check cnn --arch cnn
 check cnn-after --arch "conv3x3:8:s2,bn,relu,avgpool2,conv5x5:6:p0,relu,bn,gap,flatten,dropout:0.2,fc:10" --bn after --input-norm pixel
 # A folded model (BN merged into the conv/linear before it) is a plain Sequential too.

@@ -36,7 +36,7 @@ struct TrainOptions {
   float eps = 1e-5f;
   bool no_affine = false;
   bool no_running_stats = false;
-  std::string input_norm = "global";
+  std::string input_norm = "pixel";
   std::uint64_t seed = 0;
   int threads = 0;
   std::int64_t train_size = 0;

@@ -35,7 +35,7 @@ ImageDataset load_image_dataset(const std::string& images_path, const std::strin
 // "pixel":  a mean and std per pixel position; a std below 1e-3 (a border
 //           pixel that is nearly always 0) is raised to 1e-3 so it cannot blow up.
 struct InputNormalization {
-  std::string mode = "global";
+  std::string mode = "pixel";
   std::vector<float> mean;  // 1 or features
   std::vector<float> std;   // same length
 
