@@ -56,8 +56,13 @@ void save_model(const std::string& path, Model& model, const InputNormalization&
   write_safetensors(path, file);
 }
 
-LoadedModel load_model(const std::string& path) {
-  const SafetensorsFile file = read_safetensors(path);
+LoadedModel load_model(const std::string& path) { return load_model_from_safetensors(read_safetensors(path), path); }
+
+LoadedModel load_model_from_bytes(const std::string& bytes, const std::string& name) {
+  return load_model_from_safetensors(parse_safetensors(bytes, name), name);
+}
+
+LoadedModel load_model_from_safetensors(const SafetensorsFile& file, const std::string& path) {
   const auto format = file.metadata.find("format");
   if (format == file.metadata.end() || format->second != kModelFormat)
     fail_file(path, "not a bnorm model (metadata \"format\" is not \"" + std::string(kModelFormat) + "\")");
