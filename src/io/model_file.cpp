@@ -40,6 +40,10 @@ InputNormalization parse_input_normalization(const nlohmann::json& j, std::int64
 }  // namespace
 
 void save_model(const std::string& path, Model& model, const InputNormalization& norm, const nlohmann::json& training) {
+  write_safetensors(path, model_to_safetensors(model, norm, training));
+}
+
+SafetensorsFile model_to_safetensors(Model& model, const InputNormalization& norm, const nlohmann::json& training) {
   SafetensorsFile file;
   file.metadata["format"] = kModelFormat;
   file.metadata["version"] = kModelFormatVersion;
@@ -48,12 +52,17 @@ void save_model(const std::string& path, Model& model, const InputNormalization&
       nlohmann::json{{"mode", norm.mode}, {"mean", norm.mean}, {"std", norm.std}}.dump();
   file.metadata["training"] = training.dump();
   for (const StateEntry& e : model.state_dict()) {
-    if (e.dtype == StateEntry::DType::f32)
-      file.tensors.emplace_back(e.name, make_f32_tensor(e.shape, static_cast<const float*>(e.data)));
-    else
+    if (e.dtype == StateEntry::DType::f32) {
+      const auto* v = static_cast<const float*>(e.data);
+      for (std::int64_t i = 0; i < numel(e.shape); ++i)
+        if (!std::isfinite(v[i]))
+          throw Error("refusing to save a model whose tensor '" + e.name + "' holds a non-finite value");
+      file.tensors.emplace_back(e.name, make_f32_tensor(e.shape, v));
+    } else {
       file.tensors.emplace_back(e.name, make_i64_tensor(e.shape, static_cast<const std::int64_t*>(e.data)));
+    }
   }
-  write_safetensors(path, file);
+  return file;
 }
 
 LoadedModel load_model(const std::string& path) { return load_model_from_safetensors(read_safetensors(path), path); }

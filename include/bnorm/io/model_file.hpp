@@ -25,8 +25,12 @@ struct LoadedModel {
   nlohmann::json training;
 };
 
+// Refuses (Error) a model holding a non-finite value: the loader would refuse
+// the file, and a failed run must not replace the last good one.
 void save_model(const std::string& path, Model& model, const InputNormalization& norm,
                 const nlohmann::json& training);
+// What save_model writes, before writing (a checkpoint adds to it).
+SafetensorsFile model_to_safetensors(Model& model, const InputNormalization& norm, const nlohmann::json& training);
 // Refuses a file that is not exactly a bnorm model of a known version: every
 // tensor of the rebuilt model present with the right dtype and shape, nothing
 // extra, finite values, running variances >= 0.
