@@ -97,6 +97,25 @@ std::string step_text(std::int64_t epoch, std::int64_t batch, std::int64_t batch
 
 }  // namespace
 
+void Trainer::restore_position(const TrainPosition& pos, BatchOrder& order, Rng& rng) const {
+  if (pos.epoch < 1 || pos.epoch > config_.epochs || pos.global_step < 0 || pos.seen < 0 || pos.correct < 0 ||
+      pos.correct > pos.seen || pos.skipped < 0 || !std::isfinite(pos.loss_sum))
+    throw Error("checkpoint position (epoch " + std::to_string(pos.epoch) + " of " + std::to_string(config_.epochs) +
+                ") is inconsistent with the training configuration");
+  order.restore(pos.order);
+  if (pos.batch < 0 || pos.batch > order.num_batches())
+    throw Error("checkpoint position batch " + std::to_string(pos.batch) + " is outside the epoch's " +
+                std::to_string(order.num_batches()) + " batches");
+  rng.set_state(pos.rng);
+}
+
+void Trainer::check_resume(const ImageDataset& train) const {
+  if (!resume_) return;
+  BatchOrder order(train.count, config_.batch_size, config_.drop_singleton_batch);
+  Rng rng(config_.seed);
+  restore_position(*resume_, order, rng);
+}
+
 void Trainer::fit(const ImageDataset& train, const ImageDataset& test,
                   const std::function<void(const Progress&)>& on_progress,
                   const std::function<void(const EpochReport&)>& on_epoch) {
@@ -109,15 +128,7 @@ void Trainer::fit(const ImageDataset& train, const ImageDataset& test,
   bool resuming = resume_.has_value();
   if (resuming) {
     pos = *resume_;
-    if (pos.epoch < 1 || pos.epoch > config_.epochs || pos.global_step < 0 || pos.seen < 0 || pos.correct < 0 ||
-        pos.correct > pos.seen || pos.skipped < 0 || !std::isfinite(pos.loss_sum))
-      throw Error("checkpoint position is inconsistent with the training config (epoch " + std::to_string(pos.epoch) +
-                  " of " + std::to_string(config_.epochs) + ")");
-    order.restore(pos.order);
-    if (pos.batch < 0 || pos.batch > order.num_batches())
-      throw Error("checkpoint position batch " + std::to_string(pos.batch) + " is outside the epoch's " +
-                  std::to_string(order.num_batches()) + " batches");
-    rng.set_state(pos.rng);
+    restore_position(pos, order, rng);
   }
   // Only skip_batch needs the running statistics back after a bad batch;
   // stop ends the run without saving, so it pays for no copies.

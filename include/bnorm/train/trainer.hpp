@@ -15,6 +15,8 @@
 
 namespace bnorm {
 
+class BatchOrder;
+
 // What to do when a step's loss or gradients are not finite.
 //   stop:       throw NumericFault naming the step and the first bad layer;
 //               the parameters on disk are whatever was saved before.
@@ -99,6 +101,8 @@ class Trainer {
   // optimizer must already hold the checkpoint's state; fit validates the
   // position against the data and config (Error otherwise).
   void resume_from(TrainPosition position) { resume_ = std::move(position); }
+  // The checks fit makes on that position, ahead of time (throws Error).
+  void check_resume(const ImageDataset& train) const;
   // Called after every `every` steps (global_step a multiple of it) with the
   // position after that step; the model and optimizer are in step with it.
   void on_checkpoint(std::int64_t every, std::function<void(const TrainPosition&)> callback) {
@@ -109,6 +113,8 @@ class Trainer {
   void on_skipped_batch(std::function<void(const std::string&)> callback) { on_skip_ = std::move(callback); }
 
  private:
+  void restore_position(const TrainPosition& pos, BatchOrder& order, Rng& rng) const;
+
   Model& model_;
   Optimizer& optimizer_;
   const InputNormalization& norm_;
