@@ -77,6 +77,23 @@ def model_file(arch, norm=None):
     return safetensors(meta, tensors_for(arch))
 
 
+def checkpoint_file(arch):
+    """A checkpoint of arch (no batch norm, so every F32 tensor is a parameter)
+    after a few SGD steps: the model file's tensors plus optimizer.velocity and
+    trainer.order, and the run's metadata."""
+    tensors = tensors_for(arch)
+    n = sum(len(raw) // 4 for _, dtype, _, raw in tensors if dtype == "F32")
+    tensors.append(("optimizer.velocity", "F32", [n], struct.pack(f"<{n}f", *[0.01] * n)))
+    tensors.append(("trainer.order", "I64", [6], struct.pack("<6q", 3, 1, 4, 0, 5, 2)))
+    meta = {"format": "bnorm-checkpoint", "version": "1", "architecture": json.dumps(arch),
+            "input_normalization": json.dumps({"mode": "global", "mean": [0.5], "std": [0.25]}),
+            "training": json.dumps({"epochs": 2}), "config": json.dumps({"epochs": 2, "optimizer": "sgd"}),
+            "optimizer": json.dumps({"name": "sgd", "steps": 3, "buffers": ["velocity"]}),
+            "position": json.dumps({"epoch": 1, "batch": 3, "global_step": 3, "rng": "1 2 3", "loss_sum": 1.5,
+                                    "correct": 2, "seen": 6, "skipped": 0})}
+    return safetensors(meta, tensors)
+
+
 def idx(type_code, dims, payload):
     return bytes([0, 0, type_code, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims) + payload
 
@@ -85,6 +102,7 @@ def main():
     for name, arch in ARCHS.items():
         out("fuzz_architecture", name + ".json", json.dumps(arch).encode())
         out("fuzz_model_file", name + ".safetensors", model_file(arch))
+    out("fuzz_model_file", "checkpoint.ckpt", checkpoint_file(ARCHS["mlp_plain"]))
     out("fuzz_architecture", "not_object.json", b"[1,2,3]")
     out("fuzz_architecture", "bad_width.json", json.dumps(
         {"input_shape": [4], "layers": [lin(4, 0, True)]}).encode())
