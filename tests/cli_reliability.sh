@@ -111,5 +111,13 @@ check "--on-nan ignore" 'rc!=0' 'err~--on-nan'
 run "$BNORM" train --checkpoint-every 5 --checkpoint /nonexistent-dir/c.ckpt --out "$T/x.st"
 check "--checkpoint in a missing directory" rc=1 'err~/nonexistent-dir/c.ckpt'
 
+run "$BNORM" eval --model "$T/full.st" --batch-size 9223372036854775807 --test-size 100
+check "eval --batch-size 2^63-1 (no overflow stepping through the test set)" rc=0 'out~examples 100'
+run "$BNORM" eval --model "$T/full.st" --test-size -3
+check "eval --test-size -3" rc=1 'err~--test-size'
+awk 'BEGIN { for (i = 0; i < 100000; i++) printf "1 "; print "" }' >"$T/long-line.txt"
+run "$BNORM" predict --model "$T/full.st" --input "$T/long-line.txt"
+check "predict: a line of 100000 values" rc=1 "err~$T/long-line.txt: line 1" 'err~more than the 784 values'
+
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

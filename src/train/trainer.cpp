@@ -36,8 +36,10 @@ EvalResult evaluate(Model& model, const ImageDataset& data, const InputNormaliza
   std::vector<std::uint8_t> labels;
   double loss_sum = 0.0;
   std::int64_t correct = 0;
-  for (std::int64_t begin = 0; begin < data.count; begin += batch_size) {
-    const std::int64_t n = std::min(batch_size, data.count - begin);
+  if (batch_size < 1) throw Error("evaluation batch size must be at least 1");
+  // Steps by n, not batch_size: begin + batch_size could overflow for a huge batch.
+  for (std::int64_t begin = 0, n = 0; begin < data.count; begin += n) {
+    n = std::min(batch_size, data.count - begin);
     idx.resize(static_cast<std::size_t>(n));
     std::iota(idx.begin(), idx.end(), begin);
     norm.apply(x, data.pixels.data(), data.features, idx);
