@@ -165,17 +165,17 @@ void Trainer::fit(const ImageDataset& train, const ImageDataset& test,
         const std::string what = std::string(std::isfinite(r.loss) ? "non-finite gradient" : "non-finite loss") +
                                  " at " + step_text(epoch, b + 1, batches, pos.global_step) +
                                  "; first non-finite value: " + diagnose_numeric_fault(model_);
+        // Finite gradients can still overflow a parameter in the update (a
+        // huge lr); that shows up here, one step later. No skip can undo it.
+        if (!all_finite(model_.parameters()))
+          throw NumericFault("the update before " + step_text(epoch, b + 1, batches, pos.global_step) +
+                             " made parameters non-finite (try a lower --lr); " + what);
         if (!skip_mode) throw NumericFault(what + " (try a lower --lr, or --on-nan skip-batch)");
         snapshot.restore();
         ++pos.skipped;
         if (on_skip_) on_skip_(what + "; batch skipped");
       } else {
         optimizer_.step(model_.parameters(), model_.gradients());
-        // Finite gradients can still overflow a parameter (a huge lr); such a
-        // model is unusable and no batch skip can undo the step, so stop.
-        if (!all_finite(model_.parameters()))
-          throw NumericFault("the update at " + step_text(epoch, b + 1, batches, pos.global_step) +
-                             " made parameters non-finite (try a lower --lr)");
         const auto n = static_cast<std::int64_t>(idx.size());
         pos.loss_sum += r.loss * static_cast<double>(n);
         pos.correct += r.correct;
