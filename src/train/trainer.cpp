@@ -83,12 +83,18 @@ struct BufferSnapshot {
     saved.resize(total);
   }
   void save() {
-    std::size_t at = 0;
-    for (const auto& [p, n] : buffers) std::memcpy(saved.data() + (at += n) - n, p, n);
+    unsigned char* to = saved.data();
+    for (const auto& [p, n] : buffers) {
+      std::memcpy(to, p, n);
+      to += n;
+    }
   }
   void restore() {
-    std::size_t at = 0;
-    for (const auto& [p, n] : buffers) std::memcpy(p, saved.data() + (at += n) - n, n);
+    const unsigned char* from = saved.data();
+    for (const auto& [p, n] : buffers) {
+      std::memcpy(p, from, n);
+      from += n;
+    }
   }
 };
 
