@@ -11,6 +11,7 @@
 #include "bnorm/io/checkpoint.hpp"
 #include "bnorm/io/dataset.hpp"
 #include "bnorm/io/model_file.hpp"
+#include "bnorm/json_number.hpp"
 #include "bnorm/nn/layer_factory.hpp"
 #include "bnorm/train/trainer.hpp"
 #include "commands.hpp"
@@ -76,6 +77,13 @@ nlohmann::json config_json(const TrainOptions& o) {
           {"test-size", o.test_size}};
 }
 
+// Numbers through json_number: get<T>() is undefined for out-of-range values.
+template <class T>
+T config_number(const nlohmann::json& config, const char* key, const std::string& path) {
+  if (const auto v = json_number<T>(config.at(key))) return *v;
+  fail_file(path, std::string("checkpoint configuration \"") + key + "\" has the wrong type or is out of range");
+}
+
 // The checkpoint's configuration, with the run-time flags kept from the
 // command line. A configuration flag given explicitly must agree with the
 // checkpoint (a resumed run cannot change what it is continuing), except
@@ -94,22 +102,22 @@ TrainOptions options_from_checkpoint(const TrainOptions& cli, const nlohmann::js
     o.layers = config.at("layers").get<std::string>();
     o.bn = config.at("bn").get<std::string>();
     o.activation = config.at("activation").get<std::string>();
-    o.epochs = cli.explicit_flags.count("epochs") ? cli.epochs : config.at("epochs").get<std::int64_t>();
-    o.batch_size = config.at("batch-size").get<std::int64_t>();
-    o.lr = config.at("lr").get<float>();
+    o.epochs = cli.explicit_flags.count("epochs") ? cli.epochs : config_number<std::int64_t>(config, "epochs", path);
+    o.batch_size = config_number<std::int64_t>(config, "batch-size", path);
+    o.lr = config_number<float>(config, "lr", path);
     o.optimizer = config.at("optimizer").get<std::string>();
-    o.momentum = config.at("momentum").get<float>();
-    o.weight_decay = config.at("weight-decay").get<float>();
-    o.bn_momentum = config.at("bn-momentum").get<float>();
-    o.bn_cumulative = config.at("bn-cumulative").get<bool>();
+    o.momentum = config_number<float>(config, "momentum", path);
+    o.weight_decay = config_number<float>(config, "weight-decay", path);
+    o.bn_momentum = config_number<float>(config, "bn-momentum", path);
+    o.bn_cumulative = config_number<bool>(config, "bn-cumulative", path);
     o.bn_running_var = config.at("bn-running-var").get<std::string>();
-    o.eps = config.at("eps").get<float>();
-    o.no_affine = config.at("no-affine").get<bool>();
-    o.no_running_stats = config.at("no-running-stats").get<bool>();
+    o.eps = config_number<float>(config, "eps", path);
+    o.no_affine = config_number<bool>(config, "no-affine", path);
+    o.no_running_stats = config_number<bool>(config, "no-running-stats", path);
     o.input_norm = config.at("input-norm").get<std::string>();
-    o.seed = config.at("seed").get<std::uint64_t>();
-    o.train_size = config.at("train-size").get<std::int64_t>();
-    o.test_size = config.at("test-size").get<std::int64_t>();
+    o.seed = config_number<std::uint64_t>(config, "seed", path);
+    o.train_size = config_number<std::int64_t>(config, "train-size", path);
+    o.test_size = config_number<std::int64_t>(config, "test-size", path);
   } catch (const nlohmann::json::exception& e) {
     fail_file(path, std::string("checkpoint configuration has a mistyped value: ") + e.what());
   }

@@ -5,12 +5,21 @@
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/safetensors.hpp"
+#include "bnorm/json_number.hpp"
 
 namespace bnorm {
 namespace {
 
 constexpr const char* kOptimizerPrefix = "optimizer.";
 constexpr const char* kOrderTensor = "trainer.order";
+
+// A metadata field as T, or an Error naming the file (the caller's catch
+// turns nlohmann's own exceptions into the same).
+template <class T>
+T number_at(const nlohmann::json& j, const char* key, const std::string& path) {
+  if (const auto v = json_number<T>(j.at(key))) return *v;
+  fail_file(path, std::string("checkpoint metadata \"") + key + "\" has the wrong type or is out of range");
+}
 
 nlohmann::json metadata_json(const SafetensorsFile& file, const std::string& key, const std::string& path) {
   const auto it = file.metadata.find(key);
@@ -53,7 +62,7 @@ Checkpoint parse_checkpoint(const SafetensorsFile& file, const std::string& path
     if (!c.config.is_object()) fail_file(path, "checkpoint metadata \"config\" is not an object");
     const nlohmann::json opt = metadata_json(file, "optimizer", path);
     c.optimizer_name = opt.at("name").get<std::string>();
-    c.optimizer_state.steps = opt.at("steps").get<std::int64_t>();
+    c.optimizer_state.steps = number_at<std::int64_t>(opt, "steps", path);
     const auto names = opt.at("buffers").get<std::vector<std::string>>();
     if (names.size() != optimizer_tensors.size())
       fail_file(path, "checkpoint lists " + std::to_string(names.size()) + " optimizer buffers but holds " +
@@ -66,14 +75,14 @@ Checkpoint parse_checkpoint(const SafetensorsFile& file, const std::string& path
       c.optimizer_state.buffers.emplace_back(n, it->second->to_f32());
     }
     const nlohmann::json p = metadata_json(file, "position", path);
-    c.position.epoch = p.at("epoch").get<std::int64_t>();
-    c.position.batch = p.at("batch").get<std::int64_t>();
-    c.position.global_step = p.at("global_step").get<std::int64_t>();
+    c.position.epoch = number_at<std::int64_t>(p, "epoch", path);
+    c.position.batch = number_at<std::int64_t>(p, "batch", path);
+    c.position.global_step = number_at<std::int64_t>(p, "global_step", path);
     c.position.rng = p.at("rng").get<std::string>();
-    c.position.loss_sum = p.at("loss_sum").get<double>();
-    c.position.correct = p.at("correct").get<std::int64_t>();
-    c.position.seen = p.at("seen").get<std::int64_t>();
-    c.position.skipped = p.at("skipped").get<std::int64_t>();
+    c.position.loss_sum = number_at<double>(p, "loss_sum", path);
+    c.position.correct = number_at<std::int64_t>(p, "correct", path);
+    c.position.seen = number_at<std::int64_t>(p, "seen", path);
+    c.position.skipped = number_at<std::int64_t>(p, "skipped", path);
   } catch (const nlohmann::json::exception& e) {
     fail_file(path, std::string("checkpoint metadata is incomplete or mistyped: ") + e.what());
   }

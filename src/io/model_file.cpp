@@ -6,6 +6,7 @@
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/safetensors.hpp"
+#include "bnorm/json_number.hpp"
 
 namespace bnorm {
 namespace {
@@ -22,13 +23,20 @@ nlohmann::json parse_metadata_json(const SafetensorsFile& file, const std::strin
 
 InputNormalization parse_input_normalization(const nlohmann::json& j, std::int64_t features, const std::string& path) {
   InputNormalization n;
-  try {
-    n.mode = j.at("mode").get<std::string>();
-    n.mean = j.at("mean").get<std::vector<float>>();
-    n.std = j.at("std").get<std::vector<float>>();
-  } catch (const nlohmann::json::exception&) {
-    fail_file(path, "metadata \"input_normalization\" needs a string \"mode\" and number lists \"mean\" and \"std\"");
-  }
+  const auto floats = [&](const nlohmann::json& list, std::vector<float>& out) {
+    if (!list.is_array()) return false;
+    for (const auto& v : list) {
+      const auto f = json_number<float>(v);  // get<float> would be UB for 1e300
+      if (!f) return false;
+      out.push_back(*f);
+    }
+    return true;
+  };
+  if (!j.is_object() || !j.contains("mode") || !j.at("mode").is_string() || !j.contains("mean") ||
+      !j.contains("std") || !floats(j.at("mean"), n.mean) || !floats(j.at("std"), n.std))
+    fail_file(path, "metadata \"input_normalization\" needs a string \"mode\" and number lists \"mean\" and \"std\" "
+                    "(each value within float range)");
+  n.mode = j.at("mode").get<std::string>();
   try {
     n.validate(features);
   } catch (const Error& e) {
