@@ -327,7 +327,19 @@ TEST(Resume, DamagedCheckpointsAreRefusedWithTheFileNamed) {
   {
     SafetensorsFile f = file;
     f.metadata["position"] = R"({"epoch":"one"})";
+    expect_refused(f, "\"epoch\" has the wrong type");
+  }
+  {
+    SafetensorsFile f = file;
+    f.metadata["position"] = R"({"batch":1})";
     expect_refused(f, "incomplete or mistyped");
+  }
+  {  // too big for int64: refused, not cast
+    SafetensorsFile f = file;
+    nlohmann::json p = nlohmann::json::parse(f.metadata["position"]);
+    p["global_step"] = 1e300;
+    f.metadata["position"] = p.dump();
+    expect_refused(f, "\"global_step\" has the wrong type or is out of range");
   }
   {  // an optimizer buffer missing
     SafetensorsFile f;
