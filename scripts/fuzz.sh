@@ -5,7 +5,7 @@
 # build-fuzz/corpus/<target>/ (not the source tree); a crash leaves its input
 # in build-fuzz/artifacts/ and makes this script exit non-zero.
 #   scripts/fuzz.sh [seconds] [target...]
-# Needs clang and libclang-rt-14-dev (scripts/setup.sh --fuzz installs them).
+# Needs clang and libclang-rt-14-dev from Debian (.ci/run installs them with apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
