@@ -855,6 +855,25 @@ TEST_F(ModelFixture, ArchitectureTooLargeIsRefusedNotAllocated) {
   EXPECT_FILE_ERROR(load_model(p), p, "");
 }
 
+TEST_F(ModelFixture, ArchitectureNumbersOutOfRangeAreRefusedNotCast) {
+  // Regression (fuzz_architecture, fuzz/corpus/fuzz_architecture/regression_huge_integer.json):
+  // an integer too long for int64 parses as a double, and get<int64_t>() cast
+  // it, undefined behaviour that UBSan reported. Fields now go through
+  // json_number, which refuses what the target type cannot hold.
+  const auto p = with_architecture("hugeint.safetensors", [](nlohmann::json& a) {
+    a["layers"][0]["in_features"] = nlohmann::json::parse("3333333333333330000000000004741327996562045");
+  });
+  EXPECT_FILE_ERROR(load_model(p), p, "\"in_features\" has the wrong type or is out of range");
+  const auto q = with_architecture("fraction.safetensors", [](nlohmann::json& a) { a["layers"][0]["in_features"] = 6.5; });
+  EXPECT_FILE_ERROR(load_model(q), q, "\"in_features\" has the wrong type or is out of range");
+  const auto r = with_architecture("hugeeps.safetensors", [](nlohmann::json& a) { a["layers"][1]["eps"] = 1e300; });
+  EXPECT_FILE_ERROR(load_model(r), r, "\"eps\" has the wrong type or is out of range");
+  const auto s = with_architecture("hugemom.safetensors", [](nlohmann::json& a) { a["layers"][1]["momentum"] = -1e300; });
+  EXPECT_FILE_ERROR(load_model(s), s, "\"momentum\" has the wrong type or is out of range");
+  const auto t = with_metadata("hugemean.safetensors", "input_normalization", R"({"mode":"global","mean":[1e300],"std":[1]})");
+  EXPECT_FILE_ERROR(load_model(t), t, "within float range");
+}
+
 TEST_F(ModelFixture, MissingTensor) {
   const auto p = variant("missing.safetensors", [](SafetensorsFile& f) {
     std::erase_if(f.tensors, [](const auto& e) { return e.first == "1.running_var"; });

@@ -54,14 +54,13 @@ TEST(Training, ShortRunOfTheDefaultCnnLearns) {
 }
 
 // The lecture's claim in miniature: with batch norm a learning rate that
-// breaks the plain network still trains.
+// breaks the plain network still trains. The plain network's divergence is
+// caught by the trainer's numeric check rather than trained through.
 TEST(Training, BatchNormToleratesALargeLearningRate) {
   if (!have_dataset()) GTEST_SKIP() << "Fashion-MNIST not installed";
   const RunResult with_bn = train_subset(BnPlacement::before, 5000, 1, 0.5f);
-  const RunResult without = train_subset(BnPlacement::none, 5000, 1, 0.5f);
   EXPECT_GT(with_bn.test.accuracy, 0.70);
-  EXPECT_GT(with_bn.test.accuracy, without.test.accuracy + 0.1)
-      << "without BN: " << without.test.accuracy << " (loss " << without.test.loss << ")";
+  EXPECT_THROW(train_subset(BnPlacement::none, 5000, 1, 0.5f), NumericFault);
 }
 
 }  // namespace

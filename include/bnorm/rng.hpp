@@ -4,6 +4,7 @@
 // written here: a seed then gives the same run on any standard library.
 #include <cstdint>
 #include <random>
+#include <string>
 
 namespace bnorm {
 
@@ -15,6 +16,11 @@ class Rng {
   double uniform();                              // [0, 1)
   double normal();                               // mean 0, variance 1 (Box-Muller)
   std::uint64_t below(std::uint64_t bound);      // uniform in [0, bound), unbiased
+
+  // The whole state as text (the engine's standard text form, then the
+  // Box-Muller spare), so a checkpoint resumes the exact same stream.
+  std::string state() const;
+  void set_state(const std::string& text);  // throws Error if text is not a state()
 
  private:
   std::mt19937_64 engine_;

@@ -21,6 +21,7 @@ struct EvalOptions {
 void run_eval(const EvalOptions& o) {
   apply_threads(o.threads);
   if (o.batch_size < 1) throw Error("--batch-size must be at least 1");
+  if (o.test_size < 0) throw Error("--test-size must be >= 0 (0 = all)");
   LoadedModel loaded = load_model(o.model);
   ImageDataset test = load_fashion_mnist(o.data, Split::test);
   if (o.test_size > 0) test.truncate(o.test_size);

@@ -51,6 +51,11 @@ std::vector<std::vector<float>> read_text_rows(const std::vector<std::uint8_t>& 
       if (next == p) fail_file(path, "line " + std::to_string(line_no) + ": '" + std::string(p).substr(0, 20) + "' is not a number");
       if (!std::isfinite(v)) fail_file(path, "line " + std::to_string(line_no) + ": non-finite value");
       row.push_back(v);
+      // A line of millions of numbers is refused as soon as it is too long,
+      // not after it has all been stored.
+      if (static_cast<std::int64_t>(row.size()) > features)
+        fail_file(path, "line " + std::to_string(line_no) + ": more than the " + std::to_string(features) +
+                            " values an example has");
       p = next;
     }
     if (static_cast<std::int64_t>(row.size()) != features)

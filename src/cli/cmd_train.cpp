@@ -1,15 +1,20 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 
 #include "bnorm/error.hpp"
+#include "bnorm/io/checkpoint.hpp"
 #include "bnorm/io/dataset.hpp"
 #include "bnorm/io/model_file.hpp"
 #include "bnorm/nn/arch.hpp"
+#include "bnorm/json_number.hpp"
+#include "bnorm/nn/layer_factory.hpp"
 #include "bnorm/train/trainer.hpp"
 #include "commands.hpp"
 #include "progress.hpp"
@@ -43,7 +48,87 @@ struct TrainOptions {
   std::int64_t test_size = 0;
   std::string out = "model.safetensors";
   bool json = false;
+  // Run-time policy, not part of the configuration a checkpoint pins down.
+  std::string on_nan = "stop";
+  std::int64_t checkpoint_every = 0;
+  std::string checkpoint;  // default: <out>.ckpt
+  std::string resume;
+  std::set<std::string> explicit_flags;  // long names given on the command line, e.g. "lr"
 };
+
+// Everything that decides a run's result; a checkpoint stores it, and a
+// resumed run takes it back from there.
+nlohmann::json config_json(const TrainOptions& o) {
+  return {{"data", o.data},
+          {"layers", o.layers},
+          {"arch", o.arch},
+          {"bn", o.bn},
+          {"activation", o.activation},
+          {"epochs", o.epochs},
+          {"batch-size", o.batch_size},
+          {"lr", o.lr},
+          {"optimizer", o.optimizer},
+          {"momentum", o.momentum},
+          {"weight-decay", o.weight_decay},
+          {"bn-momentum", o.bn_momentum},
+          {"bn-cumulative", o.bn_cumulative},
+          {"bn-running-var", o.bn_running_var},
+          {"eps", o.eps},
+          {"no-affine", o.no_affine},
+          {"no-running-stats", o.no_running_stats},
+          {"input-norm", o.input_norm},
+          {"seed", o.seed},
+          {"train-size", o.train_size},
+          {"test-size", o.test_size}};
+}
+
+// Numbers through json_number: get<T>() is undefined for out-of-range values.
+template <class T>
+T config_number(const nlohmann::json& config, const char* key, const std::string& path) {
+  if (const auto v = json_number<T>(config.at(key))) return *v;
+  fail_file(path, std::string("checkpoint configuration \"") + key + "\" has the wrong type or is out of range");
+}
+
+// The checkpoint's configuration, with the run-time flags kept from the
+// command line. A configuration flag given explicitly must agree with the
+// checkpoint (a resumed run cannot change what it is continuing), except
+// --epochs, which may extend or shorten the run.
+TrainOptions options_from_checkpoint(const TrainOptions& cli, const nlohmann::json& config, const std::string& path) {
+  const nlohmann::json given = config_json(cli);
+  for (const auto& [key, value] : given.items()) {
+    if (!config.contains(key)) fail_file(path, "checkpoint configuration lacks \"" + key + "\"");
+    if (key != "epochs" && cli.explicit_flags.count(key) && config.at(key) != value)
+      throw Error("--" + key + " " + value.dump() + " conflicts with the checkpoint " + path + " (" + config.at(key).dump() +
+                  "); a resumed run takes its configuration from the checkpoint: drop the flag");
+  }
+  TrainOptions o = cli;
+  try {
+    o.data = cli.explicit_flags.count("data") ? cli.data : config.at("data").get<std::string>();
+    o.layers = config.at("layers").get<std::string>();
+    o.arch = config.at("arch").get<std::string>();
+    o.bn = config.at("bn").get<std::string>();
+    o.activation = config.at("activation").get<std::string>();
+    o.epochs = cli.explicit_flags.count("epochs") ? cli.epochs : config_number<std::int64_t>(config, "epochs", path);
+    o.batch_size = config_number<std::int64_t>(config, "batch-size", path);
+    o.lr = config_number<float>(config, "lr", path);
+    o.optimizer = config.at("optimizer").get<std::string>();
+    o.momentum = config_number<float>(config, "momentum", path);
+    o.weight_decay = config_number<float>(config, "weight-decay", path);
+    o.bn_momentum = config_number<float>(config, "bn-momentum", path);
+    o.bn_cumulative = config_number<bool>(config, "bn-cumulative", path);
+    o.bn_running_var = config.at("bn-running-var").get<std::string>();
+    o.eps = config_number<float>(config, "eps", path);
+    o.no_affine = config_number<bool>(config, "no-affine", path);
+    o.no_running_stats = config_number<bool>(config, "no-running-stats", path);
+    o.input_norm = config.at("input-norm").get<std::string>();
+    o.seed = config_number<std::uint64_t>(config, "seed", path);
+    o.train_size = config_number<std::int64_t>(config, "train-size", path);
+    o.test_size = config_number<std::int64_t>(config, "test-size", path);
+  } catch (const nlohmann::json::exception& e) {
+    fail_file(path, std::string("checkpoint configuration has a mistyped value: ") + e.what());
+  }
+  return o;
+}
 
 std::vector<std::int64_t> parse_widths(const std::string& text) {
   std::vector<std::int64_t> widths;
@@ -62,6 +147,25 @@ std::vector<std::int64_t> parse_widths(const std::string& text) {
   return widths;
 }
 
+// Refuses, before anything is allocated, a network or batch whose memory
+// would not fit: each width may be up to 2^24, but two such widths make 2^48
+// weights, which would otherwise end in an out-of-memory kill mid-allocation.
+void check_training_memory(const std::vector<std::int64_t>& widths, std::int64_t batch, const std::string& layers) {
+  constexpr double kLimitBytes = 16.0 * (1u << 30);
+  double params = 0, units = 0;
+  for (std::size_t i = 0; i + 1 < widths.size(); ++i) {
+    params += static_cast<double>(widths[i]) * static_cast<double>(widths[i + 1]) + static_cast<double>(widths[i + 1]);
+    units += static_cast<double>(widths[i + 1]);
+  }
+  // Parameters, gradients and up to two optimizer buffers; per example a few
+  // tensors per unit (outputs, gradients, batch-norm caches).
+  const double bytes = params * 4 * 4 + static_cast<double>(batch) * (units * 4 * 6 + static_cast<double>(widths[0]) * 4);
+  if (bytes > kLimitBytes)
+    throw Error("--layers " + layers + " with batch " + std::to_string(batch) + " needs about " +
+                std::to_string(static_cast<long long>(bytes / (1u << 30))) + " GiB to train (" +
+                std::to_string(static_cast<long long>(params)) + " parameters); the limit is 16 GiB");
+}
+
 // Fails before hours of training rather than at the final save.
 void check_output_writable(const std::string& out) {
   const std::filesystem::path p(out);
@@ -76,6 +180,7 @@ Model mlp_from_widths(const TrainOptions& o, const ImageDataset& train, BnPlacem
                       const BatchNormOptions& bn_options) {
   MlpSpec spec;
   spec.widths = parse_widths(o.layers);
+  check_training_memory(spec.widths, o.batch_size, o.layers);
   spec.bn = placement;
   spec.activation = parse_activation(o.activation);
   spec.bn_options = bn_options;
@@ -93,14 +198,31 @@ std::string read_arch_file(const std::string& path) {
   return text;
 }
 
-void run_train(const TrainOptions& o) {
-  apply_threads(o.threads);
+void run_train(const TrainOptions& cli) {
+  apply_threads(cli.threads);
+  // With --resume everything that decides the result comes from the
+  // checkpoint (validated like a model file before anything else happens).
+  std::optional<Checkpoint> checkpoint;
+  if (!cli.resume.empty()) checkpoint = load_checkpoint(cli.resume);
+  TrainOptions o = checkpoint ? options_from_checkpoint(cli, checkpoint->config, cli.resume) : cli;
+  // The architecture's text, not the file's name, is what decides the run.
+  if (!o.arch_file.empty()) {
+    if (checkpoint)
+      throw Error("--arch-file conflicts with --resume: a resumed run takes its architecture from the checkpoint");
+    o.arch = read_arch_file(o.arch_file);
+    o.arch_file.clear();
+  }
+
   if (o.epochs < 0 || o.epochs > 100000) throw Error("--epochs must be in 0..100000");
   if (o.batch_size < 2) throw Error("--batch-size must be at least 2 (batch norm needs a spread to normalize)");
+  if (o.batch_size > (std::int64_t{1} << 30)) throw Error("--batch-size must be at most 1073741824");
   if (o.train_size < 0 || o.test_size < 0) throw Error("--train-size and --test-size must be >= 0");
   if (!(o.bn_momentum >= 0.0f && o.bn_momentum <= 1.0f)) throw Error("--bn-momentum must be in [0, 1]");
   if (!(o.eps > 0.0f)) throw Error("--eps must be > 0");
+  if (o.checkpoint_every < 0) throw Error("--checkpoint-every must be >= 0 (0 = no checkpoints)");
   check_output_writable(o.out);
+  const std::string checkpoint_path = o.checkpoint.empty() ? o.out + ".ckpt" : o.checkpoint;
+  if (o.checkpoint_every > 0) check_output_writable(checkpoint_path);
 
   BatchNormOptions bn_options;
   bn_options.eps = o.eps;
@@ -109,28 +231,53 @@ void run_train(const TrainOptions& o) {
   bn_options.affine = !o.no_affine;
   bn_options.track_running_stats = !o.no_running_stats;
   const BnPlacement placement = parse_bn_placement(o.bn);
-  std::string arch = o.arch;
-  if (!o.arch_file.empty()) arch = read_arch_file(o.arch_file);
+  const std::string& arch = o.arch;
 
   ImageDataset train = load_fashion_mnist(o.data, Split::train);
   ImageDataset test = load_fashion_mnist(o.data, Split::test);
   if (o.train_size > 0) train.truncate(o.train_size);
   if (o.test_size > 0) test.truncate(o.test_size);
-  Model model = arch.empty() ? mlp_from_widths(o, train, placement, bn_options)
+  Model built = arch.empty() ? mlp_from_widths(o, train, placement, bn_options)
                              : Model::from_architecture(parse_arch(arch, {1, train.rows, train.cols}, placement, bn_options));
-  if (model.output_shape() != Shape{kNumClasses})
-    throw Error("the network ends with outputs " + shape_str(model.output_shape()) + " but there are " +
+  if (built.output_shape() != Shape{kNumClasses})
+    throw Error("the network ends with outputs " + shape_str(built.output_shape()) + " but there are " +
                 std::to_string(kNumClasses) + " classes");
 
-  const InputNormalization norm = InputNormalization::fit(train, o.input_norm);
-  Rng init_rng(init_rng_seed(o.seed));
-  model.init_parameters(init_rng);
+  InputNormalization norm;
+  if (checkpoint) {
+    // The checkpoint's model must be the one its configuration describes.
+    if (built.architecture() != checkpoint->model.model.architecture())
+      fail_file(cli.resume, "the checkpoint's architecture does not match its configuration");
+    norm = checkpoint->model.input_normalization;
+  } else {
+    norm = InputNormalization::fit(train, o.input_norm);
+    Rng init_rng(init_rng_seed(o.seed));
+    built.init_parameters(init_rng);
+  }
+  Model model = checkpoint ? std::move(checkpoint->model.model) : std::move(built);
   auto optimizer = make_optimizer(o.optimizer, o.lr, o.momentum, o.weight_decay);
+  if (checkpoint) {
+    if (checkpoint->optimizer_name != optimizer->name())
+      fail_file(cli.resume, "checkpoint holds " + checkpoint->optimizer_name + " state but its configuration says " +
+                                optimizer->name());
+    try {
+      optimizer->import_state(checkpoint->optimizer_state, model.parameters().size());
+    } catch (const Error& e) {
+      fail_file(cli.resume, e.what());
+    }
+  }
 
   const nlohmann::json training = {{"epochs", o.epochs},   {"arch", arch},   {"batch_size", o.batch_size}, {"lr", o.lr},
                                    {"optimizer", o.optimizer}, {"momentum", o.momentum},
                                    {"weight_decay", o.weight_decay}, {"seed", o.seed},
                                    {"train_size", train.count},  {"bn", o.bn}, {"data", o.data}};
+  const nlohmann::json config = config_json(o);
+  if (checkpoint)
+    std::fprintf(o.json ? stderr : stdout,
+                 "resuming %s at epoch %lld, batch %lld (global step %lld), with the configuration stored in it\n",
+                 cli.resume.c_str(), static_cast<long long>(checkpoint->position.epoch),
+                 static_cast<long long>(checkpoint->position.batch),
+                 static_cast<long long>(checkpoint->position.global_step));
   if (!o.json)
     std::printf("training %s on %lld examples (test %lld), bn %s, %s lr %g, batch %lld, %lld epochs\n",
                 arch.empty() ? o.layers.c_str() : expand_named_arch(arch).c_str(), static_cast<long long>(train.count), static_cast<long long>(test.count),
@@ -140,34 +287,65 @@ void run_train(const TrainOptions& o) {
 
   // With --json, stdout carries only JSON; the bar then goes to a terminal on stderr.
   ProgressBar bar(o.json ? stderr : stdout);
-  TrainConfig config;
-  config.epochs = o.epochs;
-  config.batch_size = o.batch_size;
-  config.seed = o.seed;
-  Trainer trainer(model, *optimizer, norm, config);
-  trainer.fit(
-      train, test, [&](const Progress& p) { bar.update(p); },
-      [&](const EpochReport& r) {
-        bar.clear();
-        // Saved every epoch, atomically: a run killed later keeps this epoch's model.
-        save_model(o.out, model, norm, training);
-        if (o.json) {
-          std::printf("%s\n", nlohmann::json{{"epoch", r.epoch},
-                                             {"train_loss", r.train_loss},
-                                             {"train_accuracy", r.train_accuracy},
-                                             {"test_loss", r.test_loss},
-                                             {"test_accuracy", r.test_accuracy},
-                                             {"samples_per_s", r.samples_per_s},
-                                             {"seconds", r.seconds}}
-                                  .dump()
-                                  .c_str());
-        } else {
-          std::printf("epoch %lld/%lld  train_loss %.4f  train_acc %.4f  test_loss %.4f  test_acc %.4f  %.0f samples/s  %.1fs\n",
-                      static_cast<long long>(r.epoch), static_cast<long long>(o.epochs), r.train_loss,
-                      r.train_accuracy, r.test_loss, r.test_accuracy, r.samples_per_s, r.seconds);
-        }
-        std::fflush(stdout);
-      });
+  TrainConfig tc;
+  tc.epochs = o.epochs;
+  tc.batch_size = o.batch_size;
+  tc.seed = o.seed;
+  tc.on_nan = o.on_nan == "skip-batch" ? OnNan::skip_batch : OnNan::stop;
+  Trainer trainer(model, *optimizer, norm, tc);
+  if (checkpoint) {
+    trainer.resume_from(checkpoint->position);
+    try {
+      trainer.check_resume(train);
+    } catch (const Error& e) {
+      fail_file(cli.resume, e.what());
+    }
+  }
+  if (o.checkpoint_every > 0)
+    trainer.on_checkpoint(o.checkpoint_every, [&](const TrainPosition& p) {
+      save_checkpoint(checkpoint_path, model, norm, training, config, *optimizer, p);
+    });
+  trainer.on_skipped_batch([&](const std::string& what) {
+    bar.clear();
+    std::fprintf(stderr, "bnorm: warning: %s\n", what.c_str());
+  });
+  auto on_epoch = [&](const EpochReport& r) {
+    bar.clear();
+    // A non-finite metric would print as null in JSON; with finite parameters
+    // it means the evaluation itself overflowed, which is a fault too.
+    for (const double v : {r.train_loss, r.train_accuracy, r.test_loss, r.test_accuracy})
+      if (!std::isfinite(v))
+        throw NumericFault("epoch " + std::to_string(r.epoch) + " ended with a non-finite loss or accuracy");
+    // Saved every epoch, atomically: a run killed later keeps this epoch's model.
+    save_model(o.out, model, norm, training);
+    if (o.json) {
+      std::printf("%s\n", nlohmann::json{{"epoch", r.epoch},
+                                         {"train_loss", r.train_loss},
+                                         {"train_accuracy", r.train_accuracy},
+                                         {"test_loss", r.test_loss},
+                                         {"test_accuracy", r.test_accuracy},
+                                         {"samples_per_s", r.samples_per_s},
+                                         {"seconds", r.seconds},
+                                         {"skipped_batches", r.skipped_batches}}
+                              .dump()
+                              .c_str());
+    } else {
+      std::printf("epoch %lld/%lld  train_loss %.4f  train_acc %.4f  test_loss %.4f  test_acc %.4f  %.0f samples/s  %.1fs%s\n",
+                  static_cast<long long>(r.epoch), static_cast<long long>(o.epochs), r.train_loss, r.train_accuracy,
+                  r.test_loss, r.test_accuracy, r.samples_per_s, r.seconds,
+                  r.skipped_batches ? ("  skipped " + std::to_string(r.skipped_batches) + " batches").c_str() : "");
+    }
+    std::fflush(stdout);
+  };
+  try {
+    trainer.fit(train, test, [&](const Progress& p) { bar.update(p); }, on_epoch);
+  } catch (const NumericFault& e) {
+    bar.clear();
+    // The files on disk are from before the fault (save_model refuses
+    // non-finite values, and nothing was written after it).
+    throw NumericFault(std::string(e.what()) + "; " + o.out + " keeps the last completed epoch's model" +
+                       (o.checkpoint_every > 0 ? " and " + checkpoint_path + " the last checkpoint" : ""));
+  }
   if (o.epochs == 0) save_model(o.out, model, norm, training);
   if (!o.json) std::printf("saved %s (test metrics above use running statistics)\n", o.out.c_str());
 }
@@ -227,7 +405,24 @@ Runner add_train_command(CLI::App& app) {
   cmd->add_option("--out", o->out, "Model file to write (safetensors, loadable by PyTorch); saved after every epoch")
       ->capture_default_str();
   cmd->add_flag("--json", o->json, "One JSON object per epoch on stdout, nothing else");
-  return [o] { run_train(*o); };
+  cmd->add_option("--on-nan", o->on_nan,
+                  "On a non-finite loss or gradient: stop (exit 1, naming the step and layer; files on disk keep the "
+                  "last good state) or skip-batch (drop that batch's update and its running-statistics update)")
+      ->check(CLI::IsMember({"stop", "skip-batch"}))
+      ->capture_default_str();
+  cmd->add_option("--checkpoint-every", o->checkpoint_every,
+                  "Write a checkpoint (model, optimizer state, data order, RNG) every N training steps (0 = never)")
+      ->capture_default_str();
+  cmd->add_option("--checkpoint", o->checkpoint, "Checkpoint file, written atomically (default: <out>.ckpt)");
+  cmd->add_option("--resume", o->resume,
+                  "Continue from a checkpoint; the configuration comes from it (conflicting flags are refused, "
+                  "--epochs may change) and the result is bit-identical to an uninterrupted run");
+  return [o, cmd] {
+    for (const CLI::Option* opt : cmd->get_options())
+      if (opt->count() > 0)
+        for (const std::string& name : opt->get_lnames()) o->explicit_flags.insert(name);
+    run_train(*o);
+  };
 }
 
 }  // namespace bnorm::cli

@@ -79,9 +79,13 @@ std::uint32_t read_be32(const std::uint8_t* p) {
 std::vector<std::uint8_t> read_file_maybe_gzip(const std::string& path, std::uint64_t max_bytes) {
   // The compressed file itself is bounded by the same limit; zlib's ratio
   // cannot exceed about 1032:1, so the decompressed cap does the real work.
-  auto raw = read_raw(path, max_bytes);
-  if (raw.size() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b) return gunzip(raw, path, max_bytes);
-  return raw;
+  return maybe_gunzip(read_raw(path, max_bytes), path, max_bytes);
+}
+
+std::vector<std::uint8_t> maybe_gunzip(std::vector<std::uint8_t> bytes, const std::string& name,
+                                       std::uint64_t max_bytes) {
+  if (bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b) return gunzip(bytes, name, max_bytes);
+  return bytes;
 }
 
 IdxArray parse_idx(const std::vector<std::uint8_t>& file, const std::string& path) {

@@ -6,6 +6,7 @@
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/safetensors.hpp"
+#include "bnorm/json_number.hpp"
 
 namespace bnorm {
 namespace {
@@ -22,13 +23,20 @@ nlohmann::json parse_metadata_json(const SafetensorsFile& file, const std::strin
 
 InputNormalization parse_input_normalization(const nlohmann::json& j, std::int64_t features, const std::string& path) {
   InputNormalization n;
-  try {
-    n.mode = j.at("mode").get<std::string>();
-    n.mean = j.at("mean").get<std::vector<float>>();
-    n.std = j.at("std").get<std::vector<float>>();
-  } catch (const nlohmann::json::exception&) {
-    fail_file(path, "metadata \"input_normalization\" needs a string \"mode\" and number lists \"mean\" and \"std\"");
-  }
+  const auto floats = [&](const nlohmann::json& list, std::vector<float>& out) {
+    if (!list.is_array()) return false;
+    for (const auto& v : list) {
+      const auto f = json_number<float>(v);  // get<float> would be UB for 1e300
+      if (!f) return false;
+      out.push_back(*f);
+    }
+    return true;
+  };
+  if (!j.is_object() || !j.contains("mode") || !j.at("mode").is_string() || !j.contains("mean") ||
+      !j.contains("std") || !floats(j.at("mean"), n.mean) || !floats(j.at("std"), n.std))
+    fail_file(path, "metadata \"input_normalization\" needs a string \"mode\" and number lists \"mean\" and \"std\" "
+                    "(each value within float range)");
+  n.mode = j.at("mode").get<std::string>();
   try {
     n.validate(features);
   } catch (const Error& e) {
@@ -40,6 +48,10 @@ InputNormalization parse_input_normalization(const nlohmann::json& j, std::int64
 }  // namespace
 
 void save_model(const std::string& path, Model& model, const InputNormalization& norm, const nlohmann::json& training) {
+  write_safetensors(path, model_to_safetensors(model, norm, training));
+}
+
+SafetensorsFile model_to_safetensors(Model& model, const InputNormalization& norm, const nlohmann::json& training) {
   SafetensorsFile file;
   file.metadata["format"] = kModelFormat;
   file.metadata["version"] = kModelFormatVersion;
@@ -48,16 +60,26 @@ void save_model(const std::string& path, Model& model, const InputNormalization&
       nlohmann::json{{"mode", norm.mode}, {"mean", norm.mean}, {"std", norm.std}}.dump();
   file.metadata["training"] = training.dump();
   for (const StateEntry& e : model.state_dict()) {
-    if (e.dtype == StateEntry::DType::f32)
-      file.tensors.emplace_back(e.name, make_f32_tensor(e.shape, static_cast<const float*>(e.data)));
-    else
+    if (e.dtype == StateEntry::DType::f32) {
+      const auto* v = static_cast<const float*>(e.data);
+      for (std::int64_t i = 0; i < numel(e.shape); ++i)
+        if (!std::isfinite(v[i]))
+          throw Error("refusing to save a model whose tensor '" + e.name + "' holds a non-finite value");
+      file.tensors.emplace_back(e.name, make_f32_tensor(e.shape, v));
+    } else {
       file.tensors.emplace_back(e.name, make_i64_tensor(e.shape, static_cast<const std::int64_t*>(e.data)));
+    }
   }
-  write_safetensors(path, file);
+  return file;
 }
 
-LoadedModel load_model(const std::string& path) {
-  const SafetensorsFile file = read_safetensors(path);
+LoadedModel load_model(const std::string& path) { return load_model_from_safetensors(read_safetensors(path), path); }
+
+LoadedModel load_model_from_bytes(const std::string& bytes, const std::string& name) {
+  return load_model_from_safetensors(parse_safetensors(bytes, name), name);
+}
+
+LoadedModel load_model_from_safetensors(const SafetensorsFile& file, const std::string& path) {
   const auto format = file.metadata.find("format");
   if (format == file.metadata.end() || format->second != kModelFormat)
     fail_file(path, "not a bnorm model (metadata \"format\" is not \"" + std::string(kModelFormat) + "\")");

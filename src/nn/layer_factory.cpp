@@ -1,7 +1,10 @@
 #include "bnorm/nn/layer_factory.hpp"
 
+#include <type_traits>
+
 #include "bnorm/error.hpp"
 #include "bnorm/nn/conv2d.hpp"
+#include "bnorm/json_number.hpp"
 #include "bnorm/nn/linear.hpp"
 #include "bnorm/nn/pooling.hpp"
 
@@ -12,6 +15,10 @@ namespace {
 template <class T>
 T field(const nlohmann::json& config, const char* key) {
   if (!config.contains(key)) throw Error("layer config " + config.dump() + " lacks \"" + key + "\"");
+  if constexpr (std::is_arithmetic_v<T>) {
+    if (const auto v = json_number<T>(config.at(key))) return *v;
+    throw Error("layer config " + config.dump() + ": \"" + key + "\" has the wrong type or is out of range");
+  }
   try {
     return config.at(key).get<T>();
   } catch (const nlohmann::json::exception&) {

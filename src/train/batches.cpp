@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <string>
 #include <utility>
 
 #include "bnorm/error.hpp"
@@ -16,6 +17,19 @@ BatchOrder::BatchOrder(std::int64_t count, std::int64_t batch_size, bool drop_si
 
 void BatchOrder::shuffle(Rng& rng) {
   for (std::size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng.below(i)]);
+}
+
+void BatchOrder::restore(const std::vector<std::int64_t>& order) {
+  if (order.size() != order_.size())
+    throw Error("saved batch order has " + std::to_string(order.size()) + " entries, the training set " +
+                std::to_string(order_.size()));
+  std::vector<bool> seen(order.size(), false);
+  for (const std::int64_t i : order) {
+    if (i < 0 || static_cast<std::size_t>(i) >= order.size() || seen[static_cast<std::size_t>(i)])
+      throw Error("saved batch order is not a permutation of the training set");
+    seen[static_cast<std::size_t>(i)] = true;
+  }
+  order_ = order;
 }
 
 std::int64_t BatchOrder::examples_per_epoch() const {

@@ -1,6 +1,7 @@
 #include "bnorm/train/optimizer.hpp"
 
 #include <cmath>
+#include <initializer_list>
 
 #include "bnorm/error.hpp"
 
@@ -10,6 +11,7 @@ Sgd::Sgd(float lr, float momentum, float weight_decay) : lr_(lr), momentum_(mome
 
 void Sgd::step(std::span<float> params, std::span<const float> grads) {
   if (velocity_.size() != params.size()) velocity_.assign(params.size(), 0.0f);
+  ++steps_;
   for (std::size_t i = 0; i < params.size(); ++i) {
     const float g = grads[i] + weight_decay_ * params[i];
     velocity_[i] = momentum_ * velocity_[i] + g;
@@ -37,6 +39,55 @@ void Adam::step(std::span<float> params, std::span<const float> grads) {
     v_[i] = beta2_ * v_[i] + (1.0f - beta2_) * g * g;
     params[i] -= step_size * m_[i] / (std::sqrt(v_[i]) * inv_sqrt_bias2 + eps_);
   }
+}
+
+namespace {
+
+// The buffer called name in state, checked: empty or num_params finite values
+// (and, for a second moment, none negative).
+const std::vector<float>& checked_buffer(const OptimizerState& state, const std::string& optimizer,
+                                         const std::string& name, std::size_t num_params, bool non_negative) {
+  for (const auto& [n, values] : state.buffers) {
+    if (n != name) continue;
+    if (!values.empty() && values.size() != num_params)
+      throw Error(optimizer + " state '" + name + "' has " + std::to_string(values.size()) + " values, the model has " +
+                  std::to_string(num_params) + " parameters");
+    for (std::size_t i = 0; i < values.size(); ++i)
+      if (!std::isfinite(values[i]) || (non_negative && values[i] < 0.0f))
+        throw Error(optimizer + " state '" + name + "' holds an invalid value at index " + std::to_string(i));
+    return values;
+  }
+  throw Error(optimizer + " state lacks '" + name + "'");
+}
+
+void check_buffer_names(const OptimizerState& state, const std::string& optimizer, std::initializer_list<const char*> names) {
+  if (state.buffers.size() != names.size())
+    throw Error(optimizer + " state has " + std::to_string(state.buffers.size()) + " buffers, expected " +
+                std::to_string(names.size()));
+  if (state.steps < 0) throw Error(optimizer + " state has a negative step count");
+}
+
+}  // namespace
+
+OptimizerState Sgd::export_state() const { return {{{"velocity", velocity_}}, steps_}; }
+
+void Sgd::import_state(const OptimizerState& state, std::size_t num_params) {
+  check_buffer_names(state, "sgd", {"velocity"});
+  velocity_ = checked_buffer(state, "sgd", "velocity", num_params, false);
+  steps_ = state.steps;
+}
+
+OptimizerState Adam::export_state() const { return {{{"m", m_}, {"v", v_}}, t_}; }
+
+void Adam::import_state(const OptimizerState& state, std::size_t num_params) {
+  check_buffer_names(state, "adam", {"m", "v"});
+  const auto& m = checked_buffer(state, "adam", "m", num_params, false);
+  const auto& v = checked_buffer(state, "adam", "v", num_params, true);
+  if (m.size() != v.size() || (m.empty() != (state.steps == 0)))
+    throw Error("adam state: m, v and the step count t disagree");
+  m_ = m;
+  v_ = v;
+  t_ = state.steps;
 }
 
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, float lr, float momentum, float weight_decay) {

@@ -1,7 +1,11 @@
 #include "bnorm/rng.hpp"
 
+#include <bit>
 #include <cmath>
 #include <numbers>
+#include <sstream>
+
+#include "bnorm/error.hpp"
 
 namespace bnorm {
 
@@ -32,6 +36,26 @@ std::uint64_t Rng::below(std::uint64_t bound) {
   do r = engine_();
   while (r >= limit);
   return r % bound;
+}
+
+std::string Rng::state() const {
+  std::ostringstream out;
+  // The spare as its bit pattern: decimal text could round it.
+  out << engine_ << ' ' << (has_spare_ ? 1 : 0) << ' ' << std::bit_cast<std::uint64_t>(spare_);
+  return out.str();
+}
+
+void Rng::set_state(const std::string& text) {
+  std::istringstream in(text);
+  std::mt19937_64 engine;
+  int has_spare = -1;
+  std::uint64_t spare_bits = 0;
+  in >> engine >> has_spare >> spare_bits;
+  if (in.fail() || (has_spare != 0 && has_spare != 1) || !(in >> std::ws).eof())
+    throw Error("random generator state is malformed");
+  engine_ = engine;
+  has_spare_ = has_spare == 1;
+  spare_ = std::bit_cast<double>(spare_bits);
 }
 
 }  // namespace bnorm

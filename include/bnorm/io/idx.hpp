@@ -21,6 +21,11 @@ struct IdxArray {
 std::vector<std::uint8_t> read_file_maybe_gzip(const std::string& path,
                                                std::uint64_t max_bytes = std::uint64_t{1} << 32);
 
+// The in-memory half of read_file_maybe_gzip: bytes that start with gzip's
+// magic are decompressed (under the same cap), others returned as they are.
+std::vector<std::uint8_t> maybe_gunzip(std::vector<std::uint8_t> bytes, const std::string& name,
+                                       std::uint64_t max_bytes = std::uint64_t{1} << 32);
+
 IdxArray parse_idx(const std::vector<std::uint8_t>& file, const std::string& path);
 IdxArray read_idx(const std::string& path);
 

@@ -29,6 +29,7 @@ class Model {
   std::span<float> parameters() { return {params_.data(), params_.size()}; }
   std::span<const float> parameters() const { return {params_.data(), params_.size()}; }
   std::span<float> gradients() { return {grads_.data(), grads_.size()}; }
+  std::span<const float> gradients() const { return {grads_.data(), grads_.size()}; }
 
   // x is (N, input_shape...). The returned logits stay valid until the next forward.
   const Tensor& forward(const Tensor& x, Mode mode);
@@ -44,6 +45,10 @@ class Model {
   std::size_t num_layers() const { return layers_.size(); }
   Layer& layer(std::size_t i) { return *layers_.at(i); }
   const Layer& layer(std::size_t i) const { return *layers_.at(i); }
+  // What the last forward/backward kept: layer i's output, and dL/d(its
+  // input) for i >= 1. For diagnosing a numeric fault after the fact.
+  const Tensor& layer_output(std::size_t i) const { return activations_.at(i); }
+  const Tensor& layer_input_gradient(std::size_t i) const { return input_grads_.at(i); }
 
  private:
   Shape input_shape_;

@@ -20,6 +20,12 @@ class BatchOrder {
   std::span<const std::int64_t> batch(std::int64_t b) const;  // indices of batch b
   std::int64_t examples_per_epoch() const;
 
+  // The current permutation, and a saved one put back (a resumed run must
+  // visit the rest of the epoch in the same order). restore throws Error
+  // unless order is a permutation of 0..count-1.
+  std::span<const std::int64_t> order() const { return order_; }
+  void restore(const std::vector<std::int64_t>& order);
+
  private:
   std::vector<std::int64_t> order_;
   std::int64_t batch_size_;

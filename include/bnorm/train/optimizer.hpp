@@ -9,11 +9,24 @@
 
 namespace bnorm {
 
+// What an optimizer has accumulated over its steps: named buffers the size of
+// the parameters (empty before the first step) and a step count. A checkpoint
+// stores it so a resumed run continues bit for bit.
+struct OptimizerState {
+  std::vector<std::pair<std::string, std::vector<float>>> buffers;
+  std::int64_t steps = 0;
+};
+
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
   virtual void step(std::span<float> params, std::span<const float> grads) = 0;
   virtual std::string name() const = 0;
+
+  virtual OptimizerState export_state() const = 0;
+  // Throws Error, leaving the optimizer unchanged, unless state has exactly
+  // this optimizer's buffers, each empty or of num_params finite values.
+  virtual void import_state(const OptimizerState& state, std::size_t num_params) = 0;
 };
 
 // SGD with momentum and L2 weight decay (PyTorch's form, dampening 0):
@@ -25,9 +38,12 @@ class Sgd final : public Optimizer {
   Sgd(float lr, float momentum, float weight_decay);
   void step(std::span<float> params, std::span<const float> grads) override;
   std::string name() const override { return "sgd"; }
+  OptimizerState export_state() const override;  // "velocity"
+  void import_state(const OptimizerState& state, std::size_t num_params) override;
 
  private:
   float lr_, momentum_, weight_decay_;
+  std::int64_t steps_ = 0;
   std::vector<float> velocity_;
 };
 
@@ -38,6 +54,8 @@ class Adam final : public Optimizer {
   Adam(float lr, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weight_decay = 0.0f);
   void step(std::span<float> params, std::span<const float> grads) override;
   std::string name() const override { return "adam"; }
+  OptimizerState export_state() const override;  // "m", "v", steps = t
+  void import_state(const OptimizerState& state, std::size_t num_params) override;
 
  private:
   float lr_, beta1_, beta2_, eps_, weight_decay_;

@@ -5,12 +5,31 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <string>
+#include <vector>
 
+#include "bnorm/error.hpp"
 #include "bnorm/io/dataset.hpp"
 #include "bnorm/nn/model.hpp"
 #include "bnorm/train/optimizer.hpp"
 
 namespace bnorm {
+
+class BatchOrder;
+
+// What to do when a step's loss or gradients are not finite.
+//   stop:       throw NumericFault naming the step and the first bad layer;
+//               the parameters on disk are whatever was saved before.
+//   skip_batch: drop that batch's update. Its forward pass already moved the
+//               batch norms' running statistics, so the trainer snapshots
+//               every non-parameter buffer (running mean/var, batch count)
+//               before each step in this mode and puts them back.
+enum class OnNan { stop, skip_batch };
+
+class NumericFault : public Error {
+ public:
+  using Error::Error;
+};
 
 struct TrainConfig {
   std::int64_t epochs = 5;
@@ -19,6 +38,20 @@ struct TrainConfig {
   // A last batch of one example cannot be normalized with its own statistics;
   // by default the trainer leaves it out (the layer would refuse it).
   bool drop_singleton_batch = true;
+  OnNan on_nan = OnNan::stop;
+};
+
+// Where a run stands between two steps. With the model's state and the
+// optimizer's, it is everything a resumed run needs to continue bit for bit.
+struct TrainPosition {
+  std::int64_t epoch = 1;            // the epoch in progress, 1-based
+  std::int64_t batch = 0;            // batches of it already done (may be all of them)
+  std::int64_t global_step = 0;      // batches done since the run began, skipped ones included
+  std::string rng;                   // Rng::state() after this epoch's shuffle
+  std::vector<std::int64_t> order;   // this epoch's permutation of the training set
+  // This epoch's running totals, so its report matches an uninterrupted run.
+  double loss_sum = 0.0;
+  std::int64_t correct = 0, seen = 0, skipped = 0;
 };
 
 // The parameters draw from their own stream, derived from the run's seed, so
@@ -34,6 +67,7 @@ struct EpochReport {
   double test_accuracy = 0.0;
   double samples_per_s = 0.0;  // training loop only
   double seconds = 0.0;        // training loop only
+  std::int64_t skipped_batches = 0;  // non-finite batches dropped (OnNan::skip_batch)
 };
 
 struct EvalResult {
@@ -67,11 +101,32 @@ class Trainer {
            const std::function<void(const Progress&)>& on_progress,
            const std::function<void(const EpochReport&)>& on_epoch);
 
+  // Continue from a checkpoint's position instead of the start. The model and
+  // optimizer must already hold the checkpoint's state; fit validates the
+  // position against the data and config (Error otherwise).
+  void resume_from(TrainPosition position) { resume_ = std::move(position); }
+  // The checks fit makes on that position, ahead of time (throws Error).
+  void check_resume(const ImageDataset& train) const;
+  // Called after every `every` steps (global_step a multiple of it) with the
+  // position after that step; the model and optimizer are in step with it.
+  void on_checkpoint(std::int64_t every, std::function<void(const TrainPosition&)> callback) {
+    checkpoint_every_ = every;
+    on_checkpoint_ = std::move(callback);
+  }
+  // Told about each batch skipped under OnNan::skip_batch (the fault's message).
+  void on_skipped_batch(std::function<void(const std::string&)> callback) { on_skip_ = std::move(callback); }
+
  private:
+  void restore_position(const TrainPosition& pos, BatchOrder& order, Rng& rng) const;
+
   Model& model_;
   Optimizer& optimizer_;
   const InputNormalization& norm_;
   TrainConfig config_;
+  std::optional<TrainPosition> resume_;
+  std::int64_t checkpoint_every_ = 0;
+  std::function<void(const TrainPosition&)> on_checkpoint_;
+  std::function<void(const std::string&)> on_skip_;
 };
 
 }  // namespace bnorm
