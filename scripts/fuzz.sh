@@ -15,7 +15,7 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(fuzz_model_file fuzz_idx fuzz_architecture)
 
 cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DBNORM_FUZZ=ON -DBNORM_BUILD_TESTS=OFF >/dev/null
+  -DBNORM_FUZZ=ON -DBNORM_BUILD_TESTS=OFF -DBNORM_BUILD_BENCH=OFF >/dev/null
 cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]}"
 
 mkdir -p build-fuzz/artifacts
