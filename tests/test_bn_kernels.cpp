@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "bnorm/error.hpp"
+#include "bnorm/kernels/activation.hpp"
 #include "bnorm/kernels/batchnorm.hpp"
 #include "bnorm/nn/batchnorm.hpp"
 #include "test_util.hpp"
@@ -137,6 +138,65 @@ Tensor column_batch(std::initializer_list<float> values) {
   std::int64_t i = 0;
   for (float v : values) t[i++] = v;
   return t;
+}
+
+// Fused BN + ReLU against the two kernels run one after the other: same bits,
+// in training forward (outputs and statistics), backward and inference. Shapes
+// cover rows (S == 1) with C not a multiple of the vector width, short and long
+// runs with tails, and means that send many values below zero.
+TEST(BatchNormKernels, FusedReluIsBitIdenticalToSeparateLayers) {
+  const Shape3 shapes[] = {{7, 37, 1, 0.3, 1.0}, {64, 512, 1, -0.5, 2.0}, {3, 5, 17, 0.0, 1.0},
+                           {4, 19, 196, 1.0, 3.0}, {2, 3, 1030, -1.0, 1.0}};
+  for (const Shape3& sh : shapes) {
+    const std::int64_t N = sh.N, C = sh.C, S = sh.S, total = N * C * S;
+    Rng rng(static_cast<std::uint64_t>(N * 1000 + C * 10 + S));
+    const Tensor x = random_tensor({N, C, S}, rng, sh.mean, sh.sd);
+    const Tensor dout = random_tensor({N, C, S}, rng);
+    std::vector<float> gamma(static_cast<std::size_t>(C)), beta(static_cast<std::size_t>(C));
+    for (std::int64_t c = 0; c < C; ++c) {
+      gamma[c] = static_cast<float>(0.5 + rng.uniform());
+      beta[c] = static_cast<float>(rng.normal() * 0.5);
+    }
+    const auto Cs = static_cast<std::size_t>(C), Ts = static_cast<std::size_t>(total);
+    const std::string where = std::to_string(N) + "x" + std::to_string(C) + "x" + std::to_string(S);
+
+    // Separate: y = BN(x), out = relu(y); dy = relu'(out) * dout; dx = BN'(dy).
+    std::vector<float> y(Ts), out(Ts), dy(Ts), dx(Ts), mean(Cs), var(Cs), inv_std(Cs), dg(Cs), db(Cs);
+    kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), gamma.data(),
+                                     beta.data(), 1e-5f, N, C, S);
+    kernels::relu_forward(out.data(), y.data(), total);
+    kernels::relu_backward(dy.data(), dout.data(), out.data(), total);
+    kernels::batchnorm_backward(dx.data(), dg.data(), db.data(), dy.data(), x.data(), mean.data(), inv_std.data(),
+                                gamma.data(), N, C, S);
+
+    std::vector<float> f_out(Ts), f_dx(Ts), f_mean(Cs), f_var(Cs), f_inv_std(Cs), f_dg(Cs), f_db(Cs);
+    std::vector<std::uint8_t> mask(Ts, 7);
+    kernels::batchnorm_relu_forward_train(f_out.data(), mask.data(), f_mean.data(), f_var.data(), f_inv_std.data(),
+                                          x.data(), gamma.data(), beta.data(), 1e-5f, N, C, S);
+    kernels::batchnorm_relu_backward(f_dx.data(), f_dg.data(), f_db.data(), dout.data(), mask.data(), x.data(),
+                                     f_mean.data(), f_inv_std.data(), gamma.data(), N, C, S);
+    std::int64_t zeros = 0;
+    for (std::size_t i = 0; i < Ts; ++i) {
+      ASSERT_EQ(f_out[i], out[i]) << where << " out " << i;
+      ASSERT_EQ(mask[i], out[i] > 0.0f ? 1 : 0) << where << " mask " << i;
+      ASSERT_EQ(f_dx[i], dx[i]) << where << " dx " << i;
+      zeros += out[i] == 0.0f;
+    }
+    EXPECT_GT(zeros, total / 10) << where << ": the case must exercise the ReLU";
+    for (std::size_t c = 0; c < Cs; ++c) {
+      ASSERT_EQ(f_mean[c], mean[c]) << where;
+      ASSERT_EQ(f_var[c], var[c]) << where;
+      ASSERT_EQ(f_dg[c], dg[c]) << where;
+      ASSERT_EQ(f_db[c], db[c]) << where;
+    }
+
+    kernels::batchnorm_forward_inference(y.data(), x.data(), mean.data(), var.data(), gamma.data(), beta.data(),
+                                         1e-5f, N, C, S);
+    kernels::relu_forward(out.data(), y.data(), total);
+    kernels::batchnorm_relu_forward_inference(f_out.data(), x.data(), mean.data(), var.data(), gamma.data(),
+                                              beta.data(), 1e-5f, N, C, S);
+    for (std::size_t i = 0; i < Ts; ++i) ASSERT_EQ(f_out[i], out[i]) << where << " inference " << i;
+  }
 }
 
 TEST(BatchNormLayer, RunningStatisticsFollowTheDocumentedFormulas) {

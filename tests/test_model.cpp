@@ -149,6 +149,51 @@ TEST(Model, CnnOneExampleAtATimeEqualsTheWholeBatchInEvalMode) {
   }
 }
 
+// A BatchNorm followed by a ReLU runs fused by default; it must compute what
+// the two layers compute one after the other, bit for bit, in every mode,
+// gradients included, so fusion is never a reason for results to move.
+TEST(Model, FusedBatchNormReluGivesTheSameBitsAsSeparateLayers) {
+  const std::pair<std::string, Shape> cases[] = {
+      {"fc:24,bn,relu,fc:16,bn,relu,fc:3", {10}},
+      {"conv3x3:4,bn,relu,maxpool2,conv3x3:6,bn,relu,gap,fc:3", {2, 8, 8}},
+  };
+  for (const auto& [spec, input] : cases) {
+    Model fused = Model::from_architecture(parse_arch(spec, input, BnPlacement::before, {}));
+    Model plain = Model::from_architecture(parse_arch(spec, input, BnPlacement::before, {}));
+    ASSERT_TRUE(fused.fusion());
+    plain.set_fusion(false);
+    Rng r1(3), r2(3);
+    fused.init_parameters(r1);
+    plain.init_parameters(r2);
+    Sgd s1(0.05f, 0.9f, 0.0f), s2(0.05f, 0.9f, 0.0f);
+    Rng data(9);
+    Shape batch{16};
+    batch.insert(batch.end(), input.begin(), input.end());
+    Tensor d1, d2;
+    for (int step = 0; step < 5; ++step) {
+      const Tensor x = random_tensor(batch, data, 0.5, 1.5);
+      std::vector<std::uint8_t> labels(16);
+      for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<std::uint8_t>((i * 7 + step) % 3);
+      softmax_cross_entropy(fused.forward(x, Mode::train), labels, &d1);
+      softmax_cross_entropy(plain.forward(x, Mode::train), labels, &d2);
+      fused.backward(d1);
+      plain.backward(d2);
+      for (std::size_t i = 0; i < fused.gradients().size(); ++i)
+        ASSERT_EQ(fused.gradients()[i], plain.gradients()[i]) << spec << " step " << step << " gradient " << i;
+      s1.step(fused.parameters(), fused.gradients());
+      s2.step(plain.parameters(), plain.gradients());
+    }
+    const Tensor x = random_tensor(batch, data, 0.5, 1.5);
+    for (Mode mode : {Mode::eval, Mode::eval_batch_stats}) {
+      const Tensor a = fused.forward(x, mode);
+      const Tensor& b = plain.forward(x, mode);
+      for (std::int64_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << spec << " logit " << i;
+    }
+    // The fused BatchNorm reports the pair's output for diagnostics.
+    EXPECT_EQ(fused.layer_output(1).shape(), plain.layer_output(2).shape());
+  }
+}
+
 // Folding BN into the layer before it changes the arithmetic, not the function.
 TEST(Model, FoldingBatchNormKeepsEvalOutputs) {
   const std::tuple<std::string, Shape, BnPlacement> cases[] = {

@@ -6,6 +6,8 @@
 #include <memory>
 
 #include "bnorm/error.hpp"
+#include "bnorm/kernels/activation.hpp"
+#include "bnorm/nn/activation.hpp"
 #include "bnorm/nn/batchnorm.hpp"
 #include "commands.hpp"
 
@@ -15,6 +17,14 @@ namespace {
 struct BenchOptions {
   std::string shape = "32x64x56x56";
   std::int64_t iterations = 50;
+  int threads = 0;
+  bool json = false;
+  bool relu = false;
+};
+
+struct StreamOptions {
+  std::int64_t megabytes = 256;
+  std::int64_t iterations = 10;
   int threads = 0;
   bool json = false;
 };
@@ -64,6 +74,9 @@ void run_bench(const BenchOptions& o) {
     x[i] = static_cast<float>(rng.normal());
     dy[i] = static_cast<float>(rng.normal());
   }
+  // --relu times BN + ReLU: fused (one layer, as a model runs them) and, for
+  // comparison, as two layers.
+  bn.set_fused_relu(o.relu);
   const double fwd = median_ms(o.iterations, [&] { bn.forward(y, x, Mode::train); });
   const double fwdbwd = median_ms(o.iterations, [&] {
     bn.forward(y, x, Mode::train);
@@ -71,17 +84,86 @@ void run_bench(const BenchOptions& o) {
   });
   const double infer = median_ms(o.iterations, [&] { bn.forward(y, x, Mode::eval); });
   // Effective bandwidth of forward+backward: the fewest bytes the two must
-  // move, x read and y written, then x and dy read and dx written.
+  // move, x read and y written, then x and dy read and dx written (the fused
+  // ReLU's byte mask, written and read once more, is not counted).
   const double gbps = 5.0 * 4.0 * static_cast<double>(x.size()) / (fwdbwd * 1e-3) / 1e9;
+  nlohmann::json result{{"shape", o.shape}, {"fwd_train_ms", fwd}, {"fwdbwd_train_ms", fwdbwd},
+                        {"infer_ms", infer}, {"gbps", gbps}, {"relu", o.relu}};
+  double sep_fwd = 0, sep_fwdbwd = 0, sep_infer = 0;
+  if (o.relu) {
+    bn.set_fused_relu(false);
+    Activation relu(ActivationKind::relu);
+    Tensor z, dz;
+    sep_fwd = median_ms(o.iterations, [&] {
+      bn.forward(z, x, Mode::train);
+      relu.forward(y, z, Mode::train);
+    });
+    sep_fwdbwd = median_ms(o.iterations, [&] {
+      bn.forward(z, x, Mode::train);
+      relu.forward(y, z, Mode::train);
+      relu.backward(&dz, dy);
+      bn.backward(&dx, dz);
+    });
+    sep_infer = median_ms(o.iterations, [&] {
+      bn.forward(z, x, Mode::eval);
+      relu.forward(y, z, Mode::eval);
+    });
+    result["separate_fwd_train_ms"] = sep_fwd;
+    result["separate_fwdbwd_train_ms"] = sep_fwdbwd;
+    result["separate_infer_ms"] = sep_infer;
+  }
+  if (o.json) {
+    std::printf("%s\n", result.dump().c_str());
+    return;
+  }
+  std::printf("batchnorm%s %s: train forward %.3f ms, train forward+backward %.3f ms, inference %.3f ms, %.1f GB/s "
+              "(median of %lld)\n",
+              o.relu ? "+relu fused" : "", o.shape.c_str(), fwd, fwdbwd, infer, gbps,
+              static_cast<long long>(o.iterations));
+  if (o.relu)
+    std::printf("batchnorm, relu as two layers: train forward %.3f ms, train forward+backward %.3f ms, "
+                "inference %.3f ms\n",
+                sep_fwd, sep_fwdbwd, sep_infer);
+}
+
+// STREAM-style memory bandwidth: copy (a = b) and triad (a = b + s*c) over
+// arrays far larger than any cache, with the same threads as the kernels, so
+// a kernel's GB/s can be read as a fraction of what the machine can move.
+void run_stream(const StreamOptions& o) {
+  apply_threads(o.threads);
+  if (o.megabytes < 1 || o.megabytes > 8192) throw Error("--megabytes must be in 1..8192");
+  if (o.iterations < 1 || o.iterations > 1000) throw Error("--iterations must be in 1..1000");
+  const std::int64_t n = o.megabytes * (1 << 20) / 4;
+  Tensor a(Shape{n}), b(Shape{n}), c(Shape{n});
+  float* pa = a.data();
+  float* pb = b.data();
+  float* pc = c.data();
+  // First touch in parallel, so pages land near the threads that use them.
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) {
+    pa[i] = 0.0f;
+    pb[i] = 1.0f;
+    pc[i] = 2.0f;
+  }
+  const double copy_ms = median_ms(o.iterations, [&] {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) pa[i] = pb[i];
+  });
+  const double triad_ms = median_ms(o.iterations, [&] {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) pa[i] = pb[i] + 3.0f * pc[i];
+  });
+  const double bytes = 4.0 * static_cast<double>(n);
+  const double copy_gbps = 2.0 * bytes / (copy_ms * 1e-3) / 1e9;
+  const double triad_gbps = 3.0 * bytes / (triad_ms * 1e-3) / 1e9;
   if (o.json)
-    std::printf("%s\n", nlohmann::json{{"shape", o.shape}, {"fwd_train_ms", fwd}, {"fwdbwd_train_ms", fwdbwd},
-                                       {"infer_ms", infer}, {"gbps", gbps}}
+    std::printf("%s\n", nlohmann::json{{"megabytes", o.megabytes}, {"copy_gbps", copy_gbps},
+                                       {"triad_gbps", triad_gbps}}
                             .dump()
                             .c_str());
   else
-    std::printf("batchnorm %s: train forward %.3f ms, train forward+backward %.3f ms, inference %.3f ms, %.1f GB/s "
-                "(median of %lld)\n",
-                o.shape.c_str(), fwd, fwdbwd, infer, gbps, static_cast<long long>(o.iterations));
+    std::printf("stream (%lld MiB arrays): copy %.1f GB/s, triad %.1f GB/s (median of %lld)\n",
+                static_cast<long long>(o.megabytes), copy_gbps, triad_gbps, static_cast<long long>(o.iterations));
 }
 
 }  // namespace
@@ -95,8 +177,19 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_option("--shape", o->shape, "NxC or NxCxHxW")->capture_default_str();
   cmd->add_option("--iterations", o->iterations, "Timed repetitions (median reported)")->capture_default_str();
   cmd->add_option("--threads", o->threads, "Threads (0 = one per core)")->capture_default_str();
+  cmd->add_flag("--relu", o->relu, "Time batch norm + ReLU fused, and as two layers for comparison");
   cmd->add_flag("--json", o->json, "One JSON object: shape, fwd_train_ms, fwdbwd_train_ms, infer_ms, gbps");
-  return [o] { run_bench(*o); };
+
+  auto so = std::make_shared<StreamOptions>();
+  CLI::App* stream = bench->add_subcommand("stream", "Memory bandwidth (STREAM-style copy and triad), in GB/s");
+  stream->add_option("--megabytes", so->megabytes, "Size of each of the three arrays, MiB")->capture_default_str();
+  stream->add_option("--iterations", so->iterations, "Timed repetitions (median reported)")->capture_default_str();
+  stream->add_option("--threads", so->threads, "Threads (0 = one per core)")->capture_default_str();
+  stream->add_flag("--json", so->json, "One JSON object: megabytes, copy_gbps, triad_gbps");
+  return [o, so, cmd, stream] {
+    if (cmd->parsed()) run_bench(*o);
+    if (stream->parsed()) run_stream(*so);
+  };
 }
 
 }  // namespace bnorm::cli

@@ -50,6 +50,7 @@ constexpr std::int64_t kParallelMin = std::int64_t{1} << 18;
 // an auto-vectorized scalar loop gave GCC room to shuffle lanes and ran at a
 // third of the speed.
 typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+typedef std::int32_t LaneBits __attribute__((vector_size(kLanes * sizeof(std::int32_t))));
 
 // Loads through memcpy (unaligned-safe). A macro rather than a function: a
 // function returning Lanes by value has a different ABI in each copy.
@@ -97,25 +98,43 @@ void block_moments(Lanes* s_out, Lanes* q_out, double* tail_sum, double* tail_su
 }
 
 // Adds Σ dy and Σ dy * (x - mean[c]) over `runs` consecutive runs, as block_moments does.
+// With a ReLU mask (fused BN + ReLU) dy counts only where the mask is 1: the
+// gradient that reaches the batch norm's output is dy where ReLU let it pass.
 BNORM_MULTIVERSION
 void block_grad_sums(Lanes* s_out, Lanes* q_out, double* tail_dy, double* tail_dy_xc, const float* dy,
-                     const float* x, std::int64_t runs, std::int64_t S, const float* mean) {
+                     const float* x, const std::uint8_t* mask, std::int64_t runs, std::int64_t S,
+                     const float* mean) {
   for (std::int64_t r = 0; r < runs; ++r) {
     Lanes s = s_out[r], q = q_out[r];
     const float* dyr = dy + r * S;
     const float* xr = x + r * S;
+    const std::uint8_t* mr = mask ? mask + r * S : nullptr;
     const float mu = mean[r];
     std::int64_t i = 0;
-    for (; i + kLanes <= S; i += kLanes) {
-      BNORM_LOAD_LANES(g, dyr + i);
-      BNORM_LOAD_LANES(v, xr + i);
-      s += g;
-      q += g * (v - mu);
+    if (mr) {
+      for (; i + kLanes <= S; i += kLanes) {
+        BNORM_LOAD_LANES(g, dyr + i);
+        BNORM_LOAD_LANES(v, xr + i);
+        LaneBits keep;
+        for (std::int64_t l = 0; l < kLanes; ++l) keep[l] = -static_cast<std::int32_t>(mr[i + l]);
+        g = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(g) & keep);
+        s += g;
+        q += g * (v - mu);
+      }
+    } else {
+      for (; i + kLanes <= S; i += kLanes) {
+        BNORM_LOAD_LANES(g, dyr + i);
+        BNORM_LOAD_LANES(v, xr + i);
+        s += g;
+        q += g * (v - mu);
+      }
     }
     double ts = 0.0, tq = 0.0;
     for (; i < S; ++i) {
-      ts += dyr[i];
-      tq += static_cast<double>(dyr[i]) * static_cast<double>(xr[i] - mu);
+      const float d = dyr[i];
+      const float g = mr && !mr[i] ? 0.0f : d;
+      ts += g;
+      tq += static_cast<double>(g) * static_cast<double>(xr[i] - mu);
     }
     tail_dy[r] += ts;
     tail_dy_xc[r] += tq;
@@ -210,31 +229,62 @@ void channel_moments(double* sum, double* sumsq, const float* shift, const float
 // float mean alone is off by up to 0.03, which is 3 % of a unit spread, while
 // x - mean_hi is exact there (both within a factor of two) and mean_lo removes
 // the rest. Subtracting before scaling keeps the same precision for y.
+//
+// With relu, y = max(0, that), as the separate ReLU computes it (r > 0 ? r : 0,
+// so fused and unfused give the same bits), and mask, when given, records
+// r > 0 per value: one byte where the ReLU's backward would read a float.
+// Each variant has its own loop so the inner loops stay branch-free.
 BNORM_MULTIVERSION
-void normalize(float* y, const float* x, const float* mean_hi, const float* mean_lo, const float* scale,
-               const float* offset, std::int64_t N, std::int64_t C, std::int64_t S) {
-  if (S == 1) {
+void normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
+               const float* mean_lo, const float* scale, const float* offset, std::int64_t N, std::int64_t C,
+               std::int64_t S) {
+  // Rows of C values (S == 1) or runs of S values of one channel (S > 1).
+  const bool rows = S == 1;
+  const std::int64_t count = rows ? N : N * C, width = rows ? C : S;
 #pragma omp parallel for schedule(static) if (N * C * S >= kParallelMin)
-    for (std::int64_t n = 0; n < N; ++n) {
-      const float* xr = x + n * C;
-      float* yr = y + n * C;
-      for (std::int64_t c = 0; c < C; ++c) yr[c] = ((xr[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c];
+  for (std::int64_t r = 0; r < count; ++r) {
+    const float* xr = x + r * width;
+    float* yr = y + r * width;
+    std::uint8_t* mr = mask ? mask + r * width : nullptr;
+    if (rows) {
+      if (!relu) {
+        for (std::int64_t c = 0; c < C; ++c) yr[c] = ((xr[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c];
+      } else if (!mr) {
+        for (std::int64_t c = 0; c < C; ++c) {
+          const float v = ((xr[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c];
+          yr[c] = v > 0.0f ? v : 0.0f;
+        }
+      } else {
+        for (std::int64_t c = 0; c < C; ++c) {
+          const float v = ((xr[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c];
+          yr[c] = v > 0.0f ? v : 0.0f;
+          mr[c] = v > 0.0f;
+        }
+      }
+      continue;
     }
-    return;
-  }
-#pragma omp parallel for schedule(static) if (N * C * S >= kParallelMin)
-  for (std::int64_t nc = 0; nc < N * C; ++nc) {
-    const std::int64_t c = nc % C;
-    const float* xr = x + nc * S;
-    float* yr = y + nc * S;
+    const std::int64_t c = r % C;
     const float hi = mean_hi[c], lo = mean_lo[c], a = scale[c], b = offset[c];
-    for (std::int64_t i = 0; i < S; ++i) yr[i] = ((xr[i] - hi) - lo) * a + b;
+    if (!relu) {
+      for (std::int64_t i = 0; i < S; ++i) yr[i] = ((xr[i] - hi) - lo) * a + b;
+    } else if (!mr) {
+      for (std::int64_t i = 0; i < S; ++i) {
+        const float v = ((xr[i] - hi) - lo) * a + b;
+        yr[i] = v > 0.0f ? v : 0.0f;
+      }
+    } else {
+      for (std::int64_t i = 0; i < S; ++i) {
+        const float v = ((xr[i] - hi) - lo) * a + b;
+        yr[i] = v > 0.0f ? v : 0.0f;
+        mr[i] = v > 0.0f;
+      }
+    }
   }
 }
 
 BNORM_MULTIVERSION
-void grad_sums_rows(double* sum_dy, double* sum_dy_xc, const float* dy, const float* x, const float* mean,
-                    std::int64_t N, std::int64_t C) {
+void grad_sums_rows(double* sum_dy, double* sum_dy_xc, const float* dy, const float* x, const std::uint8_t* mask,
+                    const float* mean, std::int64_t N, std::int64_t C) {
 #pragma omp parallel if (N * C >= kParallelMin)
   {
     std::vector<float> s, q;
@@ -249,9 +299,19 @@ void grad_sums_rows(double* sum_dy, double* sum_dy_xc, const float* dy, const fl
         for (std::int64_t n = n0; n < n1; ++n) {
           const float* xr = x + n * C + c0;
           const float* dyr = dy + n * C + c0;
-          for (std::int64_t j = 0; j < w; ++j) {
-            s[j] += dyr[j];
-            q[j] += dyr[j] * (xr[j] - mean[c0 + j]);
+          if (mask) {
+            const std::uint8_t* mr = mask + n * C + c0;
+            for (std::int64_t j = 0; j < w; ++j) {
+              const float d = dyr[j];  // loaded unconditionally, so the select needs no branch
+              const float g = mr[j] ? d : 0.0f;
+              s[j] += g;
+              q[j] += g * (xr[j] - mean[c0 + j]);
+            }
+          } else {
+            for (std::int64_t j = 0; j < w; ++j) {
+              s[j] += dyr[j];
+              q[j] += dyr[j] * (xr[j] - mean[c0 + j]);
+            }
           }
         }
         for (std::int64_t j = 0; j < w; ++j) {
@@ -264,36 +324,48 @@ void grad_sums_rows(double* sum_dy, double* sum_dy_xc, const float* dy, const fl
   }
 }
 
-// dx = k*dy + (x - mean)*u + v, the backward's closing pass (coefficients per channel).
+// dx = k*dy + (x - mean)*u + v, the backward's closing pass (coefficients per
+// channel); with a mask, dy is taken as 0 where the mask is 0.
 BNORM_MULTIVERSION
-void apply_grad(float* dx, const float* dy, const float* x, const float* mean, const float* k, const float* u,
-                const float* v, std::int64_t N, std::int64_t C, std::int64_t S) {
-  if (S == 1) {
+void apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
+                const float* k, const float* u, const float* v, std::int64_t N, std::int64_t C, std::int64_t S) {
+  const bool rows = S == 1;
+  const std::int64_t count = rows ? N : N * C, width = rows ? C : S;
 #pragma omp parallel for schedule(static) if (N * C * S >= kParallelMin)
-    for (std::int64_t n = 0; n < N; ++n) {
-      const float* xr = x + n * C;
-      const float* dyr = dy + n * C;
-      float* dxr = dx + n * C;
-      for (std::int64_t c = 0; c < C; ++c) dxr[c] = k[c] * dyr[c] + (xr[c] - mean[c]) * u[c] + v[c];
+  for (std::int64_t r = 0; r < count; ++r) {
+    const float* xr = x + r * width;
+    const float* dyr = dy + r * width;
+    float* dxr = dx + r * width;
+    const std::uint8_t* mr = mask ? mask + r * width : nullptr;
+    if (rows) {
+      if (mr) {
+        for (std::int64_t c = 0; c < C; ++c) {
+          const float d = dyr[c];  // loaded unconditionally, so the select needs no branch
+          dxr[c] = k[c] * (mr[c] ? d : 0.0f) + (xr[c] - mean[c]) * u[c] + v[c];
+        }
+      } else {
+        for (std::int64_t c = 0; c < C; ++c) dxr[c] = k[c] * dyr[c] + (xr[c] - mean[c]) * u[c] + v[c];
+      }
+      continue;
     }
-    return;
-  }
-#pragma omp parallel for schedule(static) if (N * C * S >= kParallelMin)
-  for (std::int64_t nc = 0; nc < N * C; ++nc) {
-    const std::int64_t c = nc % C;
-    const float* xr = x + nc * S;
-    const float* dyr = dy + nc * S;
-    float* dxr = dx + nc * S;
+    const std::int64_t c = r % C;
     const float mu = mean[c], kc = k[c], uc = u[c], vc = v[c];
-    for (std::int64_t i = 0; i < S; ++i) dxr[i] = kc * dyr[i] + (xr[i] - mu) * uc + vc;
+    if (mr) {
+      for (std::int64_t i = 0; i < S; ++i) {
+        const float d = dyr[i];
+        dxr[i] = kc * (mr[i] ? d : 0.0f) + (xr[i] - mu) * uc + vc;
+      }
+    } else {
+      for (std::int64_t i = 0; i < S; ++i) dxr[i] = kc * dyr[i] + (xr[i] - mu) * uc + vc;
+    }
   }
 }
 
-}  // namespace
+// The three entry points, each with an optional ReLU after the batch norm.
 
-void batchnorm_forward_train(float* y, float* mean, float* var, float* inv_std, const float* x,
-                             const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
-                             std::int64_t S) {
+void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* var, float* inv_std,
+                   const float* x, const float* gamma, const float* beta, float eps, std::int64_t N,
+                   std::int64_t C, std::int64_t S) {
   const auto Cs = static_cast<std::size_t>(C);
   // One sample of each channel as its shift: close to the mean in practice.
   std::vector<float> shift(Cs);
@@ -314,12 +386,12 @@ void batchnorm_forward_train(float* y, float* mean, float* var, float* inv_std, 
     scale[c] = gamma ? gamma[c] * inv_std[c] : inv_std[c];
     offset[c] = beta ? beta[c] : 0.0f;
   }
-  normalize(y, x, mean, mean_lo.data(), scale.data(), offset.data(), N, C, S);
+  normalize(y, mask, relu, x, mean, mean_lo.data(), scale.data(), offset.data(), N, C, S);
 }
 
-void batchnorm_forward_inference(float* y, const float* x, const float* mean, const float* var,
-                                 const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
-                                 std::int64_t S) {
+void forward_inference(float* y, bool relu, const float* x, const float* mean, const float* var,
+                       const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
+                       std::int64_t S) {
   const auto Cs = static_cast<std::size_t>(C);
   std::vector<float> scale(Cs), offset(Cs), no_remainder(Cs, 0.0f);  // a given float mean is exact as it stands
   for (std::int64_t c = 0; c < C; ++c) {
@@ -327,21 +399,22 @@ void batchnorm_forward_inference(float* y, const float* x, const float* mean, co
     scale[c] = gamma ? gamma[c] * inv_std : inv_std;
     offset[c] = beta ? beta[c] : 0.0f;
   }
-  normalize(y, x, mean, no_remainder.data(), scale.data(), offset.data(), N, C, S);
+  normalize(y, nullptr, relu, x, mean, no_remainder.data(), scale.data(), offset.data(), N, C, S);
 }
 
-void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                        const float* mean, const float* inv_std, const float* gamma, std::int64_t N,
-                        std::int64_t C, std::int64_t S) {
+void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std::uint8_t* mask, const float* x,
+              const float* mean, const float* inv_std, const float* gamma, std::int64_t N, std::int64_t C,
+              std::int64_t S) {
   const auto Cs = static_cast<std::size_t>(C);
   // Pass 1: Σ dy and Σ dy·(x − mean) together; Σ dy·x̂ = inv_std · Σ dy·(x − mean).
   std::vector<double> sum_dy(Cs), sum_dy_xc(Cs);
   if (S == 1) {
-    grad_sums_rows(sum_dy.data(), sum_dy_xc.data(), dy, x, mean, N, C);
+    grad_sums_rows(sum_dy.data(), sum_dy_xc.data(), dy, x, mask, mean, N, C);
   } else {
     block_sums(sum_dy.data(), sum_dy_xc.data(), N, C, S,
                [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {
-                 block_grad_sums(a, b, sa, sb, dy + (n * C + c0) * S, x + (n * C + c0) * S, count, S, mean + c0);
+                 const std::int64_t at = (n * C + c0) * S;
+                 block_grad_sums(a, b, sa, sb, dy + at, x + at, mask ? mask + at : nullptr, count, S, mean + c0);
                });
   }
 
@@ -360,7 +433,45 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
     u[c] = static_cast<float>(-kc * is * sum_dy_xhat / m);
     v[c] = static_cast<float>(-kc * sum_dy[c] / m);
   }
-  apply_grad(dx, dy, x, mean, k.data(), u.data(), v.data(), N, C, S);
+  apply_grad(dx, dy, x, mask, mean, k.data(), u.data(), v.data(), N, C, S);
+}
+
+}  // namespace
+
+void batchnorm_forward_train(float* y, float* mean, float* var, float* inv_std, const float* x,
+                             const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
+                             std::int64_t S) {
+  forward_train(y, nullptr, false, mean, var, inv_std, x, gamma, beta, eps, N, C, S);
+}
+
+void batchnorm_forward_inference(float* y, const float* x, const float* mean, const float* var,
+                                 const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
+                                 std::int64_t S) {
+  forward_inference(y, false, x, mean, var, gamma, beta, eps, N, C, S);
+}
+
+void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
+                        const float* mean, const float* inv_std, const float* gamma, std::int64_t N,
+                        std::int64_t C, std::int64_t S) {
+  backward(dx, dgamma, dbeta, dy, nullptr, x, mean, inv_std, gamma, N, C, S);
+}
+
+void batchnorm_relu_forward_train(float* y, std::uint8_t* mask, float* mean, float* var, float* inv_std,
+                                  const float* x, const float* gamma, const float* beta, float eps,
+                                  std::int64_t N, std::int64_t C, std::int64_t S) {
+  forward_train(y, mask, true, mean, var, inv_std, x, gamma, beta, eps, N, C, S);
+}
+
+void batchnorm_relu_forward_inference(float* y, const float* x, const float* mean, const float* var,
+                                      const float* gamma, const float* beta, float eps, std::int64_t N,
+                                      std::int64_t C, std::int64_t S) {
+  forward_inference(y, true, x, mean, var, gamma, beta, eps, N, C, S);
+}
+
+void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std::uint8_t* mask,
+                             const float* x, const float* mean, const float* inv_std, const float* gamma,
+                             std::int64_t N, std::int64_t C, std::int64_t S) {
+  backward(dx, dgamma, dbeta, dy, mask, x, mean, inv_std, gamma, N, C, S);
 }
 
 }  // namespace bnorm::kernels

@@ -100,8 +100,12 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
 
   const bool use_running = mode == Mode::eval && options_.track_running_stats;
   if (use_running) {
-    kernels::batchnorm_forward_inference(y.data(), x.data(), running_mean_.data(), running_var_.data(),
-                                         gamma_, beta_, options_.eps, d.N, C_, d.S);
+    if (fused_relu_)
+      kernels::batchnorm_relu_forward_inference(y.data(), x.data(), running_mean_.data(), running_var_.data(),
+                                                gamma_, beta_, options_.eps, d.N, C_, d.S);
+    else
+      kernels::batchnorm_forward_inference(y.data(), x.data(), running_mean_.data(), running_var_.data(),
+                                           gamma_, beta_, options_.eps, d.N, C_, d.S);
     return;
   }
 
@@ -120,8 +124,14 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
   mean_.resize(Cs);
   var_.resize(Cs);
   inv_std_.resize(Cs);
-  kernels::batchnorm_forward_train(y.data(), mean_.data(), var_.data(), inv_std_.data(), x.data(), gamma_,
-                                   beta_, options_.eps, d.N, C_, d.S);
+  if (fused_relu_) {
+    relu_mask_.resize(static_cast<std::size_t>(x.size()));  // grows once, then reused
+    kernels::batchnorm_relu_forward_train(y.data(), relu_mask_.data(), mean_.data(), var_.data(), inv_std_.data(),
+                                          x.data(), gamma_, beta_, options_.eps, d.N, C_, d.S);
+  } else {
+    kernels::batchnorm_forward_train(y.data(), mean_.data(), var_.data(), inv_std_.data(), x.data(), gamma_,
+                                     beta_, options_.eps, d.N, C_, d.S);
+  }
   if (mode != Mode::train) return;
 
   x_ = &x;
@@ -155,8 +165,12 @@ void BatchNorm::backward(Tensor* dx, const Tensor& dy) {
   Tensor* out = dx;
   if (!out) out = &scratch;
   out->resize(x_->shape());
-  kernels::batchnorm_backward(out->data(), dgamma_, dbeta_, dy.data(), x_->data(), mean_.data(),
-                              inv_std_.data(), gamma_, d.N, C_, d.S);
+  if (fused_relu_)
+    kernels::batchnorm_relu_backward(out->data(), dgamma_, dbeta_, dy.data(), relu_mask_.data(), x_->data(),
+                                     mean_.data(), inv_std_.data(), gamma_, d.N, C_, d.S);
+  else
+    kernels::batchnorm_backward(out->data(), dgamma_, dbeta_, dy.data(), x_->data(), mean_.data(),
+                                inv_std_.data(), gamma_, d.N, C_, d.S);
 }
 
 }  // namespace bnorm

@@ -1,6 +1,7 @@
 #include "bnorm/nn/model.hpp"
 
 #include "bnorm/error.hpp"
+#include "bnorm/nn/batchnorm.hpp"
 #include "bnorm/nn/layer_factory.hpp"
 
 namespace bnorm {
@@ -40,6 +41,20 @@ Model::Model(Shape input_shape, std::vector<LayerPtr> layers)
   }
   activations_.resize(layers_.size());
   input_grads_.resize(layers_.size());
+  set_fusion(true);
+}
+
+void Model::set_fusion(bool on) {
+  fusion_ = on;
+  fused_with_next_.assign(layers_.size(), false);
+  for (std::size_t i = 0; i + 1 < layers_.size(); ++i) {
+    auto* bn = dynamic_cast<BatchNorm*>(layers_[i].get());
+    if (!bn) continue;
+    const bool fuse = on && layers_[i + 1]->type() == "relu";
+    bn->set_fused_relu(fuse);
+    fused_with_next_[i] = fuse;
+  }
+  input_ = nullptr;  // a backward must follow a forward made with the same setting
 }
 
 Model Model::from_architecture(const nlohmann::json& architecture, std::int64_t max_state_bytes) {
@@ -90,8 +105,11 @@ const Tensor& Model::forward(const Tensor& x, Mode mode) {
   input_ = &x;
   const Tensor* in = &x;
   for (std::size_t i = 0; i < layers_.size(); ++i) {
-    layers_[i]->forward(activations_[i], *in, mode);
-    in = &activations_[i];
+    // A fused BatchNorm writes the ReLU's output; the ReLU is then skipped.
+    Tensor& out = fused_with_next_[i] ? activations_[i + 1] : activations_[i];
+    layers_[i]->forward(out, *in, mode);
+    in = &out;
+    if (fused_with_next_[i]) ++i;
   }
   return *in;
 }
@@ -100,6 +118,7 @@ void Model::backward(const Tensor& dlogits) {
   if (!input_) throw Error("model: backward called before forward");
   const Tensor* dy = &dlogits;
   for (std::size_t i = layers_.size(); i-- > 0;) {
+    if (i > 0 && fused_with_next_[i - 1]) continue;  // the BatchNorm before it does this ReLU's backward
     Tensor* dx = i == 0 ? nullptr : &input_grads_[i];
     layers_[i]->backward(dx, *dy);
     dy = dx;

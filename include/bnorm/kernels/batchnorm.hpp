@@ -47,4 +47,20 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
                         const float* mean, const float* inv_std, const float* gamma,
                         std::int64_t N, std::int64_t C, std::int64_t S);
 
+// Fused batch norm + ReLU: out = max(0, y) with y as above, in the same passes
+// over memory (a separate ReLU reads and writes every value once more in each
+// direction). The training forward also writes mask (N, C, S): 1 where y > 0,
+// one byte per value, which is all the ReLU's backward needs; the backward
+// takes dy of the ReLU's output and the mask and gives dx of the batch norm's
+// input. The results are bit-identical to the two layers run one after the other.
+void batchnorm_relu_forward_train(float* out, std::uint8_t* mask, float* mean, float* var, float* inv_std,
+                                  const float* x, const float* gamma, const float* beta, float eps,
+                                  std::int64_t N, std::int64_t C, std::int64_t S);
+void batchnorm_relu_forward_inference(float* out, const float* x, const float* mean, const float* var,
+                                      const float* gamma, const float* beta, float eps, std::int64_t N,
+                                      std::int64_t C, std::int64_t S);
+void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float* dout, const std::uint8_t* mask,
+                             const float* x, const float* mean, const float* inv_std, const float* gamma,
+                             std::int64_t N, std::int64_t C, std::int64_t S);
+
 }  // namespace bnorm::kernels

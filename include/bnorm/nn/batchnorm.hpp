@@ -51,6 +51,13 @@ class BatchNorm final : public Layer {
   std::span<float> running_var() { return running_var_; }
   std::int64_t num_batches_tracked() const { return num_batches_tracked_; }
 
+  // Fused with the ReLU that follows (the model sets this; a runtime choice,
+  // not part of the architecture): forward outputs max(0, y) and keeps a byte
+  // mask of y > 0, and backward takes the gradient of the ReLU's output.
+  // Results are bit-identical to the two layers run separately.
+  void set_fused_relu(bool fused) { fused_relu_ = fused; }
+  bool fused_relu() const { return fused_relu_; }
+
  private:
   std::int64_t C_;
   BatchNormOptions options_;
@@ -68,6 +75,8 @@ class BatchNorm final : public Layer {
   std::vector<float> var_;      // (C) biased batch variance
   std::vector<float> inv_std_;  // (C)
   bool have_train_cache_ = false;
+  bool fused_relu_ = false;
+  std::vector<std::uint8_t> relu_mask_;  // (N, C, S) when fused: 1 where the ReLU passed the value
 };
 
 }  // namespace bnorm

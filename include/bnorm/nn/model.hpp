@@ -37,6 +37,12 @@ class Model {
   // gradient in gradients(); computes no gradient for the input.
   void backward(const Tensor& dlogits);
 
+  // A BatchNorm followed by a ReLU runs as one fused layer (the ReLU's work is
+  // done inside the batch norm's passes over memory). On by default; off runs
+  // every layer on its own. Either way gives the same bits.
+  void set_fusion(bool on);
+  bool fusion() const { return fusion_; }
+
   // PyTorch state_dict of the equivalent torch.nn.Sequential: "<index>.<name>".
   std::vector<StateEntry> state_dict();
 
@@ -46,8 +52,12 @@ class Model {
   Layer& layer(std::size_t i) { return *layers_.at(i); }
   const Layer& layer(std::size_t i) const { return *layers_.at(i); }
   // What the last forward/backward kept: layer i's output, and dL/d(its
-  // input) for i >= 1. For diagnosing a numeric fault after the fact.
-  const Tensor& layer_output(std::size_t i) const { return activations_.at(i); }
+  // input) for i >= 1. For diagnosing a numeric fault after the fact. For a
+  // fused BatchNorm + ReLU both indices give the ReLU's output, and the ReLU's
+  // input gradient is not formed (empty).
+  const Tensor& layer_output(std::size_t i) const {
+    return fused_with_next_.at(i) ? activations_.at(i + 1) : activations_.at(i);
+  }
   const Tensor& layer_input_gradient(std::size_t i) const { return input_grads_.at(i); }
 
  private:
@@ -58,6 +68,8 @@ class Model {
   std::vector<Tensor> activations_;  // output of layer i
   std::vector<Tensor> input_grads_;  // dL/d(input of layer i), for i >= 1
   const Tensor* input_ = nullptr;
+  bool fusion_ = false;
+  std::vector<bool> fused_with_next_;  // layer i is a BatchNorm doing layer i+1's ReLU
 };
 
 }  // namespace bnorm
