@@ -14,6 +14,14 @@ namespace {
 
 using bnorm::Rng;
 
+// The kernels' scratch, grown once and kept, as the layer keeps it.
+double* scratch(std::int64_t C) {
+  static std::vector<double> work;
+  const auto n = static_cast<std::size_t>(bnorm::kernels::batchnorm_work_doubles(C));
+  if (work.size() < n) work.resize(n);
+  return work.data();
+}
+
 std::vector<float> random_values(std::int64_t n, std::uint64_t seed) {
   Rng rng(seed);
   std::vector<float> v(static_cast<std::size_t>(n));
@@ -28,7 +36,7 @@ void BM_BatchNormForwardTrain(benchmark::State& state) {
   std::vector<float> y(x.size()), mean(C), var(C), inv_std(C), gamma(C, 1.0f), beta(C, 0.0f);
   for (auto _ : state) {
     bnorm::kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), gamma.data(),
-                                            beta.data(), 1e-5f, N, C, S);
+                                            beta.data(), 1e-5f, N, C, S, scratch(C));
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(state.iterations() * 3 * N * C * S * 4);  // x twice, y once
@@ -40,10 +48,10 @@ void BM_BatchNormBackward(benchmark::State& state) {
   std::vector<float> y(x.size()), dx(x.size()), mean(C), var(C), inv_std(C), gamma(C, 1.0f), beta(C, 0.0f),
       dgamma(C), dbeta(C);
   bnorm::kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), gamma.data(),
-                                          beta.data(), 1e-5f, N, C, S);
+                                          beta.data(), 1e-5f, N, C, S, scratch(C));
   for (auto _ : state) {
     bnorm::kernels::batchnorm_backward(dx.data(), dgamma.data(), dbeta.data(), dy.data(), x.data(), mean.data(),
-                                       inv_std.data(), gamma.data(), N, C, S);
+                                       inv_std.data(), gamma.data(), N, C, S, scratch(C));
     benchmark::DoNotOptimize(dx.data());
   }
   state.SetBytesProcessed(state.iterations() * 5 * N * C * S * 4);  // x, dy twice; dx once
@@ -55,7 +63,7 @@ void BM_BatchNormInference(benchmark::State& state) {
   std::vector<float> y(x.size()), mean(C, 0.1f), var(C, 2.0f), gamma(C, 1.0f), beta(C, 0.0f);
   for (auto _ : state) {
     bnorm::kernels::batchnorm_forward_inference(y.data(), x.data(), mean.data(), var.data(), gamma.data(),
-                                                beta.data(), 1e-5f, N, C, S);
+                                                beta.data(), 1e-5f, N, C, S, scratch(C));
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(state.iterations() * 2 * N * C * S * 4);

@@ -12,6 +12,14 @@
 namespace bnorm::test {
 namespace {
 
+// Scratch for one kernel call, filled with NaN: a kernel that read it before
+// writing it would show in the results.
+double* scratch(std::int64_t C) {
+  static std::vector<double> work;
+  work.assign(static_cast<std::size_t>(kernels::batchnorm_work_doubles(C)), std::nan(""));
+  return work.data();
+}
+
 // Reference: layout (N, C, S), everything in double, two passes, no tricks.
 struct Reference {
   std::vector<double> y, dx, dgamma, dbeta, mean, var;
@@ -92,9 +100,9 @@ TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
     Tensor y(x.shape()), dx(x.shape());
     std::vector<float> mean(gamma.size()), var(gamma.size()), inv_std(gamma.size()), dgamma(gamma.size()), dbeta(gamma.size());
     kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), gamma.data(),
-                                     beta.data(), 1e-5f, sh.N, sh.C, sh.S);
+                                     beta.data(), 1e-5f, sh.N, sh.C, sh.S, scratch(sh.C));
     kernels::batchnorm_backward(dx.data(), dgamma.data(), dbeta.data(), dy.data(), x.data(), mean.data(),
-                                inv_std.data(), gamma.data(), sh.N, sh.C, sh.S);
+                                inv_std.data(), gamma.data(), sh.N, sh.C, sh.S, scratch(sh.C));
     // Float32 storage of x itself limits y to about 1e-7·|mean|/sd relative.
     const double tol = 2e-6 * (1.0 + std::abs(sh.mean) / sh.sd);
     EXPECT_LE(worst_error(y.data(), ref.y), tol) << "y";
@@ -107,24 +115,29 @@ TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
 }
 
 // The case where var = E[x^2] - E[x]^2 in float fails: mean 1e6, spread 1.
+// Rows (S == 1), short runs, and runs longer than the float blocks (S > 1024).
 TEST(BatchNormKernels, LargeMeanNormalizesAccurately) {
-  Rng rng(7);
-  const std::int64_t N = 256, C = 4;
-  const Tensor x = random_tensor({N, C}, rng, 1e6, 1.0);
-  Tensor y(x.shape());
-  std::vector<float> mean(C), var(C), inv_std(C);
-  kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), nullptr, nullptr,
-                                   1e-5f, N, C, 1);
-  const std::vector<float> ones(C, 1.0f), zeros(C, 0.0f);
-  const auto ref = reference_batchnorm(x, x, ones, zeros, 1e-5, N, C, 1);
-  for (std::int64_t i = 0; i < x.size(); ++i) ASSERT_NEAR(y[i], ref.y[static_cast<std::size_t>(i)], 1e-3) << i;
+  const Shape3 shapes[] = {{256, 4, 1, 1e6, 1.0}, {8, 5, 961, 1e6, 1.0}, {3, 2, 5000, -1e6, 1.0}};
+  for (const Shape3& sh : shapes) {
+    Rng rng(7);
+    const Tensor x = random_tensor({sh.N, sh.C, sh.S}, rng, sh.mean, sh.sd);
+    Tensor y(x.shape());
+    const auto Cs = static_cast<std::size_t>(sh.C);
+    std::vector<float> mean(Cs), var(Cs), inv_std(Cs);
+    kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), nullptr, nullptr,
+                                     1e-5f, sh.N, sh.C, sh.S, scratch(sh.C));
+    const std::vector<float> ones(Cs, 1.0f), zeros(Cs, 0.0f);
+    const auto ref = reference_batchnorm(x, x, ones, zeros, 1e-5, sh.N, sh.C, sh.S);
+    for (std::int64_t i = 0; i < x.size(); ++i)
+      ASSERT_NEAR(y[i], ref.y[static_cast<std::size_t>(i)], 1e-3) << "S " << sh.S << " value " << i;
+  }
 }
 
 TEST(BatchNormKernels, InferenceUsesGivenStatistics) {
   const float x[] = {1, 2, 3, 4, 5, 6};  // (N=3, C=2)
   const float mean[] = {2, 5}, var[] = {4, 1}, gamma[] = {2, 1}, beta[] = {0.5f, -1};
   float y[6];
-  kernels::batchnorm_forward_inference(y, x, mean, var, gamma, beta, 0.0f, 3, 2, 1);
+  kernels::batchnorm_forward_inference(y, x, mean, var, gamma, beta, 0.0f, 3, 2, 1, scratch(2));
   // y = (x - mean) * gamma / sqrt(var) + beta
   const float want[] = {(1 - 2) * 2 / 2.0f + 0.5f, (2 - 5) * 1 / 1.0f - 1, (3 - 2) * 2 / 2.0f + 0.5f,
                         (4 - 5) * 1 / 1.0f - 1,    (5 - 2) * 2 / 2.0f + 0.5f, (6 - 5) * 1 / 1.0f - 1};
@@ -163,18 +176,18 @@ TEST(BatchNormKernels, FusedReluIsBitIdenticalToSeparateLayers) {
     // Separate: y = BN(x), out = relu(y); dy = relu'(out) * dout; dx = BN'(dy).
     std::vector<float> y(Ts), out(Ts), dy(Ts), dx(Ts), mean(Cs), var(Cs), inv_std(Cs), dg(Cs), db(Cs);
     kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), gamma.data(),
-                                     beta.data(), 1e-5f, N, C, S);
+                                     beta.data(), 1e-5f, N, C, S, scratch(C));
     kernels::relu_forward(out.data(), y.data(), total);
     kernels::relu_backward(dy.data(), dout.data(), out.data(), total);
     kernels::batchnorm_backward(dx.data(), dg.data(), db.data(), dy.data(), x.data(), mean.data(), inv_std.data(),
-                                gamma.data(), N, C, S);
+                                gamma.data(), N, C, S, scratch(C));
 
     std::vector<float> f_out(Ts), f_dx(Ts), f_mean(Cs), f_var(Cs), f_inv_std(Cs), f_dg(Cs), f_db(Cs);
     std::vector<std::uint8_t> mask(Ts, 7);
     kernels::batchnorm_relu_forward_train(f_out.data(), mask.data(), f_mean.data(), f_var.data(), f_inv_std.data(),
-                                          x.data(), gamma.data(), beta.data(), 1e-5f, N, C, S);
+                                          x.data(), gamma.data(), beta.data(), 1e-5f, N, C, S, scratch(C));
     kernels::batchnorm_relu_backward(f_dx.data(), f_dg.data(), f_db.data(), dout.data(), mask.data(), x.data(),
-                                     f_mean.data(), f_inv_std.data(), gamma.data(), N, C, S);
+                                     f_mean.data(), f_inv_std.data(), gamma.data(), N, C, S, scratch(C));
     std::int64_t zeros = 0;
     for (std::size_t i = 0; i < Ts; ++i) {
       ASSERT_EQ(f_out[i], out[i]) << where << " out " << i;
@@ -191,10 +204,10 @@ TEST(BatchNormKernels, FusedReluIsBitIdenticalToSeparateLayers) {
     }
 
     kernels::batchnorm_forward_inference(y.data(), x.data(), mean.data(), var.data(), gamma.data(), beta.data(),
-                                         1e-5f, N, C, S);
+                                         1e-5f, N, C, S, scratch(C));
     kernels::relu_forward(out.data(), y.data(), total);
     kernels::batchnorm_relu_forward_inference(f_out.data(), x.data(), mean.data(), var.data(), gamma.data(),
-                                              beta.data(), 1e-5f, N, C, S);
+                                              beta.data(), 1e-5f, N, C, S, scratch(C));
     for (std::size_t i = 0; i < Ts; ++i) ASSERT_EQ(f_out[i], out[i]) << where << " inference " << i;
   }
 }

@@ -3,9 +3,11 @@
 // 64-byte aligned so vector loads never straddle a cache line at the start of
 // a row, and resize() keeps its capacity so the training loop does not
 // allocate once shapes have settled.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <vector>
@@ -43,10 +45,19 @@ class Tensor {
   Tensor() = default;
   explicit Tensor(Shape shape);  // zero-filled
 
-  // Changes the shape; contents are unspecified afterwards. Never shrinks capacity.
+  // Changes the shape; contents are unspecified afterwards. Never shrinks
+  // capacity, and allocates nothing once a tensor has held this many values
+  // and dimensions: the training loop resizes every step.
   void resize(const Shape& shape);
+  void resize(std::initializer_list<std::int64_t> dims);
+  // (n, example...): a batch of n examples of the given shape.
+  void resize_batch(std::int64_t n, const Shape& example);
 
   const Shape& shape() const { return shape_; }
+  // shape() == dims, without building a Shape (which would allocate).
+  bool has_shape(std::initializer_list<std::int64_t> dims) const {
+    return std::equal(shape_.begin(), shape_.end(), dims.begin(), dims.end());
+  }
   std::int64_t dim(std::size_t i) const { return shape_.at(i); }
   std::size_t rank() const { return shape_.size(); }
   std::int64_t size() const { return static_cast<std::int64_t>(data_.size()); }

@@ -119,9 +119,7 @@ void InputNormalization::apply(Tensor& out, const std::uint8_t* pixels, const Sh
                                std::span<const std::int64_t> indices) const {
   const auto n = static_cast<std::int64_t>(indices.size());
   const std::int64_t features = numel(example_shape);
-  Shape shape{n};
-  shape.insert(shape.end(), example_shape.begin(), example_shape.end());
-  out.resize(shape);
+  out.resize_batch(n, example_shape);
   for (std::int64_t i = 0; i < n; ++i) {
     const std::uint8_t* row = pixels + indices[static_cast<std::size_t>(i)] * features;
     normalize_row(out.data() + i * features, row, features);

@@ -23,7 +23,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(BNORM_NO_MULTIVERSION)
 #define BNORM_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -36,6 +35,7 @@ namespace {
 
 constexpr std::int64_t kLanes = 16;     // independent float accumulators: one AVX-512 register
 constexpr std::int64_t kRowBlock = 16;   // rows summed in float before merging into double (S == 1)
+constexpr std::int64_t kRowWidth = 256;  // columns a thread owns at a time (S == 1)
 constexpr std::int64_t kRunBlock = 1024; // values of a run summed in float before merging (S > 1)
 constexpr std::int64_t kChannelBlock = 16; // channels a thread owns at a time (S > 1)
 // Below this many values a parallel region costs more than it saves: a hidden
@@ -183,12 +183,12 @@ void channel_moments_rows(double* sum, double* sumsq, const float* shift, const 
   // Threads take channel ranges; each walks all rows of its columns.
 #pragma omp parallel if (N * C >= kParallelMin)
   {
-    std::vector<float> s, q;
+    float s[kRowWidth], q[kRowWidth];
 #pragma omp for schedule(static)
-    for (std::int64_t c0 = 0; c0 < C; c0 += 256) {
-      const std::int64_t c1 = std::min(C, c0 + 256), w = c1 - c0;
-      s.assign(static_cast<std::size_t>(w), 0.0f);
-      q.assign(static_cast<std::size_t>(w), 0.0f);
+    for (std::int64_t c0 = 0; c0 < C; c0 += kRowWidth) {
+      const std::int64_t c1 = std::min(C, c0 + kRowWidth), w = c1 - c0;
+      std::fill(s, s + w, 0.0f);
+      std::fill(q, q + w, 0.0f);
       for (std::int64_t c = c0; c < c1; ++c) sum[c] = sumsq[c] = 0.0;
       for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
         const std::int64_t n1 = std::min(N, n0 + kRowBlock);
@@ -287,12 +287,12 @@ void grad_sums_rows(double* sum_dy, double* sum_dy_xc, const float* dy, const fl
                     const float* mean, std::int64_t N, std::int64_t C) {
 #pragma omp parallel if (N * C >= kParallelMin)
   {
-    std::vector<float> s, q;
+    float s[kRowWidth], q[kRowWidth];
 #pragma omp for schedule(static)
-    for (std::int64_t c0 = 0; c0 < C; c0 += 256) {
-      const std::int64_t c1 = std::min(C, c0 + 256), w = c1 - c0;
-      s.assign(static_cast<std::size_t>(w), 0.0f);
-      q.assign(static_cast<std::size_t>(w), 0.0f);
+    for (std::int64_t c0 = 0; c0 < C; c0 += kRowWidth) {
+      const std::int64_t c1 = std::min(C, c0 + kRowWidth), w = c1 - c0;
+      std::fill(s, s + w, 0.0f);
+      std::fill(q, q + w, 0.0f);
       for (std::int64_t c = c0; c < c1; ++c) sum_dy[c] = sum_dy_xc[c] = 0.0;
       for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
         const std::int64_t n1 = std::min(N, n0 + kRowBlock);
@@ -363,18 +363,28 @@ void apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* 
 
 // The three entry points, each with an optional ReLU after the batch norm.
 
+// The caller's scratch (batchnorm_work_doubles(C)), carved into per-channel arrays.
+struct Work {
+  double* sum_a;  // (C)
+  double* sum_b;  // (C)
+  float* f[4];    // four (C) float arrays
+  Work(double* work, std::int64_t C) : sum_a(work), sum_b(work + C) {
+    float* base = reinterpret_cast<float*>(work + 2 * C);
+    for (std::int64_t i = 0; i < 4; ++i) f[i] = base + i * C;
+  }
+};
+
 void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* var, float* inv_std,
                    const float* x, const float* gamma, const float* beta, float eps, std::int64_t N,
-                   std::int64_t C, std::int64_t S) {
-  const auto Cs = static_cast<std::size_t>(C);
+                   std::int64_t C, std::int64_t S, double* work) {
+  Work w(work, C);
+  double *sum = w.sum_a, *sumsq = w.sum_b;
+  float *shift = w.f[0], *scale = w.f[1], *offset = w.f[2], *mean_lo = w.f[3];
   // One sample of each channel as its shift: close to the mean in practice.
-  std::vector<float> shift(Cs);
   for (std::int64_t c = 0; c < C; ++c) shift[c] = x[c * S];
-  std::vector<double> sum(Cs), sumsq(Cs);
-  channel_moments(sum.data(), sumsq.data(), shift.data(), x, N, C, S);
+  channel_moments(sum, sumsq, shift, x, N, C, S);
 
   const double m = static_cast<double>(N * S);
-  std::vector<float> scale(Cs), offset(Cs), mean_lo(Cs);
   for (std::int64_t c = 0; c < C; ++c) {
     const double mean_shifted = sum[c] / m;
     const double mean_d = shift[c] + mean_shifted;
@@ -386,32 +396,34 @@ void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* 
     scale[c] = gamma ? gamma[c] * inv_std[c] : inv_std[c];
     offset[c] = beta ? beta[c] : 0.0f;
   }
-  normalize(y, mask, relu, x, mean, mean_lo.data(), scale.data(), offset.data(), N, C, S);
+  normalize(y, mask, relu, x, mean, mean_lo, scale, offset, N, C, S);
 }
 
 void forward_inference(float* y, bool relu, const float* x, const float* mean, const float* var,
                        const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
-                       std::int64_t S) {
-  const auto Cs = static_cast<std::size_t>(C);
-  std::vector<float> scale(Cs), offset(Cs), no_remainder(Cs, 0.0f);  // a given float mean is exact as it stands
+                       std::int64_t S, double* work) {
+  Work w(work, C);
+  float *scale = w.f[0], *offset = w.f[1], *no_remainder = w.f[2];  // a given float mean is exact as it stands
+  std::fill(no_remainder, no_remainder + C, 0.0f);
   for (std::int64_t c = 0; c < C; ++c) {
     const float inv_std = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
     scale[c] = gamma ? gamma[c] * inv_std : inv_std;
     offset[c] = beta ? beta[c] : 0.0f;
   }
-  normalize(y, nullptr, relu, x, mean, no_remainder.data(), scale.data(), offset.data(), N, C, S);
+  normalize(y, nullptr, relu, x, mean, no_remainder, scale, offset, N, C, S);
 }
 
 void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std::uint8_t* mask, const float* x,
               const float* mean, const float* inv_std, const float* gamma, std::int64_t N, std::int64_t C,
-              std::int64_t S) {
-  const auto Cs = static_cast<std::size_t>(C);
+              std::int64_t S, double* work) {
+  Work w(work, C);
+  double *sum_dy = w.sum_a, *sum_dy_xc = w.sum_b;
+  float *k = w.f[0], *u = w.f[1], *v = w.f[2];
   // Pass 1: Σ dy and Σ dy·(x − mean) together; Σ dy·x̂ = inv_std · Σ dy·(x − mean).
-  std::vector<double> sum_dy(Cs), sum_dy_xc(Cs);
   if (S == 1) {
-    grad_sums_rows(sum_dy.data(), sum_dy_xc.data(), dy, x, mask, mean, N, C);
+    grad_sums_rows(sum_dy, sum_dy_xc, dy, x, mask, mean, N, C);
   } else {
-    block_sums(sum_dy.data(), sum_dy_xc.data(), N, C, S,
+    block_sums(sum_dy, sum_dy_xc, N, C, S,
                [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {
                  const std::int64_t at = (n * C + c0) * S;
                  block_grad_sums(a, b, sa, sb, dy + at, x + at, mask ? mask + at : nullptr, count, S, mean + c0);
@@ -422,7 +434,6 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
   //            = k·dy + (x − mean)·u + v, with k = gamma·inv_std,
   //              u = −k·inv_std·mean(dy·x̂), v = −k·mean(dy).
   const double m = static_cast<double>(N * S);
-  std::vector<float> k(Cs), u(Cs), v(Cs);
   for (std::int64_t c = 0; c < C; ++c) {
     const double is = inv_std[c];
     const double sum_dy_xhat = sum_dy_xc[c] * is;
@@ -433,45 +444,47 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
     u[c] = static_cast<float>(-kc * is * sum_dy_xhat / m);
     v[c] = static_cast<float>(-kc * sum_dy[c] / m);
   }
-  apply_grad(dx, dy, x, mask, mean, k.data(), u.data(), v.data(), N, C, S);
+  apply_grad(dx, dy, x, mask, mean, k, u, v, N, C, S);
 }
 
 }  // namespace
 
+std::int64_t batchnorm_work_doubles(std::int64_t C) { return 4 * C; }
+
 void batchnorm_forward_train(float* y, float* mean, float* var, float* inv_std, const float* x,
                              const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
-                             std::int64_t S) {
-  forward_train(y, nullptr, false, mean, var, inv_std, x, gamma, beta, eps, N, C, S);
+                             std::int64_t S, double* work) {
+  forward_train(y, nullptr, false, mean, var, inv_std, x, gamma, beta, eps, N, C, S, work);
 }
 
 void batchnorm_forward_inference(float* y, const float* x, const float* mean, const float* var,
                                  const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
-                                 std::int64_t S) {
-  forward_inference(y, false, x, mean, var, gamma, beta, eps, N, C, S);
+                                 std::int64_t S, double* work) {
+  forward_inference(y, false, x, mean, var, gamma, beta, eps, N, C, S, work);
 }
 
 void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
                         const float* mean, const float* inv_std, const float* gamma, std::int64_t N,
-                        std::int64_t C, std::int64_t S) {
-  backward(dx, dgamma, dbeta, dy, nullptr, x, mean, inv_std, gamma, N, C, S);
+                        std::int64_t C, std::int64_t S, double* work) {
+  backward(dx, dgamma, dbeta, dy, nullptr, x, mean, inv_std, gamma, N, C, S, work);
 }
 
 void batchnorm_relu_forward_train(float* y, std::uint8_t* mask, float* mean, float* var, float* inv_std,
                                   const float* x, const float* gamma, const float* beta, float eps,
-                                  std::int64_t N, std::int64_t C, std::int64_t S) {
-  forward_train(y, mask, true, mean, var, inv_std, x, gamma, beta, eps, N, C, S);
+                                  std::int64_t N, std::int64_t C, std::int64_t S, double* work) {
+  forward_train(y, mask, true, mean, var, inv_std, x, gamma, beta, eps, N, C, S, work);
 }
 
 void batchnorm_relu_forward_inference(float* y, const float* x, const float* mean, const float* var,
                                       const float* gamma, const float* beta, float eps, std::int64_t N,
-                                      std::int64_t C, std::int64_t S) {
-  forward_inference(y, true, x, mean, var, gamma, beta, eps, N, C, S);
+                                      std::int64_t C, std::int64_t S, double* work) {
+  forward_inference(y, true, x, mean, var, gamma, beta, eps, N, C, S, work);
 }
 
 void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std::uint8_t* mask,
                              const float* x, const float* mean, const float* inv_std, const float* gamma,
-                             std::int64_t N, std::int64_t C, std::int64_t S) {
-  backward(dx, dgamma, dbeta, dy, mask, x, mean, inv_std, gamma, N, C, S);
+                             std::int64_t N, std::int64_t C, std::int64_t S, double* work) {
+  backward(dx, dgamma, dbeta, dy, mask, x, mean, inv_std, gamma, N, C, S, work);
 }
 
 }  // namespace bnorm::kernels

@@ -25,6 +25,11 @@ Dims batch_dims(const Shape& shape, std::int64_t C) {
 
 }  // namespace
 
+double* BatchNorm::work() {
+  work_.resize(static_cast<std::size_t>(kernels::batchnorm_work_doubles(C_)));  // sized once, then kept
+  return work_.data();
+}
+
 BatchNorm::BatchNorm(std::int64_t num_features, BatchNormOptions options)
     : C_(num_features), options_(options) {
   if (C_ <= 0 || C_ > (1 << 24)) throw Error("batchnorm: num_features must be in 1..16777216");
@@ -102,10 +107,10 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
   if (use_running) {
     if (fused_relu_)
       kernels::batchnorm_relu_forward_inference(y.data(), x.data(), running_mean_.data(), running_var_.data(),
-                                                gamma_, beta_, options_.eps, d.N, C_, d.S);
+                                                gamma_, beta_, options_.eps, d.N, C_, d.S, work());
     else
       kernels::batchnorm_forward_inference(y.data(), x.data(), running_mean_.data(), running_var_.data(),
-                                           gamma_, beta_, options_.eps, d.N, C_, d.S);
+                                           gamma_, beta_, options_.eps, d.N, C_, d.S, work());
     return;
   }
 
@@ -127,10 +132,10 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
   if (fused_relu_) {
     relu_mask_.resize(static_cast<std::size_t>(x.size()));  // grows once, then reused
     kernels::batchnorm_relu_forward_train(y.data(), relu_mask_.data(), mean_.data(), var_.data(), inv_std_.data(),
-                                          x.data(), gamma_, beta_, options_.eps, d.N, C_, d.S);
+                                          x.data(), gamma_, beta_, options_.eps, d.N, C_, d.S, work());
   } else {
     kernels::batchnorm_forward_train(y.data(), mean_.data(), var_.data(), inv_std_.data(), x.data(), gamma_,
-                                     beta_, options_.eps, d.N, C_, d.S);
+                                     beta_, options_.eps, d.N, C_, d.S, work());
   }
   if (mode != Mode::train) return;
 
@@ -167,10 +172,10 @@ void BatchNorm::backward(Tensor* dx, const Tensor& dy) {
   out->resize(x_->shape());
   if (fused_relu_)
     kernels::batchnorm_relu_backward(out->data(), dgamma_, dbeta_, dy.data(), relu_mask_.data(), x_->data(),
-                                     mean_.data(), inv_std_.data(), gamma_, d.N, C_, d.S);
+                                     mean_.data(), inv_std_.data(), gamma_, d.N, C_, d.S, work());
   else
     kernels::batchnorm_backward(out->data(), dgamma_, dbeta_, dy.data(), x_->data(), mean_.data(),
-                                inv_std_.data(), gamma_, d.N, C_, d.S);
+                                inv_std_.data(), gamma_, d.N, C_, d.S, work());
 }
 
 }  // namespace bnorm

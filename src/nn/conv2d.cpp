@@ -67,16 +67,17 @@ std::vector<StateEntry> Conv2d::state() {
 
 void Conv2d::forward(Tensor& y, const Tensor& x, Mode /*mode*/) {
   if (x.rank() != 4) throw Error("conv2d: expects input (N, C, H, W), got " + shape_str(x.shape()));
-  const Shape out = output_shape({x.dim(1), x.dim(2), x.dim(3)});
-  const std::int64_t N = x.dim(0), P = out[1] * out[2], NP = N * P;
   const kernels::ConvGeometry g = geometry(x.shape());
+  if (x.dim(1) != C_ || x.dim(2) + 2 * pad_ < KH_ || x.dim(3) + 2 * pad_ < KW_)
+    output_shape({x.dim(1), x.dim(2), x.dim(3)});  // throws, naming the problem
+  const std::int64_t N = x.dim(0), OH = g.out_h(), OW = g.out_w(), P = OH * OW, NP = N * P;
   const std::int64_t CKK = g.patch(), plane_in = C_ * g.H * g.W;
   cols_.resize(static_cast<std::size_t>(CKK * NP));
   y_t_.resize(static_cast<std::size_t>(O_ * NP));
   for (std::int64_t n = 0; n < N; ++n) kernels::im2col(cols_.data() + n * P, NP, x.data() + n * plane_in, g);
   kernels::gemm_ab(y_t_.data(), weight_, cols_.data(), O_, NP, CKK);  // (O, N·P) = W (O, CKK) · col (CKK, N·P)
   // (O, N, P) → (N, O, P), adding the bias on the way.
-  y.resize({N, O_, out[1], out[2]});
+  y.resize({N, O_, OH, OW});
   for (std::int64_t o = 0; o < O_; ++o) {
     const float b = has_bias_ ? bias_[o] : 0.0f;
     for (std::int64_t n = 0; n < N; ++n) {
@@ -92,7 +93,7 @@ void Conv2d::backward(Tensor* dx, const Tensor& dy) {
   if (x_shape_.empty()) throw Error("conv2d: backward called before forward");
   const kernels::ConvGeometry g = geometry(x_shape_);
   const std::int64_t N = x_shape_[0], OH = g.out_h(), OW = g.out_w(), P = OH * OW, NP = N * P, CKK = g.patch();
-  if (dy.shape() != Shape{N, O_, OH, OW})
+  if (!dy.has_shape({N, O_, OH, OW}))
     throw Error("conv2d: gradient " + shape_str(dy.shape()) + " does not match output " + shape_str({N, O_, OH, OW}));
   // dy (N, O, P) → (O, N·P), the layout of the forward GEMM's output; dbias on the way.
   for (std::int64_t o = 0; o < O_; ++o) {

@@ -66,7 +66,7 @@ void Linear::forward(Tensor& y, const Tensor& x, Mode /*mode*/) {
 void Linear::backward(Tensor* dx, const Tensor& dy) {
   if (!x_) throw Error("linear: backward called before forward");
   const std::int64_t N = x_->dim(0);
-  if (dy.shape() != Shape{N, out_})
+  if (!dy.has_shape({N, out_}))
     throw Error("linear: gradient " + shape_str(dy.shape()) + " does not match output (" +
                 std::to_string(N) + ", " + std::to_string(out_) + ")");
   kernels::gemm_atb(dweight_, dy.data(), x_->data(), out_, in_, N);  // dW = dy^T · x

@@ -1,7 +1,5 @@
 #include "bnorm/nn/loss.hpp"
 
-#include <vector>
-
 #include "bnorm/error.hpp"
 #include "bnorm/kernels/softmax_xent.hpp"
 
@@ -18,9 +16,11 @@ LossResult softmax_cross_entropy(const Tensor& logits, std::span<const std::uint
   if (dlogits) dlogits->resize(logits.shape());
   LossResult r;
   r.loss = kernels::softmax_cross_entropy(dlogits ? dlogits->data() : nullptr, logits.data(), labels.data(), N, K);
-  std::vector<std::int64_t> predicted(static_cast<std::size_t>(N));
-  kernels::argmax_rows(predicted.data(), logits.data(), N, K);
-  for (std::int64_t n = 0; n < N; ++n) r.correct += predicted[n] == labels[n];
+  for (std::int64_t n = 0; n < N; ++n) {  // a row at a time: no buffer to allocate per batch
+    std::int64_t predicted = 0;
+    kernels::argmax_rows(&predicted, logits.data() + n * K, 1, K);
+    r.correct += predicted == labels[n];
+  }
   return r;
 }
 

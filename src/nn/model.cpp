@@ -1,5 +1,7 @@
 #include "bnorm/nn/model.hpp"
 
+#include <algorithm>
+
 #include "bnorm/error.hpp"
 #include "bnorm/nn/batchnorm.hpp"
 #include "bnorm/nn/layer_factory.hpp"
@@ -99,7 +101,7 @@ Shape Model::output_shape() const {
 }
 
 const Tensor& Model::forward(const Tensor& x, Mode mode) {
-  if (x.rank() != input_shape_.size() + 1 || x.shape() != with_batch(x.dim(0), input_shape_))
+  if (x.rank() != input_shape_.size() + 1 || !std::equal(input_shape_.begin(), input_shape_.end(), x.shape().begin() + 1))
     throw Error("model: expects input " + shape_str(with_batch(x.rank() ? x.dim(0) : 0, input_shape_)) +
                 ", got " + shape_str(x.shape()));
   input_ = &x;

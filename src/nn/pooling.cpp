@@ -33,9 +33,10 @@ Shape Pool2d::output_shape(const Shape& input) const {
 
 void Pool2d::forward(Tensor& y, const Tensor& x, Mode /*mode*/) {
   if (x.rank() != 4) throw Error(type() + ": expects input (N, C, H, W), got " + shape_str(x.shape()));
-  const Shape out = output_shape(example_of(x));
-  const std::int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), plane_out = C * out[1] * out[2];
-  y.resize({N, out[0], out[1], out[2]});
+  const std::int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
+  if (H < K_ || W < K_) output_shape(example_of(x));  // throws, naming the problem
+  const std::int64_t OH = (H - K_) / stride_ + 1, OW = (W - K_) / stride_ + 1, plane_out = C * OH * OW;
+  y.resize({N, C, OH, OW});
   if (kind_ == Kind::max) argmax_.resize(static_cast<std::size_t>(N * plane_out));
   for (std::int64_t n = 0; n < N; ++n) {
     const float* xn = x.data() + n * C * H * W;
@@ -51,12 +52,11 @@ void Pool2d::forward(Tensor& y, const Tensor& x, Mode /*mode*/) {
 void Pool2d::backward(Tensor* dx, const Tensor& dy) {
   if (x_shape_.empty()) throw Error(type() + ": backward called before forward");
   const std::int64_t N = x_shape_[0], C = x_shape_[1], H = x_shape_[2], W = x_shape_[3];
-  const Shape out = output_shape({C, H, W});
-  if (dy.shape() != Shape{N, out[0], out[1], out[2]})
+  const std::int64_t OH = (H - K_) / stride_ + 1, OW = (W - K_) / stride_ + 1, plane_out = C * OH * OW;
+  if (!dy.has_shape({N, C, OH, OW}))
     throw Error(type() + ": gradient " + shape_str(dy.shape()) + " does not match its output");
   if (!dx) return;
   dx->resize(x_shape_);
-  const std::int64_t plane_out = C * out[1] * out[2];
   for (std::int64_t n = 0; n < N; ++n) {
     float* dxn = dx->data() + n * C * H * W;
     const float* dyn = dy.data() + n * plane_out;
@@ -86,7 +86,7 @@ void GlobalAvgPool::forward(Tensor& y, const Tensor& x, Mode /*mode*/) {
 
 void GlobalAvgPool::backward(Tensor* dx, const Tensor& dy) {
   if (x_shape_.empty()) throw Error("global_avgpool: backward called before forward");
-  if (dy.shape() != Shape{x_shape_[0], x_shape_[1], 1, 1})
+  if (!dy.has_shape({x_shape_[0], x_shape_[1], 1, 1}))
     throw Error("global_avgpool: gradient " + shape_str(dy.shape()) + " does not match its output");
   if (!dx) return;
   dx->resize(x_shape_);

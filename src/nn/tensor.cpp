@@ -1,5 +1,7 @@
 #include "bnorm/tensor.hpp"
 
+#include <algorithm>
+
 #include <limits>
 
 #include "bnorm/error.hpp"
@@ -30,8 +32,20 @@ Tensor::Tensor(Shape shape) : shape_(std::move(shape)), data_(static_cast<std::s
 
 void Tensor::resize(const Shape& shape) {
   const auto n = static_cast<std::size_t>(numel(shape));
-  shape_ = shape;
+  shape_ = shape;  // copy-assignment reuses shape_'s capacity
   data_.resize(n);
+}
+
+void Tensor::resize(std::initializer_list<std::int64_t> dims) {
+  shape_.assign(dims);
+  data_.resize(static_cast<std::size_t>(numel(shape_)));
+}
+
+void Tensor::resize_batch(std::int64_t n, const Shape& example) {
+  shape_.resize(example.size() + 1);
+  shape_[0] = n;
+  std::copy(example.begin(), example.end(), shape_.begin() + 1);
+  data_.resize(static_cast<std::size_t>(numel(shape_)));
 }
 
 }  // namespace bnorm

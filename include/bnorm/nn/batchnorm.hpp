@@ -77,6 +77,8 @@ class BatchNorm final : public Layer {
   bool have_train_cache_ = false;
   bool fused_relu_ = false;
   std::vector<std::uint8_t> relu_mask_;  // (N, C, S) when fused: 1 where the ReLU passed the value
+  std::vector<double> work_;             // the kernels' scratch, kept between steps
+  double* work();
 };
 
 }  // namespace bnorm

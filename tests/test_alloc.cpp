@@ -1,0 +1,120 @@
+// The training loop allocates nothing once it is running: every buffer a step
+// needs (activations, gradients, the batch, the kernels' scratch, the fused
+// ReLU's mask) is sized on the first batches and reused. Counted by replacing
+// the global operator new for this test binary, between two progress reports
+// of Trainer::fit, when only training steps run.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "bnorm/nn/arch.hpp"
+#include "bnorm/train/optimizer.hpp"
+#include "bnorm/train/trainer.hpp"
+
+namespace {
+std::atomic<bool> g_counting{false};
+std::atomic<long> g_allocations{0};
+}  // namespace
+
+void* operator new(std::size_t n) {
+  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new(std::size_t n, std::align_val_t a) {
+  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
+  const std::size_t align = static_cast<std::size_t>(a);
+  if (void* p = std::aligned_alloc(align, (n + align - 1) / align * align)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+
+namespace bnorm {
+namespace {
+
+ImageDataset synthetic_images(std::int64_t count, std::int64_t rows, std::int64_t cols) {
+  Rng rng(4);
+  ImageDataset d;
+  d.count = count;
+  d.rows = rows;
+  d.cols = cols;
+  d.features = rows * cols;
+  for (std::int64_t i = 0; i < count; ++i) {
+    d.labels.push_back(static_cast<std::uint8_t>(rng.below(kNumClasses)));
+    for (std::int64_t f = 0; f < d.features; ++f) d.pixels.push_back(static_cast<std::uint8_t>(rng.below(256)));
+  }
+  return d;
+}
+
+// Allocations between consecutive progress reports of one epoch (20 steps each).
+std::vector<long> allocations_between_reports(const std::string& spec, const Shape& input, BnPlacement bn,
+                                              const std::string& optimizer) {
+  Model model = Model::from_architecture(parse_arch(spec, input, bn, {}));
+  Rng rng(1);
+  model.init_parameters(rng);
+  auto opt = make_optimizer(optimizer, 0.01f, 0.9f, 1e-4f);
+  const ImageDataset data = synthetic_images(64 * 61 + 1, 28, 28);  // a last batch of one is dropped
+  const InputNormalization norm = InputNormalization::fit(data, "pixel");
+  std::vector<long> counts;
+  long at_last_report = 0;
+  Trainer trainer(model, *opt, norm, {1, 64, 0, true});
+  trainer.fit(
+      data, {},
+      [&](const Progress& p) {
+        g_counting = false;
+        if (p.batch > 1) counts.push_back(g_allocations.load() - at_last_report);
+        at_last_report = g_allocations.load();
+        g_counting = true;
+      },
+      nullptr);
+  g_counting = false;
+  return counts;
+}
+
+TEST(Allocation, TrainingStepsAllocateNothingOnceRunning) {
+  struct Case {
+    std::string spec;
+    Shape input;
+    BnPlacement bn;
+    std::string optimizer;
+  };
+  const Case cases[] = {
+      {"fc:256,bn,relu,fc:256,bn,relu,fc:10", {784}, BnPlacement::before, "sgd"},
+      {"fc:64,bn,relu,fc:10", {784}, BnPlacement::after, "adam"},
+      {"fc:64,bn,tanh,fc:10", {784}, BnPlacement::none, "sgd"},
+      {"conv3x3:8,bn,relu,maxpool2,conv3x3:8,bn,relu,gap,dropout:0.2,fc:10", {1, 28, 28}, BnPlacement::before, "sgd"},
+  };
+  for (const Case& c : cases) {
+    const std::vector<long> counts = allocations_between_reports(c.spec, c.input, c.bn, c.optimizer);
+    ASSERT_GE(counts.size(), 2u) << c.spec;
+    // The first stretch may still size buffers (the first report comes after
+    // step 1); every later stretch of 20 steps must allocate nothing.
+    for (std::size_t i = 1; i < counts.size(); ++i)
+      EXPECT_EQ(counts[i], 0) << c.spec << ": " << counts[i] << " allocations in steps " << 20 * i + 1 << ".."
+                              << 20 * (i + 1);
+  }
+}
+
+// The counter itself works: a vector that grows is seen.
+TEST(Allocation, CounterSeesAnAllocation) {
+  g_allocations = 0;
+  g_counting = true;
+  std::vector<int>* v = new std::vector<int>(100);
+  g_counting = false;
+  delete v;
+  EXPECT_GE(g_allocations.load(), 2);
+}
+
+}  // namespace
+}  // namespace bnorm
