@@ -37,6 +37,44 @@ def build_onednn(build_dir):
     return exe
 
 
+def measure(bnorm, shapes, threads=2, repeats=3, iterations=50):
+    """Medians per shape and peer: {shape: {peer: {key: ms}}}; bnorm's also has "gbps"."""
+    onednn = build_onednn(os.path.dirname(os.path.abspath(bnorm)))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    it = str(iterations)
+    peers = {
+        "bnorm": lambda s: run_json([bnorm, "bench", "bn", "--shape", s, "--threads", str(threads),
+                                     "--iterations", it, "--json"]),
+        "PyTorch": lambda s: run_json(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_bn.py"), "--shape", s,
+                                       "--threads", str(threads), "--iterations", it]),
+        "oneDNN plain": lambda s: run_json([onednn, s, "plain", it], env),
+        "oneDNN nChw16c": lambda s: run_json([onednn, s, "blocked", it], env),
+    }
+    result = {}
+    for shape in shapes:
+        runs = {name: [] for name in peers}
+        for _ in range(repeats):  # alternating, so a burst of load hits every peer alike
+            for name, peer in peers.items():
+                runs[name].append(peer(shape))
+        result[shape] = {name: {k: statistics.median(r[k] for r in rs) for k in KEYS + ("gbps",) if k in rs[0]}
+                         for name, rs in runs.items()}
+    return result
+
+
+def print_table(result, threads, repeats, iterations):
+    peers = list(next(iter(result.values())))
+    print(f"{threads} threads, median of {repeats} runs of the median of {iterations} iterations; "
+          "ms: train forward / train forward+backward / inference")
+    print("| shape | " + " | ".join(peers) + " | fwd+bwd speed-up vs PyTorch | vs best oneDNN |")
+    print("|---" * (len(peers) + 3) + "|")
+    for shape, med in result.items():
+        cells = [" / ".join(f"{med[n][k]:.3g}" for k in KEYS) for n in peers]
+        b = med["bnorm"]["fwdbwd_train_ms"]
+        best_dnnl = min(med["oneDNN plain"]["fwdbwd_train_ms"], med["oneDNN nChw16c"]["fwdbwd_train_ms"])
+        print(f"| {shape} | " + " | ".join(cells) +
+              f" | {med['PyTorch']['fwdbwd_train_ms'] / b:.2f}x | {best_dnnl / b:.2f}x |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bnorm", default=os.path.join(ROOT, "build", "bnorm"))
@@ -45,32 +83,8 @@ def main():
     ap.add_argument("--iterations", type=int, default=50)
     ap.add_argument("--shapes", default="256x4096,64x512,32x64x56x56,128x256x14x14")
     args = ap.parse_args()
-    onednn = build_onednn(os.path.dirname(os.path.abspath(args.bnorm)))
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    it = str(args.iterations)
-    peers = {
-        "bnorm": lambda s: run_json([args.bnorm, "bench", "bn", "--shape", s, "--threads", str(args.threads),
-                                     "--iterations", it, "--json"]),
-        "PyTorch": lambda s: run_json(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_bn.py"), "--shape", s,
-                                       "--threads", str(args.threads), "--iterations", it]),
-        "oneDNN plain": lambda s: run_json([onednn, s, "plain", it], env),
-        "oneDNN nChw16c": lambda s: run_json([onednn, s, "blocked", it], env),
-    }
-    print(f"{args.threads} threads, median of {args.repeats} runs of the median of {args.iterations} iterations; "
-          "ms: train forward / train forward+backward / inference")
-    print("| shape | " + " | ".join(peers) + " | fwd+bwd speed-up vs PyTorch | vs best oneDNN |")
-    print("|---" * (len(peers) + 3) + "|")
-    for shape in args.shapes.split(","):
-        runs = {name: [] for name in peers}
-        for _ in range(args.repeats):
-            for name, peer in peers.items():
-                runs[name].append(peer(shape))
-        med = {name: {k: statistics.median(r[k] for r in rs) for k in KEYS} for name, rs in runs.items()}
-        cells = [" / ".join(f"{med[n][k]:.3g}" for k in KEYS) for n in peers]
-        b = med["bnorm"]["fwdbwd_train_ms"]
-        best_dnnl = min(med["oneDNN plain"]["fwdbwd_train_ms"], med["oneDNN nChw16c"]["fwdbwd_train_ms"])
-        print(f"| {shape} | " + " | ".join(cells) +
-              f" | {med['PyTorch']['fwdbwd_train_ms'] / b:.2f}x | {best_dnnl / b:.2f}x |", flush=True)
+    result = measure(args.bnorm, args.shapes.split(","), args.threads, args.repeats, args.iterations)
+    print_table(result, args.threads, args.repeats, args.iterations)
 
 
 if __name__ == "__main__":

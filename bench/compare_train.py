@@ -66,29 +66,39 @@ def main():
                     help="first N training examples only (speed figures; accuracy then is not the full run's)")
     args = ap.parse_args()
 
-    common = ["--epochs", str(args.epochs), "--threads", str(args.threads), "--bn", args.bn]
-    if args.train_size:
-        common += ["--train-size", str(args.train_size)]
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.repeats):
-            b_arch = ["--arch", "cnn"] if args.arch == "cnn" else []
-            b_epochs, b_rss = run([args.bnorm, "train", "--json", "--out", os.path.join(tmp, "m.safetensors")] + b_arch +
-                                  common)
-            t_epochs, t_rss = run(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_peer.py"),
-                                   "--arch", args.arch] + common)
-            (b_sps, b_acc), (t_sps, t_acc) = summarize(b_epochs), summarize(t_epochs)
-            rows.append(dict(bnorm_sps=b_sps, torch_sps=t_sps, ratio=b_sps / t_sps, bnorm_acc=b_acc,
-                             torch_acc=t_acc, bnorm_rss=b_rss, torch_rss=t_rss))
-            print(f"run {r + 1}: bnorm {b_sps:,.0f} samples/s acc {b_acc:.4f} rss {b_rss:.0f} MiB | "
-                  f"torch {t_sps:,.0f} samples/s acc {t_acc:.4f} rss {t_rss:.0f} MiB | ratio {b_sps / t_sps:.2f}x",
-                  flush=True)
-
-    med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+    med = measure(args.bnorm, args.arch, args.repeats, args.epochs, args.threads, args.bn, args.train_size,
+                  verbose=True)
     print()
     print(f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} threads, {args.arch}, {args.epochs} epochs, bn {args.bn}, "
           f"train size {args.train_size or 'all'}, "
           f"median of {args.repeats} runs")
+    print_table(med)
+
+
+def measure(bnorm, arch="mlp", repeats=3, epochs=5, threads=2, bn="before", train_size=0, verbose=False):
+    """Alternating runs of bnorm and PyTorch; the medians of samples/s, accuracy, peak RSS and the per-run ratio."""
+    common = ["--epochs", str(epochs), "--threads", str(threads), "--bn", bn]
+    if train_size:
+        common += ["--train-size", str(train_size)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            b_arch = ["--arch", "cnn"] if arch == "cnn" else []
+            b_epochs, b_rss = run([bnorm, "train", "--json", "--out", os.path.join(tmp, "m.safetensors")] + b_arch +
+                                  common)
+            t_epochs, t_rss = run(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_peer.py"),
+                                   "--arch", arch] + common)
+            (b_sps, b_acc), (t_sps, t_acc) = summarize(b_epochs), summarize(t_epochs)
+            rows.append(dict(bnorm_sps=b_sps, torch_sps=t_sps, ratio=b_sps / t_sps, bnorm_acc=b_acc,
+                             torch_acc=t_acc, bnorm_rss=b_rss, torch_rss=t_rss))
+            if verbose:
+                print(f"run {r + 1}: bnorm {b_sps:,.0f} samples/s acc {b_acc:.4f} rss {b_rss:.0f} MiB | "
+                      f"torch {t_sps:,.0f} samples/s acc {t_acc:.4f} rss {t_rss:.0f} MiB | ratio {b_sps / t_sps:.2f}x",
+                      flush=True)
+    return {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+
+
+def print_table(med):
     print("| | samples/s (training loop) | test accuracy | peak RSS |")
     print("|---|---|---|---|")
     print(f"| bnorm | {med['bnorm_sps']:,.0f} | {med['bnorm_acc']:.4f} | {med['bnorm_rss']:.0f} MiB |")
