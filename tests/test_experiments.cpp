@@ -60,7 +60,8 @@ ImageDataset synthetic(std::int64_t n, std::uint64_t seed) {
     const auto label = static_cast<std::uint8_t>(rng.below(10));
     d.labels.push_back(label);
     for (int f = 0; f < 16; ++f)
-      d.pixels.push_back(static_cast<std::uint8_t>(std::min<std::uint64_t>(255, rng.below(120) + (f == label ? 120 : 0))));
+      d.pixels.push_back(
+          static_cast<std::uint8_t>(std::min<std::uint64_t>(255, rng.below(120) + (f == label ? 120 : 0))));
   }
   return d;
 }
@@ -94,7 +95,8 @@ void check_population_statistics(const std::string& arch, const Shape& input) {
     ASSERT_EQ(direct.mean.size(), bn.running_mean().size());
     for (std::size_t c = 0; c < direct.mean.size(); ++c) {
       const double var = direct.std[c] * direct.std[c];
-      EXPECT_NEAR(bn.running_mean()[c], direct.mean[c], 1e-4 * (1 + std::abs(direct.mean[c]))) << "layer " << i << " channel " << c;
+      EXPECT_NEAR(bn.running_mean()[c], direct.mean[c], 1e-4 * (1 + std::abs(direct.mean[c])))
+          << "layer " << i << " channel " << c;
       EXPECT_NEAR(bn.running_var()[c], var, 1e-4 * (1 + var)) << "layer " << i << " channel " << c;
     }
   }
@@ -123,7 +125,8 @@ TEST(ExperimentPopulationStatistics, DifferFromTheRunningAverages) {
   const std::vector<float> before(bn.running_var().begin(), bn.running_var().end());
   exp::recompute_population_statistics(model, data, norm);
   double diff = 0.0;
-  for (std::size_t c = 0; c < before.size(); ++c) diff = std::max(diff, std::abs(double(before[c]) - bn.running_var()[c]));
+  for (std::size_t c = 0; c < before.size(); ++c)
+    diff = std::max(diff, std::abs(double(before[c]) - bn.running_var()[c]));
   EXPECT_GT(diff, 1e-3);
 }
 
@@ -166,6 +169,15 @@ TEST(ExperimentConclusions, SpeedFollowsTheNumbers) {
   c = exp::speed_conclusions(runs, 0.85);
   EXPECT_TRUE(has(c, "\"BN makes optimization faster\": contradicted"));
   EXPECT_TRUE(has(c, "\"BN tolerates larger learning rates\": not shown (same largest rate)"));
+
+  // Surviving at chance level while the other diverges earns no credit.
+  runs = {{"before", "sgd lr 1", 1.0, synthetic_run({{100, 0.1}, {200, 0.1}})},
+          {"none", "sgd lr 1", 1.0, synthetic_run({{20, 0.3}}, 9)}};
+  c = exp::speed_conclusions(runs, 0.85);
+  EXPECT_TRUE(has(c,
+                  "BN before ReLU did not diverge but ended at 0.100 test accuracy (chance level) while no BN "
+                  "diverged (loss NaN at step 9)"));
+  EXPECT_FALSE(has(c, "BN makes optimization faster"));
 }
 
 }  // namespace

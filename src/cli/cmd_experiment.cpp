@@ -6,9 +6,9 @@
 #include <fstream>
 #include <memory>
 
-#include "experiments.hpp"
 #include "bnorm/error.hpp"
 #include "commands.hpp"
+#include "experiments.hpp"
 
 namespace bnorm::cli {
 namespace {
@@ -88,11 +88,11 @@ void run_experiments(const ExperimentOptions& o) {
 
 Runner add_experiment_command(CLI::App& app) {
   auto o = std::make_shared<ExperimentOptions>();
-  CLI::App* cmd = app.add_subcommand(
-      "experiment", "Reproduce the course's claims about batch norm: writes CSV data, PNG plots (gnuplot) and a "
-                    "report.md per experiment to OUT/NAME/");
-  cmd->add_option("name", o->name,
-                  "speed, covariate-shift, regularization, test-time, input-normalization, or all")
+  CLI::App* cmd =
+      app.add_subcommand("experiment",
+                         "Reproduce the course's claims about batch norm: writes CSV data, PNG plots (gnuplot) and a "
+                         "report.md per experiment to OUT/NAME/");
+  cmd->add_option("name", o->name, "speed, covariate-shift, regularization, test-time, input-normalization, or all")
       ->required();
   cmd->add_flag("--quick", o->quick, "Small variants (each well under two minutes), for tests");
   cmd->add_option("--out", o->out, "Directory for the reports")->capture_default_str();

@@ -17,7 +17,7 @@ namespace {
 
 struct Probe {
   std::int64_t step;
-  std::size_t layer;  // index of the Linear layer whose input this is
+  std::size_t layer;                          // index of the Linear layer whose input this is
   double mean_of_means, mean_of_stds, drift;  // drift: RMS change of unit means since the last probe, in stds
   std::vector<double> means;
 };
@@ -49,9 +49,8 @@ struct Traced {
   std::size_t last_hidden = 0;
 };
 
-Traced traced_run(BnPlacement placement, const RunConfig& base, const ImageDataset& train,
-                  const ImageDataset& test, const InputNormalization& norm, const Tensor& probe_x,
-                  std::int64_t probe_every) {
+Traced traced_run(BnPlacement placement, const RunConfig& base, const ImageDataset& train, const ImageDataset& test,
+                  const InputNormalization& norm, const Tensor& probe_x, std::int64_t probe_every) {
   RunConfig rc = base;
   rc.placement = placement;
   rc.name = words(placement);
@@ -111,6 +110,13 @@ Traced traced_run(BnPlacement placement, const RunConfig& base, const ImageDatas
   return t;
 }
 
+std::vector<std::size_t> probed_layers(const Traced& t) {
+  std::vector<std::size_t> layers;
+  for (const Probe& p : t.probes)
+    if (std::find(layers.begin(), layers.end(), p.layer) == layers.end()) layers.push_back(p.layer);
+  return layers;
+}
+
 }  // namespace
 
 Report run_covariate_shift(const Context& ctx, const std::string& dir) {
@@ -136,12 +142,16 @@ Report run_covariate_shift(const Context& ctx, const std::string& dir) {
 
   // Files: probes.csv (series = network and layer), sensitivity.csv.
   {
-    CsvWriter probes(dir + "/probes.csv", {"series", "step", "mean_of_unit_means", "mean_of_unit_stds", "drift_in_stds"});
+    CsvWriter probes(dir + "/probes.csv",
+                     {"series", "step", "mean_of_unit_means", "mean_of_unit_stds", "drift_in_stds"});
     CsvWriter sens(dir + "/sensitivity.csv", {"run", "step", "relative_change_of_last_hidden_input"});
+    // Grouped by series: gnuplot draws no line through the other series' rows.
     for (const Traced& t : runs) {
-      for (const Probe& p : t.probes)
-        probes.row({words(t.placement) + " / input of layer " + std::to_string(p.layer), std::to_string(p.step),
-                    num(p.mean_of_means, 6), num(p.mean_of_stds, 6), num(p.drift, 6)});
+      for (const std::size_t layer : probed_layers(t))
+        for (const Probe& p : t.probes)
+          if (p.layer == layer)
+            probes.row({words(t.placement) + " / input of layer " + std::to_string(p.layer), std::to_string(p.step),
+                        num(p.mean_of_means, 6), num(p.mean_of_stds, 6), num(p.drift, 6)});
       for (const auto& [step, rel] : t.sensitivity) sens.row({words(t.placement), std::to_string(step), num(rel, 6)});
     }
     probes.close();
@@ -155,10 +165,7 @@ Report run_covariate_shift(const Context& ctx, const std::string& dir) {
                "step", "|dh| / |h|"};
   fsens.logy = true;
   for (const Traced& t : runs) {
-    std::vector<std::size_t> layers;
-    for (const Probe& p : t.probes)
-      if (std::find(layers.begin(), layers.end(), p.layer) == layers.end()) layers.push_back(p.layer);
-    for (const std::size_t l : layers) {
+    for (const std::size_t l : probed_layers(t)) {
       const std::string key = words(t.placement) + " / input of layer " + std::to_string(l);
       fm.series.push_back({"probes.csv", key, 2, 3, key});
       fs.series.push_back({"probes.csv", key, 2, 4, key});
@@ -207,7 +214,8 @@ Report run_covariate_shift(const Context& ctx, const std::string& dir) {
                 "An MLP 784-256-256-10 (ReLU) on Fashion-MNIST (" + std::to_string(train.count) +
                     " training examples, SGD lr 0.05, momentum 0.9, batch 64, " + std::to_string(base.steps) +
                     " steps). Every " + std::to_string(probe_every) + " steps a fixed probe batch of " +
-                    std::to_string(probe_n) + " test images goes through the network with batch statistics (what "
+                    std::to_string(probe_n) +
+                    " test images goes through the network with batch statistics (what "
                     "training sees, nothing updated), and for each hidden Linear layer the mean and standard "
                     "deviation of every unit of its input are taken. At the same moments the first layer's weights "
                     "take a step of 1% of their norm along the current gradient, and the relative change of the last "
@@ -248,40 +256,45 @@ Report run_covariate_shift(const Context& ctx, const std::string& dir) {
   };
   const double d_bn = avg_drift(bn), d_plain = avg_drift(plain);
   report.conclusion("Between consecutive probes the unit means of the last hidden layer's input moved on average " +
-                    num(d_bn, 3) + " stds with BN before ReLU and " + num(d_plain, 3) + " without BN: " +
-                    compare(d_bn, d_plain) + ".");
+                    num(d_bn, 3) + " stds with BN before ReLU and " + num(d_plain, 3) +
+                    " without BN: " + compare(d_bn, d_plain) + ".");
   const double m_bn = total_move(bn), m_plain = total_move(plain);
   report.conclusion("From the first probe to the last they moved " + num(m_bn, 3) + " stds (BN before ReLU) and " +
                     num(m_plain, 3) + " stds (no BN): " + compare(m_bn, m_plain) + ".");
   const double s_bn = sens_median(bn), s_plain = sens_median(plain);
   report.conclusion("A 1% gradient step on the first layer changed the last hidden layer's input by a median " +
-                    num(100 * s_bn, 3) + "% with BN before ReLU and " + num(100 * s_plain, 3) + "% without BN: " +
-                    compare(s_bn, s_plain) + ".");
+                    num(100 * s_bn, 3) + "% with BN before ReLU and " + num(100 * s_plain, 3) +
+                    "% without BN: " + compare(s_bn, s_plain) + ".");
   const bool ics_reduced = d_bn / d_plain < 0.67 && m_bn / m_plain < 0.67;
   report.conclusion(std::string("Claim \"BN reduces the shift of the distribution a later layer sees\": ") +
-                    (ics_reduced ? "confirmed" : d_bn / d_plain > 1.5 ? "contradicted" : "not clearly shown") +
+                    (ics_reduced            ? "confirmed"
+                     : d_bn / d_plain > 1.5 ? "contradicted"
+                                            : "not clearly shown") +
                     " on this network (by the drift of the unit means).");
   for (const auto& r : shift_rows) {
     std::string line = "Trained on shifted images, " + words(r.placement) + " scored " + fixed(r.in_dist) +
                        " on shifted test images and " + fixed(r.real_running) +
                        " on the real ones with running statistics";
-    if (std::isfinite(r.real_batch)) line += " (" + fixed(r.real_batch) + " when each test batch of 100 is normalized with its own statistics)";
+    if (std::isfinite(r.real_batch))
+      line += " (" + fixed(r.real_batch) + " when each test batch of 100 is normalized with its own statistics)";
     line += "; trained on real images it scored " + fixed(r.unshifted_baseline) + ".";
     report.conclusion(line);
   }
   if (shift_rows.size() == 2 && std::isfinite(shift_rows[0].real_batch)) {
     const double gain = shift_rows[0].real_batch - shift_rows[0].real_running;
-    report.conclusion("Running statistics do not follow a change of the input distribution: re-estimating them on "
-                      "the test batches " +
-                      std::string(gain > 0.02 ? "recovered " + fixed(gain) + " accuracy" : "changed accuracy by " + fixed(gain)) +
-                      " for the BN network.");
+    report.conclusion(
+        "Running statistics do not follow a change of the input distribution: re-estimating them on "
+        "the test batches " +
+        std::string(gain > 0.02 ? "recovered " + fixed(gain) + " accuracy" : "changed accuracy by " + fixed(gain)) +
+        " for the BN network.");
   }
 
   report.section("Hidden layers' inputs during training");
-  report.text("Layer indices count every layer: with BN before ReLU the network is Linear(0), BN(1), ReLU(2), "
-              "Linear(3), BN(4), ReLU(5), Linear(6); with BN after, Linear, ReLU, BN, …; without BN Linear(0), "
-              "ReLU(1), Linear(2), ReLU(3), Linear(4). Drift is the root mean square over units of the change of "
-              "each unit's mean since the previous probe, divided by the mean unit std at that probe.");
+  report.text(
+      "Layer indices count every layer: with BN before ReLU the network is Linear(0), BN(1), ReLU(2), "
+      "Linear(3), BN(4), ReLU(5), Linear(6); with BN after, Linear, ReLU, BN, …; without BN Linear(0), "
+      "ReLU(1), Linear(2), ReLU(3), Linear(4). Drift is the root mean square over units of the change of "
+      "each unit's mean since the previous probe, divided by the mean unit std at that probe.");
   report.image(fm.png, "mean of unit means");
   report.image(fs.png, "mean of unit stds");
   report.image(fd.png, "drift");

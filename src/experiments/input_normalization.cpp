@@ -97,13 +97,17 @@ Report run_input_normalization(const Context& ctx, const std::string& dir) {
     }
   }
   report.conclusion(std::string("Claim \"standardizing the inputs helps a network without BN\": ") +
-                    (helps > hurts ? "confirmed" : helps == hurts ? "not shown" : "contradicted") + " (better in " +
-                    std::to_string(helps) + " of " + std::to_string(settings) + " comparisons, worse in " +
-                    std::to_string(hurts) + ").");
+                    (helps > hurts    ? "confirmed"
+                     : helps == hurts ? "not shown"
+                                      : "contradicted") +
+                    " (better in " + std::to_string(helps) + " of " + std::to_string(settings) +
+                    " comparisons, worse in " + std::to_string(hurts) + ").");
   report.conclusion(std::string("Claim \"with BN the input scaling matters little\": ") +
-                    (bn_robust == settings ? "confirmed" : bn_robust > 0 ? "partly confirmed" : "contradicted") +
-                    " (BN within 0.02 accuracy of its standardized-input run in " + std::to_string(bn_robust) +
-                    " of " + std::to_string(settings) + " comparisons).");
+                    (bn_robust == settings ? "confirmed"
+                     : bn_robust > 0       ? "partly confirmed"
+                                           : "contradicted") +
+                    " (BN within 0.02 accuracy of its standardized-input run in " + std::to_string(bn_robust) + " of " +
+                    std::to_string(settings) + " comparisons).");
 
   std::vector<std::vector<std::string>> rows;
   for (const Cell& c : cells)

@@ -112,7 +112,11 @@ std::string gnuplot_script(const Figure& f) {
       gp << s.y_col;
     else
       gp << "(strcol(1) eq " << gp_quote(s.run) << " ? column(" << s.y_col << ") : 1/0)";
-    gp << " with " << (f.points ? "linespoints pt 7 ps 0.8" : "lines") << " lw 2 title " << gp_quote(s.title);
+    gp << " with "
+       << (!s.style.empty() ? s.style
+           : f.points       ? "linespoints pt 7 ps 0.8 lw 2"
+                            : "lines lw 2")
+       << " title " << gp_quote(s.title);
   }
   gp << "\n";
   return gp.str();
@@ -139,8 +143,9 @@ void render(const Figure& figure, const std::string& dir) {
 void require_gnuplot() {
   const int status = std::system("gnuplot -e \"set terminal pngcairo\" >/dev/null 2>&1");
   if (status != 0)
-    throw Error("the experiments draw their plots with gnuplot and its pngcairo terminal, which could not be run "
-                "(install it: apt-get install gnuplot-nox)");
+    throw Error(
+        "the experiments draw their plots with gnuplot and its pngcairo terminal, which could not be run "
+        "(install it: apt-get install gnuplot-nox)");
 }
 
 std::string machine_description() {

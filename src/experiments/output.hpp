@@ -52,16 +52,29 @@ std::string csv_field(const std::string& text);
 
 // One line of a plot: columns x_col and y_col (1-based) of a CSV file, only
 // the rows whose first column equals `run` (all rows when run is empty).
+// A run's rows must be contiguous in the file: gnuplot's lines stop at every
+// row of another run.
 struct Series {
+  Series(std::string csv_file, std::string run_key, int x, int y, std::string title_text, std::string style_text = "")
+      : csv(std::move(csv_file)),
+        run(std::move(run_key)),
+        x_col(x),
+        y_col(y),
+        title(std::move(title_text)),
+        style(std::move(style_text)) {}
   std::string csv;  // file name inside the experiment's folder
   std::string run;
   int x_col = 2, y_col = 3;
   std::string title;
+  std::string style;  // gnuplot "with" clause; empty = the figure's lines or linespoints
 };
 
 struct Figure {
   Figure(std::string png_name, std::string title_text, std::string x_label, std::string y_label)
-      : png(std::move(png_name)), title(std::move(title_text)), xlabel(std::move(x_label)), ylabel(std::move(y_label)) {}
+      : png(std::move(png_name)),
+        title(std::move(title_text)),
+        xlabel(std::move(x_label)),
+        ylabel(std::move(y_label)) {}
   std::string png;  // file name inside the experiment's folder
   std::string title, xlabel, ylabel;
   bool logx = false, logy = false;

@@ -87,7 +87,8 @@ Report run_regularization(const Context& ctx, const std::string& dir) {
                     " epochs with Adam (lr 0.001) at each mini-batch size, with BN before each ReLU, without BN, and "
                     "without BN but with dropout 0.3 after each ReLU. Train accuracy is measured in eval mode (running "
                     "statistics, no dropout) on the training subset; test accuracy on " +
-                    std::to_string(test.count) + " test examples. The number of epochs is fixed, so a larger batch "
+                    std::to_string(test.count) +
+                    " test examples. The number of epochs is fixed, so a larger batch "
                     "also means fewer steps.");
   auto at = [&](const std::string& v, std::int64_t b) -> const Cell* {
     for (const Cell& c : cells)
@@ -103,17 +104,19 @@ Report run_regularization(const Context& ctx, const std::string& dir) {
                     fixed(ns->test_acc) + "); dropout 0.3 without BN: gap " + fixed(ds->gap()) + ", test accuracy " +
                     fixed(ds->test_acc) + ".");
   report.conclusion("At batch " + std::to_string(large) + " the gap was " + fixed(bl->gap()) + " with BN and " +
-                    fixed(nl->gap()) + " without (test accuracy " + fixed(bl->test_acc) + " vs " +
-                    fixed(nl->test_acc) + ").");
+                    fixed(nl->gap()) + " without (test accuracy " + fixed(bl->test_acc) + " vs " + fixed(nl->test_acc) +
+                    ").");
   const bool regularizes = effect_small > 0.005;
   report.conclusion(std::string("Claim \"BN's batch noise regularizes (a smaller gap than without BN)\" at small "
                                 "batches: ") +
-                    (regularizes ? "confirmed" : effect_small < -0.005 ? "contradicted" : "not shown") +
+                    (regularizes             ? "confirmed"
+                     : effect_small < -0.005 ? "contradicted"
+                                             : "not shown") +
                     " (gap reduced by " + fixed(effect_small) + " at batch " + std::to_string(small) + ").");
   report.conclusion(std::string("Claim \"the effect shrinks as the batch grows\": ") +
                     (regularizes && effect_large < effect_small - 0.005 ? "confirmed"
-                     : regularizes                                       ? "not shown"
-                                                                         : "not applicable") +
+                     : regularizes                                      ? "not shown"
+                                                                        : "not applicable") +
                     " (gap reduction " + fixed(effect_small) + " at batch " + std::to_string(small) + ", " +
                     fixed(effect_large) + " at batch " + std::to_string(large) + ").");
   const bool dropout_better = ds->gap() < bs->gap() - 0.005;

@@ -157,7 +157,8 @@ void recompute_population_statistics(Model& model, const ImageDataset& data, con
       const std::int64_t N = t.shape()[0], S = t.size() / (N * static_cast<std::int64_t>(C));
       for (std::int64_t n = 0; n < N; ++n)
         for (std::size_t c = 0; c < C; ++c)
-          for (std::int64_t k = 0; k < S; ++k) sum[c] += t[(n * static_cast<std::int64_t>(C) + static_cast<std::int64_t>(c)) * S + k];
+          for (std::int64_t k = 0; k < S; ++k)
+            sum[c] += t[(n * static_cast<std::int64_t>(C) + static_cast<std::int64_t>(c)) * S + k];
       count += static_cast<double>(N * S);
     });
     // The forward in the second pass reads only the layers before i, whose
@@ -167,7 +168,8 @@ void recompute_population_statistics(Model& model, const ImageDataset& data, con
       for (std::int64_t n = 0; n < N; ++n)
         for (std::size_t c = 0; c < C; ++c)
           for (std::int64_t k = 0; k < S; ++k) {
-            const double d = t[(n * static_cast<std::int64_t>(C) + static_cast<std::int64_t>(c)) * S + k] - sum[c] / count;
+            const double d =
+                t[(n * static_cast<std::int64_t>(C) + static_cast<std::int64_t>(c)) * S + k] - sum[c] / count;
             sq[c] += d * d;
           }
     });

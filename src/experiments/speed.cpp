@@ -16,6 +16,9 @@ const SpeedRun* find_run(const std::vector<SpeedRun>& runs, const std::string& p
   return nullptr;
 }
 
+// Trained without a NaN but ended no better than guessing among 10 classes.
+bool collapsed(const RunResult& r) { return !r.diverged() && !(r.final_test_accuracy >= 0.2); }
+
 std::string placement_words(const std::string& p) { return p == "none" ? "no BN" : "BN " + p + " ReLU"; }
 
 }  // namespace
@@ -41,17 +44,28 @@ std::vector<std::string> speed_conclusions(const std::vector<SpeedRun>& runs, do
     if (b.diverged() != a.diverged()) {
       const RunResult& ok = a.diverged() ? b : a;
       const RunResult& bad = a.diverged() ? a : b;
-      line += placement_words(a.diverged() ? "none" : "before") + " reached " + fixed(ok.final_test_accuracy) +
-              " test accuracy while " + placement_words(a.diverged() ? "before" : "none") +
-              " diverged (loss NaN at step " + std::to_string(bad.diverged_at) + ").";
+      line += placement_words(a.diverged() ? "none" : "before") +
+              (collapsed(ok) ? " did not diverge but ended at " : " reached ") + fixed(ok.final_test_accuracy) +
+              " test accuracy" + (collapsed(ok) ? " (chance level)" : "") + " while " +
+              placement_words(a.diverged() ? "before" : "none") + " diverged (loss NaN at step " +
+              std::to_string(bad.diverged_at) + ").";
       out.push_back(line);
-      (a.diverged() ? slower : faster) += 1;
+      // Surviving at chance level is no better than diverging.
+      if (!collapsed(ok)) (a.diverged() ? slower : faster) += 1;
+      continue;
+    }
+    if (collapsed(a) && collapsed(b)) {
+      out.push_back(line + "both BN before ReLU and no BN ended at chance level (" + fixed(a.final_test_accuracy) +
+                    " and " + fixed(b.final_test_accuracy) + " test accuracy) without a NaN.");
       continue;
     }
     const std::int64_t sa = a.steps_to_accuracy(threshold), sb = b.steps_to_accuracy(threshold);
-    line += "BN before ReLU ended at " + fixed(a.final_test_accuracy) + " test accuracy, no BN at " +
-            fixed(b.final_test_accuracy) + "; " + fixed(threshold, 2) + " was reached ";
-    auto when = [](std::int64_t steps) { return steps < 0 ? std::string("never") : "at step " + std::to_string(steps); };
+    line += "BN before ReLU ended at " + fixed(a.final_test_accuracy) + " test accuracy" +
+            (collapsed(a) ? " (chance level)" : "") + ", no BN at " + fixed(b.final_test_accuracy) +
+            (collapsed(b) ? " (chance level)" : "") + "; " + fixed(threshold, 2) + " was reached ";
+    auto when = [](std::int64_t steps) {
+      return steps < 0 ? std::string("never") : "at step " + std::to_string(steps);
+    };
     line += when(sa) + " with BN and " + when(sb) + " without";
     if (sa >= 0 && (sb < 0 || sa < sb)) {
       ++faster;
@@ -86,18 +100,22 @@ std::vector<std::string> speed_conclusions(const std::vector<SpeedRun>& runs, do
   out.push_back(tolerated);
   if (faster + slower > 0)
     out.push_back(std::string("Claim \"BN makes optimization faster\": ") +
-                  (faster > slower ? "confirmed" : faster == slower ? "not shown either way" : "contradicted") +
+                  (faster > slower    ? "confirmed"
+                   : faster == slower ? "not shown either way"
+                                      : "contradicted") +
                   " (BN before ReLU ahead in " + std::to_string(faster) + " of the settings, behind in " +
                   std::to_string(slower) + ").");
   out.push_back(std::string("Claim \"BN tolerates larger learning rates\": ") +
-                (best_bn > best_plain ? "confirmed" : best_bn == best_plain ? "not shown (same largest rate)" : "contradicted") +
+                (best_bn > best_plain    ? "confirmed"
+                 : best_bn == best_plain ? "not shown (same largest rate)"
+                                         : "contradicted") +
                 ".");
   return out;
 }
 
 Report run_speed(const Context& ctx, const std::string& dir) {
   const std::int64_t steps = ctx.quick ? 300 : 5000;
-  const std::int64_t eval_every = ctx.quick ? 50 : 250;
+  const std::int64_t eval_every = ctx.quick ? 50 : 100;
   const double threshold = ctx.quick ? 0.8 : 0.85;
   auto [train, test] = datasets(ctx, 10000);
   const InputNormalization norm = InputNormalization::fit(train, "pixel");
@@ -106,8 +124,10 @@ Report run_speed(const Context& ctx, const std::string& dir) {
     std::string label, optimizer;
     float lr;
   };
-  const std::vector<Setting> settings = {
-      {"sgd lr 0.01", "sgd", 0.01f}, {"sgd lr 0.1", "sgd", 0.1f}, {"sgd lr 1", "sgd", 1.0f}, {"adam lr 0.001", "adam", 0.001f}};
+  const std::vector<Setting> settings = {{"sgd lr 0.01", "sgd", 0.01f},
+                                         {"sgd lr 0.1", "sgd", 0.1f},
+                                         {"sgd lr 1", "sgd", 1.0f},
+                                         {"adam lr 0.001", "adam", 0.001f}};
   std::vector<SpeedRun> grid;
   for (const Setting& s : settings)
     for (const std::string p : {"before", "after", "none"}) {
@@ -136,8 +156,8 @@ Report run_speed(const Context& ctx, const std::string& dir) {
                     " training examples, batch 64, " + std::to_string(steps) +
                     " steps) with batch norm before each ReLU, after it, or none, trained with SGD (momentum 0.9) at "
                     "learning rates 0.01, 0.1 and 1, and with Adam (lr 0.001). Test accuracy (" +
-                    std::to_string(test.count) + " examples, running statistics) every " +
-                    std::to_string(eval_every) + " steps. A run whose loss or gradient became NaN or infinite stops "
+                    std::to_string(test.count) + " examples, running statistics) every " + std::to_string(eval_every) +
+                    " steps. A run whose loss or gradient became NaN or infinite stops "
                     "there and is marked as diverged.");
   for (const auto& c : speed_conclusions(grid, threshold)) report.conclusion(c);
 
