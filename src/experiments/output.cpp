@@ -95,8 +95,8 @@ std::string gnuplot_script(const Figure& f) {
      << "set title " << gp_quote(f.title) << " noenhanced\n"
      << "set xlabel " << gp_quote(f.xlabel) << "\n"
      << "set ylabel " << gp_quote(f.ylabel) << "\n"
-     << "set grid\nset key outside right top noenhanced\n";
-  if (f.logx) gp << "set logscale x 2\n";
+     << "set grid\nset key below noenhanced\nset format x '%g'\n";
+  if (f.logx) gp << "set logscale x " << f.logx_base << "\n";
   if (f.logy) gp << "set logscale y\n";
   if (!f.xrange.empty()) gp << "set xrange " << f.xrange << "\n";
   if (!f.yrange.empty()) gp << "set yrange " << f.yrange << "\n";

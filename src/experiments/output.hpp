@@ -78,6 +78,7 @@ struct Figure {
   std::string png;  // file name inside the experiment's folder
   std::string title, xlabel, ylabel;
   bool logx = false, logy = false;
+  int logx_base = 10;
   std::string xrange, yrange;  // gnuplot ranges like "[0:2.5]"; empty = automatic
   bool points = false;         // linespoints instead of lines
   std::vector<Series> series;

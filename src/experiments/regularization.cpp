@@ -73,6 +73,7 @@ Report run_regularization(const Context& ctx, const std::string& dir) {
   Figure fgap{"gap.png", "Train accuracy minus test accuracy", "mini-batch size", "train/test accuracy gap"};
   Figure facc{"test_accuracy.png", "Test accuracy", "mini-batch size", "test accuracy"};
   fgap.logx = facc.logx = true;
+  fgap.logx_base = facc.logx_base = 2;
   fgap.points = facc.points = true;
   for (const Variant& v : variants) {
     fgap.series.push_back({"batch_size.csv", v.label, 2, 5, v.label});

@@ -15,7 +15,7 @@ namespace {
 struct Row {
   std::string training;   // "300 steps": the series key in the CSV file
   std::string momentum;   // "0.1", "cumulative"
-  double momentum_value;  // for the plot's x axis; cumulative is plotted at 1/steps
+  double momentum_value;  // the plots' x axis; NaN for cumulative, which is in the table only
   double running, own, population, batch100;
   double mean_error, var_error;  // running vs population, averaged over units of every BN layer
   bool diverged;
@@ -62,7 +62,7 @@ Report run_test_time(const Context& ctx, const std::string& dir) {
       const RunResult r = train_run(model, rc, train, test, norm);
       Row row{std::to_string(steps) + " steps",
               rc.name,
-              m ? static_cast<double>(*m) : 1.0 / static_cast<double>(steps),
+              m ? static_cast<double>(*m) : kNaN,
               kNaN,
               kNaN,
               kNaN,
@@ -139,7 +139,7 @@ Report run_test_time(const Context& ctx, const std::string& dir) {
                     "variance of each BN layer's input over the whole training subset, recomputed layer by layer. "
                     "For comparison, batches of 100 test examples normalized with their own statistics. Momentum is "
                     "the weight of the new batch (PyTorch's convention); \"cumulative\" is the plain average of all "
-                    "batches (plotted at 1/steps).");
+                    "batches (in the table only).");
   const Row* def = nullptr;
   for (const Row& r : rows)
     if (r.momentum == "0.1" && r.training == long_key) def = &r;
@@ -174,6 +174,9 @@ Report run_test_time(const Context& ctx, const std::string& dir) {
                         fixed(gap) + " accuracy, at momentum " + worst->momentum + " (mean error " +
                         num(worst->mean_error, 3) + " stds); " +
                         (gap <= 0.01 ? "every momentum tried stayed within 0.01 of the exact statistics"
+                         : std::isnan(worst->momentum_value)
+                             ? "the cumulative average still weighs the first batches, from a network that has "
+                               "since changed, as much as the last"
                          : worst->momentum_value < 0.05
                              ? "the momentum matters: averages this slow still remember their initial 0 and 1"
                              : "the momentum matters: averages this fast follow the last few noisy batches") +
