@@ -2,6 +2,7 @@
 // (what eval mode does), with the example's own statistics (a batch of one
 // normalized by itself), and with exact population statistics recomputed over
 // the training set; and how the running averages' momentum changes the gap.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -183,6 +184,21 @@ Report run_test_time(const Context& ctx, const std::string& dir) {
                         ".");
     }
   }
+  if (def && !def->diverged) {
+    report.conclusion(std::string("Claim \"at test time the running averages stand in for the population "
+                                  "statistics\": ") +
+                      (std::abs(def->population - def->running) <= 0.01 ? "confirmed" : "contradicted") +
+                      " at momentum 0.1 (" + fixed(def->running) + " vs " + fixed(def->population) + ").");
+    report.conclusion(std::string("Claim \"normalizing an example with its own statistics is nonsense\": ") +
+                      (def->own < 0.2 ? "confirmed" : "contradicted") + " (" + fixed(def->own) +
+                      " test accuracy, chance is 0.1).");
+  }
+  double widest = 0.0;
+  for (const Row& r : rows)
+    if (!r.diverged) widest = std::max(widest, r.population - r.running);
+  report.conclusion(std::string("Claim \"the momentum of the running averages matters\": ") +
+                    (widest > 0.01 ? "confirmed" : "not shown") + " (largest gap " + fixed(widest) +
+                    " accuracy over the momenta and training lengths tried).");
   report.section("Accuracy against momentum");
   report.image(facc.png, "accuracy vs momentum");
   report.image(fgap.png, "gap vs momentum");
