@@ -120,7 +120,7 @@ Report run_regularization(const Context& ctx, const std::string& dir) {
   report.conclusion(std::string("Claim \"the effect shrinks as the batch grows\": ") +
                     (regularizes && effect_large < effect_small - kEffect ? "confirmed"
                      : regularizes                                        ? "not shown"
-                                                                          : "not applicable (no effect to shrink)") +
+                                                                          : "not applicable, there is no effect to shrink") +
                     " (gap reduction " + fixed(effect_small) + " at batch " + std::to_string(small) + ", " +
                     fixed(effect_large) + " at batch " + std::to_string(large) + ").");
   const bool dropout_better = ds->gap() < bs->gap() - kEffect;
@@ -135,8 +135,8 @@ Report run_regularization(const Context& ctx, const std::string& dir) {
   std::vector<std::vector<std::string>> rows;
   for (const Cell& c : cells)
     rows.push_back({c.variant, std::to_string(c.batch), fixed(c.train_acc), fixed(c.test_acc), fixed(c.gap()),
-                    c.diverged ? "diverged" : ""});
-  report.table({"network", "batch", "train accuracy", "test accuracy", "gap", ""}, rows);
+                    c.diverged ? "diverged" : "-"});
+  report.table({"network", "batch", "train accuracy", "test accuracy", "gap", "diverged"}, rows);
   report.text("Data: `batch_size.csv`.");
   return report;
 }
