@@ -120,7 +120,7 @@ Report run_regularization(const Context& ctx, const std::string& dir) {
   report.conclusion(std::string("Claim \"the effect shrinks as the batch grows\": ") +
                     (regularizes && effect_large < effect_small - kEffect ? "confirmed"
                      : regularizes                                        ? "not shown"
-                                                                          : "not applicable, there is no effect to shrink") +
+                                   : "not applicable, there is no effect to shrink") +
                     " (gap reduction " + fixed(effect_small) + " at batch " + std::to_string(small) + ", " +
                     fixed(effect_large) + " at batch " + std::to_string(large) + ").");
   const bool dropout_better = ds->gap() < bs->gap() - kEffect;
