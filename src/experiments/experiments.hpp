@@ -1,0 +1,48 @@
+#pragma once
+// The experiments behind `bnorm experiment`: each reproduces a claim the
+// course makes about batch norm, writes CSV files, PNG plots and report.md to
+// <out>/<name>/, and states its conclusions from what it measured.
+#include <string>
+#include <vector>
+
+#include "output.hpp"
+#include "runs.hpp"
+
+namespace bnorm::exp {
+
+struct Experiment {
+  const char* name;
+  const char* claim;  // one line, for the index
+  // Runs the experiment in dir (created by the caller) and returns its report.
+  Report (*run)(const Context& ctx, const std::string& dir);
+};
+const std::vector<Experiment>& experiments();
+
+Report run_speed(const Context& ctx, const std::string& dir);
+Report run_covariate_shift(const Context& ctx, const std::string& dir);
+Report run_regularization(const Context& ctx, const std::string& dir);
+Report run_test_time(const Context& ctx, const std::string& dir);
+Report run_input_normalization(const Context& ctx, const std::string& dir);
+
+// Shared by the experiments that compare training curves: curves.csv (run,
+// step, train_loss) and evals.csv (run, step, test_loss, test_accuracy).
+void write_curves(const std::vector<RunResult>& runs, const std::string& dir);
+// A loss and an accuracy figure for the named runs; returns the two PNG names.
+std::vector<std::string> curve_figures(const std::vector<RunResult>& runs, const std::string& dir,
+                                       const std::string& stem, const std::string& title);
+// "diverged (loss NaN at step 40)", "0.861", ...: a run's outcome in words.
+std::string outcome(const RunResult& r);
+
+// The speed experiment's grid: one run per placement and optimizer setting.
+struct SpeedRun {
+  std::string placement;  // "before", "after", "none"
+  std::string setting;    // "sgd lr 0.1", "adam lr 0.001"
+  double sgd_lr = kNaN;   // the SGD learning rate; NaN for Adam
+  RunResult result;
+};
+// Conclusions from the grid: divergence, steps to reach `threshold` test
+// accuracy with and without BN, and the largest SGD rate each placement
+// survives. Pure, so a test can feed it synthetic runs.
+std::vector<std::string> speed_conclusions(const std::vector<SpeedRun>& runs, double threshold);
+
+}  // namespace bnorm::exp
