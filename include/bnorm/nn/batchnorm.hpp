@@ -4,6 +4,10 @@
 #include "bnorm/nn/layer.hpp"
 
 namespace bnorm {
+class BatchStatsSync;
+}
+
+namespace bnorm {
 
 // Options of a batch-norm layer, with PyTorch's defaults.
 struct BatchNormOptions {
@@ -51,6 +55,15 @@ class BatchNorm final : public Layer {
   std::span<float> running_var() { return running_var_; }
   std::int64_t num_batches_tracked() const { return num_batches_tracked_; }
 
+  // Synchronized batch norm (nn/batch_stats_sync.hpp). With a hook, a
+  // Mode::train forward normalizes with the statistics of the whole batch
+  // across processes and its backward uses the gradient sums of the whole
+  // batch; the input may then have N = 0. The parameter gradients stay this
+  // process's own sums (the caller all-reduces them with the rest).
+  // nullptr (the default) normalizes this process's input alone.
+  void set_stats_sync(BatchStatsSync* sync) { sync_ = sync; }
+  BatchStatsSync* stats_sync() const { return sync_; }
+
  private:
   std::int64_t C_;
   BatchNormOptions options_;
@@ -61,6 +74,11 @@ class BatchNorm final : public Layer {
   std::vector<float> running_mean_;  // (C), init 0
   std::vector<float> running_var_;   // (C), init 1
   std::int64_t num_batches_tracked_ = 0;
+  BatchStatsSync* sync_ = nullptr;
+
+  void forward_synced(Tensor& y, const Tensor& x, std::int64_t N, std::int64_t S);
+  void backward_synced(Tensor* dx, const Tensor& dy, std::int64_t N, std::int64_t S);
+  void update_running_estimates(std::int64_t m);  // from mean_ and var_ over m values
 
   // Saved by the training forward for the backward: x_hat is recomputed from these.
   const Tensor* x_ = nullptr;  // (N, C, S)
@@ -68,6 +86,7 @@ class BatchNorm final : public Layer {
   std::vector<float> var_;      // (C) biased batch variance
   std::vector<float> inv_std_;  // (C)
   bool have_train_cache_ = false;
+  double synced_count_ = 0;  // values in the whole batch of the last synced forward; 0: not synced
 };
 
 }  // namespace bnorm
