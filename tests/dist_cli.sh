@@ -39,6 +39,14 @@ check "--bn-sync local refuses shares too small to normalize" 'rc!=0' err~"unsyn
 run "$BNORM" train "${SMALL[@]}" --bn-sync local --out "$T/m5.st"
 check "--bn-sync without --distributed is refused" rc=1 err~"--bn-sync applies only with --distributed"
 
+# A distributed checkpoint resumes, under mpirun, to the same bytes as an
+# uninterrupted distributed run (rank 0 writes it; every rank reads it).
+run "${MPI[@]}" -np 2 "$BNORM" train --distributed --train-size 600 --test-size 200 --epochs 1 --checkpoint-every 4 --out "$T/r.st"
+check "a distributed run writes checkpoints" rc=0
+run "${MPI[@]}" -np 2 "$BNORM" train --distributed --resume "$T/r.st.ckpt" --epochs 2 --out "$T/r.st"
+check "and resumes from them" rc=0 out~"epoch 2/2"
+check_true "resumed = uninterrupted, byte for byte" cmp -s "$T/r.st" "$T/m.st"
+
 # One rank fails before the first collective (its data directory is missing):
 # the other must not wait for it forever.
 run timeout 60 "${MPI[@]}" -np 1 "$BNORM" train --distributed "${SMALL[@]}" --out "$T/m6.st" : \

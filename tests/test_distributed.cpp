@@ -66,7 +66,7 @@ void train(Model& model, const Case& c, DataParallel* dist) {
   const ImageDataset data = make_data(c.count);
   const ImageDataset none;
   const InputNormalization norm = InputNormalization::fit(data, "pixel");
-  Sgd sgd(0.1f, 0.9f, 1e-4f);
+  Sgd sgd(0.05f, 0.9f, 1e-4f);
   TrainConfig tc;
   tc.epochs = 2;
   tc.batch_size = c.batch;
@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
   };
   constexpr double kTolerance = 1e-5;
   if (world.rank() == 0) {
-    std::printf("K = %d processes; 2 epochs of SGD (momentum 0.9, lr 0.1); difference to one process on the same global batches,\n"
+    std::printf("K = %d processes; 2 epochs of SGD (momentum 0.9, lr 0.05); difference to one process on the same global batches,\n"
                 "max |a - b| / max |b| per tensor, worst parameter tensor / worst running mean or variance\n",
                 K);
     std::printf("%-3s %-5s %-7s %-6s %-13s %-14s %-13s %s\n", "K", "model", "bn-sync", "batch", "max param diff",
