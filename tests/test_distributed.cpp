@@ -48,7 +48,7 @@ ImageDataset make_data(std::int64_t count) {
 }
 
 struct Case {
-  const char* model;  // "mlp" or "cnn"
+  const char* model;  // "mlp", "cnn", with "+dropout"
   std::string arch;
   std::int64_t batch;
   std::int64_t count;
@@ -119,6 +119,8 @@ int main(int argc, char** argv) {
   const int K = world.size();
   const std::string mlp = "fc:16,bn,relu,fc:12,bn,relu,fc:10";
   const std::string cnn = "conv3x3:4,bn,relu,maxpool2,conv3x3:6,bn,relu,gap,fc:10";
+  const std::string mlp_dropout = "fc:16,bn,relu,dropout:0.3,fc:12,bn,relu,fc:10";
+  const std::string cnn_dropout = "conv3x3:4,bn,relu,dropout:0.2,maxpool2,conv3x3:6,bn,relu,gap,fc:10";
   const std::vector<Case> cases = {
       {"mlp", mlp, 10, 43, true},  {"cnn", cnn, 10, 43, true},   // uneven shares; last batch of 3
       {"mlp", mlp, 5, 21, true},                                  // shares of 1 (K = 3: 2, 2, 1)
@@ -126,13 +128,15 @@ int main(int argc, char** argv) {
                                    // values per channel x_hat is ±1 whatever x is, so its input gradient is
                                    // rounding noise in every run
       {"mlp", mlp, 12, 48, false}, {"cnn", cnn, 12, 48, false},  // per-share statistics
+      {"mlp+dropout", mlp_dropout, 10, 43, true},                 // masks as one process draws them
+      {"cnn+dropout", cnn_dropout, 2, 21, true},                  // and past an empty share
   };
   constexpr double kTolerance = 1e-5;
   if (world.rank() == 0) {
     std::printf("K = %d processes; 2 epochs of SGD (momentum 0.9, lr 0.05); difference to one process on the same global batches,\n"
                 "max |a - b| / max |b| per tensor, worst parameter tensor / worst running mean or variance\n",
                 K);
-    std::printf("%-3s %-5s %-7s %-6s %-13s %-14s %-13s %s\n", "K", "model", "bn-sync", "batch", "max param diff",
+    std::printf("%-3s %-11s %-7s %-6s %-13s %-14s %-13s %s\n", "K", "model", "bn-sync", "batch", "max param diff",
                 "max run-stat diff", "same on ranks", "result");
   }
   double failures = 0;
@@ -164,7 +168,7 @@ int main(int argc, char** argv) {
     world.allreduce_sum(std::span<double>(&failed, 1));
     failures += failed;
     if (world.rank() == 0)
-      std::printf("%-3d %-5s %-7s %-6lld %-13.2e %-14.2e    %-13s %s\n", K, c.model, c.sync ? "global" : "local",
+      std::printf("%-3d %-11s %-7s %-6lld %-13.2e %-14.2e    %-13s %s\n", K, c.model, c.sync ? "global" : "local",
                   static_cast<long long>(c.batch), dp, ds, same ? "yes" : "NO", verdict.c_str());
   }
   if (world.rank() == 0) std::printf("%s\n", failures == 0 ? "all cases passed" : "some cases FAILED");

@@ -9,6 +9,7 @@
 #include "bnorm/error.hpp"
 #include "bnorm/nn/batch_stats_sync.hpp"
 #include "bnorm/nn/loss.hpp"
+#include "bnorm/nn/pooling.hpp"
 #include "bnorm/train/batches.hpp"
 #include "bnorm/train/data_parallel.hpp"
 #include "bnorm/train/numeric_check.hpp"
@@ -171,6 +172,35 @@ class SyncAttachment {
   int layers_;
 };
 
+// The model's dropout layers, told which share of each batch this process
+// holds so that their masks match a single process's (and reset afterwards).
+class DropoutShares {
+ public:
+  explicit DropoutShares(Model& model) {
+    Shape shape = model.input_shape();
+    for (std::size_t i = 0; i < model.num_layers(); ++i) {
+      if (auto* d = dynamic_cast<Dropout*>(&model.layer(i))) layers_.push_back({d, numel(shape)});
+      shape = model.layer(i).output_shape(shape);
+    }
+  }
+  ~DropoutShares() {
+    for (const auto& [layer, per_example] : layers_) layer->set_batch_share(0, -1);
+  }
+  DropoutShares(const DropoutShares&) = delete;
+  DropoutShares& operator=(const DropoutShares&) = delete;
+
+  void set(const Share& share, std::int64_t total) {
+    for (const auto& [layer, per_example] : layers_)
+      if (share.count > 0)
+        layer->set_batch_share(share.begin, total);
+      else
+        layer->skip_batch(total, per_example);  // its forward does not run
+  }
+
+ private:
+  std::vector<std::pair<Dropout*, std::int64_t>> layers_;  // layer, values per example
+};
+
 std::string step_text(std::int64_t epoch, std::int64_t batch, std::int64_t batches, std::int64_t step) {
   return "epoch " + std::to_string(epoch) + ", batch " + std::to_string(batch) + "/" + std::to_string(batches) +
          ", global step " + std::to_string(step);
@@ -222,6 +252,7 @@ void Trainer::fit(const ImageDataset& train, const ImageDataset& test,
   DataParallel* const dist = config_.dist;
   const int rank = dist ? dist->rank() : 0, ranks = dist ? dist->size() : 1;
   const SyncAttachment sync(model_, dist && config_.sync_batch_stats ? dist : nullptr);
+  DropoutShares dropout(model_);
   if (dist) {
     const std::int64_t smallest_batch = std::min(config_.batch_size, order.examples_per_epoch() -
                                                                          (order.num_batches() - 1) * config_.batch_size);
@@ -258,6 +289,7 @@ void Trainer::fit(const ImageDataset& train, const ImageDataset& test,
       const auto global_n = static_cast<std::int64_t>(batch.size());
       const Share share = dist ? share_of(global_n, rank, ranks) : Share{0, global_n};
       const auto idx = batch.subspan(static_cast<std::size_t>(share.begin), static_cast<std::size_t>(share.count));
+      if (dist) dropout.set(share, global_n);
       if (skip_mode) snapshot.save();
       LossResult r;
       if (share.count > 0) {
