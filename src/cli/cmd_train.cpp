@@ -485,7 +485,8 @@ Runner add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed for initialization and shuffling (same seed, machine and threads: same bits)")
       ->capture_default_str();
-  cmd->add_option("--threads", o->threads, "Threads for the matrix products (0 = one per core)")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "Threads for OpenBLAS and OpenMP (0 = one per core; with --distributed: per rank, 0 = the rank's "
+                  "bound cores, at most this machine's cores divided among its ranks)")->capture_default_str();
   cmd->add_option("--train-size", o->train_size, "Use only the first N training examples (0 = all)")->capture_default_str();
   cmd->add_option("--test-size", o->test_size, "Use only the first N test examples (0 = all)")->capture_default_str();
   cmd->add_option("--out", o->out, "Model file to write (safetensors, loadable by PyTorch); saved after every epoch")
