@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up bnorm on Debian 12: installs what it needs from Debian's archive
 # (as root; skipped otherwise) and builds it in build/.
-#   scripts/setup.sh            the library, the bnorm tool and Fashion-MNIST
+#   scripts/setup.sh            the library, the bnorm tool (with OpenMPI for --distributed) and Fashion-MNIST
 #   scripts/setup.sh --tests    also PyTorch, for the tests that compare with it, and
 #                               gnuplot (pngcairo), for the test that runs the experiments
 # Environment: BNORM_BUILD_DIR (default build), BNORM_CMAKE_FLAGS (e.g.
@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(g++ cmake make libopenblas-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
+          openmpi-bin libopenmpi-dev
           dataset-fashion-mnist)
 if [ "${1:-}" = "--tests" ]; then
   packages+=(python3-torch python3-numpy gnuplot-nox)

@@ -16,6 +16,8 @@ class Rng {
   double uniform();                              // [0, 1)
   double normal();                               // mean 0, variance 1 (Box-Muller)
   std::uint64_t below(std::uint64_t bound);      // uniform in [0, bound), unbiased
+  // Skips n draws of next_u64 (or uniform: one draw each).
+  void discard(std::uint64_t n) { engine_.discard(n); }
 
   // The whole state as text (the engine's standard text form, then the
   // Box-Muller spare), so a checkpoint resumes the exact same stream.

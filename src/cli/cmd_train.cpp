@@ -1,3 +1,4 @@
+#include <sched.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -7,6 +8,7 @@
 #include <fstream>
 #include <memory>
 #include <set>
+#include <thread>
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/checkpoint.hpp"
@@ -15,7 +17,11 @@
 #include "bnorm/nn/arch.hpp"
 #include "bnorm/json_number.hpp"
 #include "bnorm/nn/layer_factory.hpp"
+#include "bnorm/train/data_parallel.hpp"
 #include "bnorm/train/trainer.hpp"
+#ifdef BNORM_HAVE_MPI
+#include "bnorm/dist/mpi.hpp"
+#endif
 #include "commands.hpp"
 #include "progress.hpp"
 
@@ -53,6 +59,8 @@ struct TrainOptions {
   std::int64_t checkpoint_every = 0;
   std::string checkpoint;  // default: <out>.ckpt
   std::string resume;
+  bool distributed = false;
+  std::string bn_sync = "global";
   std::set<std::string> explicit_flags;  // long names given on the command line, e.g. "lr"
 };
 
@@ -198,8 +206,34 @@ std::string read_arch_file(const std::string& path) {
   return text;
 }
 
-void run_train(const TrainOptions& cli) {
-  apply_threads(cli.threads);
+// The processes of a distributed run as this one sees them; one process alone otherwise.
+struct Cluster {
+  DataParallel* dist = nullptr;
+  int rank = 0, size = 1, local_size = 1;
+  bool root() const { return rank == 0; }
+};
+
+// Cores this process may run on (mpirun --bind-to narrows them).
+int usable_cores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  const unsigned cores = std::thread::hardware_concurrency();
+  return cores ? static_cast<int>(cores) : 1;
+}
+
+// --threads 0 under --distributed: the cores this rank is bound to, at most
+// this machine's cores divided among its ranks, so that ranks sharing a
+// machine do not oversubscribe it (OpenBLAS and OpenMP both get this count).
+int threads_per_rank(int requested, const Cluster& c) {
+  if (requested != 0 || !c.dist) return requested;
+  const unsigned hw = std::thread::hardware_concurrency();
+  const int share = std::max(1, static_cast<int>(hw ? hw : 1) / std::max(1, c.local_size));
+  return std::min(usable_cores(), share);
+}
+
+void run_train(const TrainOptions& cli, const Cluster& cluster) {
+  const int threads = threads_per_rank(cli.threads, cluster);
+  apply_threads(threads);
   // With --resume everything that decides the result comes from the
   // checkpoint (validated like a model file before anything else happens).
   std::optional<Checkpoint> checkpoint;
@@ -220,9 +254,10 @@ void run_train(const TrainOptions& cli) {
   if (!(o.bn_momentum >= 0.0f && o.bn_momentum <= 1.0f)) throw Error("--bn-momentum must be in [0, 1]");
   if (!(o.eps > 0.0f)) throw Error("--eps must be > 0");
   if (o.checkpoint_every < 0) throw Error("--checkpoint-every must be >= 0 (0 = no checkpoints)");
-  check_output_writable(o.out);
+  // Only rank 0 writes files.
+  if (cluster.root()) check_output_writable(o.out);
   const std::string checkpoint_path = o.checkpoint.empty() ? o.out + ".ckpt" : o.checkpoint;
-  if (o.checkpoint_every > 0) check_output_writable(checkpoint_path);
+  if (o.checkpoint_every > 0 && cluster.root()) check_output_writable(checkpoint_path);
 
   BatchNormOptions bn_options;
   bn_options.eps = o.eps;
@@ -267,27 +302,52 @@ void run_train(const TrainOptions& cli) {
     }
   }
 
-  const nlohmann::json training = {{"epochs", o.epochs},   {"arch", arch},   {"batch_size", o.batch_size}, {"lr", o.lr},
-                                   {"optimizer", o.optimizer}, {"momentum", o.momentum},
-                                   {"weight_decay", o.weight_decay}, {"seed", o.seed},
-                                   {"train_size", train.count},  {"bn", o.bn}, {"data", o.data}};
+  nlohmann::json training = {{"epochs", o.epochs},   {"arch", arch},   {"batch_size", o.batch_size}, {"lr", o.lr},
+                             {"optimizer", o.optimizer}, {"momentum", o.momentum},
+                             {"weight_decay", o.weight_decay}, {"seed", o.seed},
+                             {"train_size", train.count},  {"bn", o.bn}, {"data", o.data}};
+  if (cluster.dist) {
+    training["processes"] = cluster.size;
+    training["bn_sync"] = o.bn_sync;
+  }
   const nlohmann::json config = config_json(o);
-  if (checkpoint)
-    std::fprintf(o.json ? stderr : stdout,
+  if (cluster.dist) {
+    // Ranks started with different options would disagree at the first
+    // step, or wait forever for one another: refuse before that.
+    const std::string text = config.dump() + " " + o.bn_sync;
+    const std::vector<std::uint64_t> all =
+        cluster.dist->allgather(fingerprint({reinterpret_cast<const unsigned char*>(text.data()), text.size()}));
+    for (std::size_t r = 1; r < all.size(); ++r)
+      if (all[r] != all[0])
+        throw Error("rank " + std::to_string(r) + " was started with different training options than rank 0; "
+                    "every rank must run the same command");
+  }
+  // Rank 0 speaks for the run; the other ranks print only their own errors.
+  std::FILE* const say = cluster.root() ? (o.json ? stderr : stdout) : nullptr;
+  if (checkpoint && say)
+    std::fprintf(say,
                  "resuming %s at epoch %lld, batch %lld (global step %lld), with the configuration stored in it\n",
                  cli.resume.c_str(), static_cast<long long>(checkpoint->position.epoch),
                  static_cast<long long>(checkpoint->position.batch),
                  static_cast<long long>(checkpoint->position.global_step));
-  if (!o.json)
+  if (!o.json && cluster.root())
     std::printf("training %s on %lld examples (test %lld), bn %s, %s lr %g, batch %lld, %lld epochs\n",
                 arch.empty() ? o.layers.c_str() : expand_named_arch(arch).c_str(), static_cast<long long>(train.count), static_cast<long long>(test.count),
                 o.bn.c_str(), o.optimizer.c_str(), static_cast<double>(o.lr), static_cast<long long>(o.batch_size),
                 static_cast<long long>(o.epochs));
+  if (!o.json && cluster.dist && cluster.root())
+    std::printf("distributed: %d processes (%d on this machine), %lld examples per batch split into shares of %lld-%lld, "
+                "bn-sync %s, %d threads per process\n",
+                cluster.size, cluster.local_size, static_cast<long long>(o.batch_size),
+                static_cast<long long>(o.batch_size / cluster.size),
+                static_cast<long long>((o.batch_size + cluster.size - 1) / cluster.size), o.bn_sync.c_str(), threads);
   std::fflush(stdout);
 
   // With --json, stdout carries only JSON; the bar then goes to a terminal on stderr.
-  ProgressBar bar(o.json ? stderr : stdout);
+  ProgressBar bar(o.json || !cluster.root() ? stderr : stdout);
   TrainConfig tc;
+  tc.dist = cluster.dist;
+  tc.sync_batch_stats = o.bn_sync == "global";
   tc.epochs = o.epochs;
   tc.batch_size = o.batch_size;
   tc.seed = o.seed;
@@ -303,9 +363,10 @@ void run_train(const TrainOptions& cli) {
   }
   if (o.checkpoint_every > 0)
     trainer.on_checkpoint(o.checkpoint_every, [&](const TrainPosition& p) {
-      save_checkpoint(checkpoint_path, model, norm, training, config, *optimizer, p);
+      if (cluster.root()) save_checkpoint(checkpoint_path, model, norm, training, config, *optimizer, p);
     });
   trainer.on_skipped_batch([&](const std::string& what) {
+    if (!cluster.root()) return;
     bar.clear();
     std::fprintf(stderr, "bnorm: warning: %s\n", what.c_str());
   });
@@ -316,6 +377,7 @@ void run_train(const TrainOptions& cli) {
     for (const double v : {r.train_loss, r.train_accuracy, r.test_loss, r.test_accuracy})
       if (!std::isfinite(v))
         throw NumericFault("epoch " + std::to_string(r.epoch) + " ended with a non-finite loss or accuracy");
+    if (!cluster.root()) return;
     // Saved every epoch, atomically: a run killed later keeps this epoch's model.
     save_model(o.out, model, norm, training);
     if (o.json) {
@@ -338,7 +400,10 @@ void run_train(const TrainOptions& cli) {
     std::fflush(stdout);
   };
   try {
-    trainer.fit(train, test, [&](const Progress& p) { bar.update(p); }, on_epoch);
+    trainer.fit(train, test, [&](const Progress& p) {
+      // Under mpirun a rank's stdout looks like a terminal but lands in a log: no bar there.
+      if (!cluster.dist) bar.update(p);
+    }, on_epoch);
   } catch (const NumericFault& e) {
     bar.clear();
     // The files on disk are from before the fault (save_model refuses
@@ -346,8 +411,29 @@ void run_train(const TrainOptions& cli) {
     throw NumericFault(std::string(e.what()) + "; " + o.out + " keeps the last completed epoch's model" +
                        (o.checkpoint_every > 0 ? " and " + checkpoint_path + " the last checkpoint" : ""));
   }
+  if (!cluster.root()) return;
   if (o.epochs == 0) save_model(o.out, model, norm, training);
   if (!o.json) std::printf("saved %s (test metrics above use running statistics)\n", o.out.c_str());
+}
+
+// --distributed: MPI for the length of the run. Any failure on any rank ends
+// every rank (MPI_Abort) with the message, rather than leaving the others
+// blocked in the next collective.
+void run_train_distributed(const TrainOptions& o) {
+#ifdef BNORM_HAVE_MPI
+  dist::MpiSession mpi(nullptr, nullptr);
+  try {
+    run_train(o, Cluster{&mpi.world(), mpi.rank(), mpi.size(), mpi.local_size()});
+  } catch (const std::bad_alloc&) {
+    mpi.abort("out of memory", 1);
+  } catch (const std::exception& e) {
+    mpi.abort(e.what(), 1);
+  }
+#else
+  (void)o;
+  throw Error("--distributed: this bnorm was built without MPI, so distributed training is off; install "
+              "openmpi-bin and libopenmpi-dev (Debian) and rebuild with scripts/setup.sh");
+#endif
 }
 
 }  // namespace
@@ -399,7 +485,8 @@ Runner add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed for initialization and shuffling (same seed, machine and threads: same bits)")
       ->capture_default_str();
-  cmd->add_option("--threads", o->threads, "Threads for the matrix products (0 = one per core)")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "Threads for OpenBLAS and OpenMP (0 = one per core; with --distributed: per rank, 0 = the rank's "
+                  "bound cores, at most this machine's cores divided among its ranks)")->capture_default_str();
   cmd->add_option("--train-size", o->train_size, "Use only the first N training examples (0 = all)")->capture_default_str();
   cmd->add_option("--test-size", o->test_size, "Use only the first N test examples (0 = all)")->capture_default_str();
   cmd->add_option("--out", o->out, "Model file to write (safetensors, loadable by PyTorch); saved after every epoch")
@@ -417,11 +504,24 @@ Runner add_train_command(CLI::App& app) {
   cmd->add_option("--resume", o->resume,
                   "Continue from a checkpoint; the configuration comes from it (conflicting flags are refused, "
                   "--epochs may change) and the result is bit-identical to an uninterrupted run");
+  cmd->add_flag("--distributed", o->distributed,
+                "Data-parallel training under mpirun: each of the K processes takes a share of every --batch-size "
+                "batch, gradients are summed once per step, rank 0 prints and writes files (see README)");
+  cmd->add_option("--bn-sync", o->bn_sync,
+                  "With --distributed: global normalizes with the whole batch's statistics (synchronized batch norm); "
+                  "local with each process's share alone (PyTorch DDP's default)")
+      ->check(CLI::IsMember({"global", "local"}))
+      ->capture_default_str();
   return [o, cmd] {
     for (const CLI::Option* opt : cmd->get_options())
       if (opt->count() > 0)
         for (const std::string& name : opt->get_lnames()) o->explicit_flags.insert(name);
-    run_train(*o);
+    if (o->explicit_flags.count("bn-sync") && !o->distributed)
+      throw Error("--bn-sync applies only with --distributed");
+    if (o->distributed)
+      run_train_distributed(*o);
+    else
+      run_train(*o, Cluster{});
   };
 }
 

@@ -487,4 +487,80 @@ void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float
   backward(dx, dgamma, dbeta, dy, mask, x, mean, inv_std, gamma, N, C, S, work);
 }
 
+// ---- Stages for a batch spread over several processes -------------------
+// The same loops as above, cut where the statistics or gradient sums must be
+// combined across processes. Nothing above calls these.
+
+void batchnorm_channel_moments(double* mean, double* m2, const float* x, std::int64_t N, std::int64_t C,
+                               std::int64_t S, double* work) {
+  if (N * S == 0) {
+    std::fill(mean, mean + C, 0.0);
+    std::fill(m2, m2 + C, 0.0);
+    return;
+  }
+  Work w(work, C);
+  double *sum = w.sum_a, *sumsq = w.sum_b;
+  float* shift = w.f[0];
+  for (std::int64_t c = 0; c < C; ++c) shift[c] = x[c * S];
+  channel_moments(sum, sumsq, shift, x, N, C, S);
+  // With d = x - shift: mean = shift + Σd/m and M2 = Σd² - (Σd)²/m.
+  const double m = static_cast<double>(N * S);
+  for (std::int64_t c = 0; c < C; ++c) {
+    mean[c] = shift[c] + sum[c] / m;
+    m2[c] = std::max(sumsq[c] - sum[c] * sum[c] / m, 0.0);
+  }
+}
+
+void batchnorm_normalize_with(float* y, std::uint8_t* relu_mask, bool relu, float* mean_out, float* var_out,
+                              float* inv_std, const float* x, const double* mean, const double* var,
+                              const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
+                              std::int64_t S, double* work) {
+  Work w(work, C);
+  float *scale = w.f[0], *offset = w.f[1], *mean_lo = w.f[2];
+  for (std::int64_t c = 0; c < C; ++c) {
+    mean_out[c] = static_cast<float>(mean[c]);
+    mean_lo[c] = static_cast<float>(mean[c] - static_cast<double>(mean_out[c]));
+    var_out[c] = static_cast<float>(var[c]);
+    inv_std[c] = static_cast<float>(1.0 / std::sqrt(var[c] + static_cast<double>(eps)));
+    scale[c] = gamma ? gamma[c] * inv_std[c] : inv_std[c];
+    offset[c] = beta ? beta[c] : 0.0f;
+  }
+  if (N * S > 0) normalize(y, relu_mask, relu, x, mean_out, mean_lo, scale, offset, N, C, S);
+}
+
+void batchnorm_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, const std::uint8_t* relu_mask,
+                         const float* x, const float* mean, std::int64_t N, std::int64_t C, std::int64_t S) {
+  if (N * S == 0) {
+    std::fill(sum_dy, sum_dy + C, 0.0);
+    std::fill(sum_dy_xc, sum_dy_xc + C, 0.0);
+  } else if (S == 1) {
+    grad_sums_rows(sum_dy, sum_dy_xc, dy, x, relu_mask, mean, N, C);
+  } else {
+    block_sums(sum_dy, sum_dy_xc, N, C, S,
+               [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {
+                 const std::int64_t at = (n * C + c0) * S;
+                 block_grad_sums(a, b, sa, sb, dy + at, x + at, relu_mask ? relu_mask + at : nullptr, count, S,
+                                 mean + c0);
+               });
+  }
+}
+
+void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_mask, const float* x,
+                          const float* mean, const float* inv_std, const float* gamma, const double* sum_dy,
+                          const double* sum_dy_xc, double m, std::int64_t N, std::int64_t C, std::int64_t S,
+                          double* work) {
+  if (N * S == 0) return;
+  Work w(work, C);
+  float *k = w.f[0], *u = w.f[1], *v = w.f[2];
+  // k = gamma·inv_std, u = −k·inv_std²·Σdy(x−mean)/m, v = −k·Σdy/m, as in batchnorm_backward.
+  for (std::int64_t c = 0; c < C; ++c) {
+    const double is = inv_std[c];
+    const double kc = (gamma ? gamma[c] : 1.0f) * is;
+    k[c] = static_cast<float>(kc);
+    u[c] = static_cast<float>(-kc * is * (sum_dy_xc[c] * is) / m);
+    v[c] = static_cast<float>(-kc * sum_dy[c] / m);
+  }
+  apply_grad(dx, dy, x, relu_mask, mean, k, u, v, N, C, S);
+}
+
 }  // namespace bnorm::kernels

@@ -3,9 +3,11 @@
 #include "bnorm/nn/batchnorm.hpp"
 
 #include <cmath>
+#include <vector>
 
 #include "bnorm/error.hpp"
 #include "bnorm/kernels/batchnorm.hpp"
+#include "bnorm/nn/batch_stats_sync.hpp"
 
 namespace bnorm {
 namespace {
@@ -102,6 +104,7 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
   const Dims d = batch_dims(x.shape(), C_);
   y.resize(x.shape());
   have_train_cache_ = false;
+  synced_count_ = 0;
 
   const bool use_running = mode == Mode::eval && options_.track_running_stats;
   if (use_running) {
@@ -111,6 +114,10 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
     else
       kernels::batchnorm_forward_inference(y.data(), x.data(), running_mean_.data(), running_var_.data(),
                                            gamma_, beta_, options_.eps, d.N, C_, d.S, work());
+    return;
+  }
+  if (sync_ && mode == Mode::train) {
+    forward_synced(y, x, d.N, d.S);
     return;
   }
 
@@ -141,8 +148,11 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
 
   x_ = &x;
   have_train_cache_ = true;
-  if (!options_.track_running_stats) return;
+  update_running_estimates(m);
+}
 
+void BatchNorm::update_running_estimates(std::int64_t m) {
+  if (!options_.track_running_stats) return;
   // Running estimates, once per training step:
   //   running = (1 - f) * running + f * batch_statistic
   // with f = momentum, or f = 1 / num_batches_tracked for the cumulative average.
@@ -164,6 +174,10 @@ void BatchNorm::backward(Tensor* dx, const Tensor& dy) {
     throw Error("batchnorm: gradient " + shape_str(dy.shape()) + " does not match input " +
                 shape_str(x_->shape()));
   const Dims d = batch_dims(x_->shape(), C_);
+  if (synced_count_ > 0) {
+    backward_synced(dx, dy, d.N, d.S);
+    return;
+  }
   // The kernel always writes dx; when the caller wants none we still need a
   // buffer, so route it to dy-sized scratch only in that (rare) case.
   Tensor scratch;
@@ -176,6 +190,66 @@ void BatchNorm::backward(Tensor* dx, const Tensor& dy) {
   else
     kernels::batchnorm_backward(out->data(), dgamma_, dbeta_, dy.data(), x_->data(), mean_.data(),
                                 inv_std_.data(), gamma_, d.N, C_, d.S, work());
+}
+
+// Synchronized forward: this process's (count, mean, M2) per channel go to
+// every process; each merges all of them in rank order (identical bits
+// everywhere), normalizes its part with the result, and moves its running
+// estimates with the whole batch's statistics and m, as one process holding
+// the whole batch would.
+void BatchNorm::forward_synced(Tensor& y, const Tensor& x, std::int64_t N, std::int64_t S) {
+  const auto Cs = static_cast<std::size_t>(C_);
+  const std::size_t width = 1 + 2 * Cs;  // count, mean (C), M2 (C)
+  std::vector<double> local(width);
+  local[0] = static_cast<double>(N * S);
+  kernels::batchnorm_channel_moments(local.data() + 1, local.data() + 1 + Cs, x.data(), N, C_, S, work());
+  const auto ranks = static_cast<std::size_t>(sync_->size());
+  std::vector<double> all(ranks * width);
+  sync_->allgather(all, local);
+  std::vector<MomentsView> parts;
+  for (std::size_t r = 0; r < ranks; ++r) {
+    const double* p = all.data() + r * width;
+    parts.push_back({p[0], {p + 1, Cs}, {p + 1 + Cs, Cs}});
+  }
+  std::vector<double> mean(Cs), var(Cs);
+  const double m = merge_moments(mean, var, parts);
+  if (m < 2)
+    throw Error("batchnorm: training-mode normalization needs more than one value per channel, got " +
+                std::to_string(static_cast<long long>(m)) + " in the whole batch across " + std::to_string(ranks) +
+                " processes (this one's input " + shape_str(x.shape()) + ")");
+  for (double& v : var) v /= m;  // biased: this is what normalizes
+
+  mean_.resize(Cs);
+  var_.resize(Cs);
+  inv_std_.resize(Cs);
+  if (fused_relu_) relu_mask_.resize(static_cast<std::size_t>(x.size()));
+  kernels::batchnorm_normalize_with(y.data(), fused_relu_ ? relu_mask_.data() : nullptr, fused_relu_, mean_.data(),
+                                    var_.data(), inv_std_.data(), x.data(), mean.data(), var.data(), gamma_, beta_,
+                                    options_.eps, N, C_, S, work());
+  x_ = &x;
+  have_train_cache_ = true;
+  synced_count_ = m;
+  update_running_estimates(static_cast<std::int64_t>(m));
+}
+
+// Synchronized backward: Σ dy and Σ dy·(x − mean) over the whole batch (one
+// all-reduce of 2C doubles) give dx of this part. dgamma and dbeta keep this
+// part's sums: the model's one gradient all-reduce adds the parts up.
+void BatchNorm::backward_synced(Tensor* dx, const Tensor& dy, std::int64_t N, std::int64_t S) {
+  const auto Cs = static_cast<std::size_t>(C_);
+  std::vector<double> sums(2 * Cs);  // Σ dy (C), then Σ dy·(x − mean) (C)
+  const std::uint8_t* mask = fused_relu_ ? relu_mask_.data() : nullptr;
+  kernels::batchnorm_grad_sums(sums.data(), sums.data() + Cs, dy.data(), mask, x_->data(), mean_.data(), N, C_, S);
+  if (dbeta_)
+    for (std::size_t c = 0; c < Cs; ++c) {
+      dbeta_[c] = static_cast<float>(sums[c]);
+      dgamma_[c] = static_cast<float>(sums[Cs + c] * static_cast<double>(inv_std_[c]));
+    }
+  sync_->allreduce_sum(sums);
+  if (!dx) return;  // the first layer's input gradient is not wanted
+  dx->resize(x_->shape());
+  kernels::batchnorm_apply_grad(dx->data(), dy.data(), mask, x_->data(), mean_.data(), inv_std_.data(), gamma_,
+                                sums.data(), sums.data() + Cs, synced_count_, N, C_, S, work());
 }
 
 }  // namespace bnorm

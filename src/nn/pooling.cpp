@@ -125,11 +125,15 @@ void Dropout::forward(Tensor& y, const Tensor& x, Mode mode) {
     return;
   }
   const float keep_scale = 1.0f / (1.0f - p_);
+  const std::int64_t N = x.shape().empty() ? 0 : x.dim(0);
+  const std::int64_t per_example = N > 0 ? x.size() / N : 0;
+  if (share_total_ >= 0) rng_.discard(static_cast<std::uint64_t>(share_begin_ * per_example));
   scale_.resize(static_cast<std::size_t>(x.size()));
   for (std::int64_t i = 0; i < x.size(); ++i) {
     scale_[static_cast<std::size_t>(i)] = rng_.uniform() < p_ ? 0.0f : keep_scale;
     y[i] = x[i] * scale_[static_cast<std::size_t>(i)];
   }
+  if (share_total_ >= 0) rng_.discard(static_cast<std::uint64_t>((share_total_ - share_begin_ - N) * per_example));
 }
 
 void Dropout::backward(Tensor* dx, const Tensor& dy) {

@@ -70,4 +70,39 @@ void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float
                              const float* x, const float* mean, const float* inv_std, const float* gamma,
                              std::int64_t N, std::int64_t C, std::int64_t S, double* work);
 
+// Stages of the training forward and backward, for a batch whose examples are
+// spread over several processes: each process computes its part's statistics,
+// the caller combines them (nn/batch_stats_sync), and the stages below finish
+// with the combined values. Every stage accepts N == 0 (a process with no
+// examples): moments and sums are then 0 and nothing else is touched.
+
+// Per-channel mean and M2 = Σ (x - mean)^2 (C each) of this part's m = N*S
+// values, in double, from sums around a per-channel shift as in the forward.
+void batchnorm_channel_moments(double* mean, double* m2, const float* x, std::int64_t N, std::int64_t C,
+                               std::int64_t S, double* work);
+
+// y (N, C, S) normalized with given statistics, as batchnorm_forward_train does
+// with its own (with relu, fused with the ReLU after it, as
+// batchnorm_relu_forward_train; relu_mask may then be given). Writes the float
+// mean, biased var and inv_std (C) the backward and the running estimates use;
+// mean and var (C) are the combined statistics.
+void batchnorm_normalize_with(float* y, std::uint8_t* relu_mask, bool relu, float* mean_out, float* var_out,
+                              float* inv_std, const float* x, const double* mean, const double* var,
+                              const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
+                              std::int64_t S, double* work);
+
+// The backward's first pass alone: Σ dy and Σ dy * (x - mean) (C each, double);
+// with a ReLU mask (fused), dy counts only where the mask is 1.
+void batchnorm_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, const std::uint8_t* relu_mask,
+                         const float* x, const float* mean, std::int64_t N, std::int64_t C, std::int64_t S);
+
+// The backward's second pass with given sums over all m values of the batch:
+//   dx = gamma * inv_std * (dy - sum_dy / m - x_hat * inv_std * sum_dy_xc / m)
+// (dy masked as in batchnorm_grad_sums). Assigns dx (N, C, S) only; the
+// parameter gradients are the caller's.
+void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_mask, const float* x,
+                          const float* mean, const float* inv_std, const float* gamma, const double* sum_dy,
+                          const double* sum_dy_xc, double m, std::int64_t N, std::int64_t C, std::int64_t S,
+                          double* work);
+
 }  // namespace bnorm::kernels

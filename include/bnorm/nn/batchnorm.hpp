@@ -4,6 +4,10 @@
 #include "bnorm/nn/layer.hpp"
 
 namespace bnorm {
+class BatchStatsSync;
+}
+
+namespace bnorm {
 
 // Options of a batch-norm layer, with PyTorch's defaults.
 struct BatchNormOptions {
@@ -57,6 +61,14 @@ class BatchNorm final : public Layer {
   // Results are bit-identical to the two layers run separately.
   void set_fused_relu(bool fused) { fused_relu_ = fused; }
   bool fused_relu() const { return fused_relu_; }
+  // Synchronized batch norm (nn/batch_stats_sync.hpp). With a hook, a
+  // Mode::train forward normalizes with the statistics of the whole batch
+  // across processes and its backward uses the gradient sums of the whole
+  // batch; the input may then have N = 0. The parameter gradients stay this
+  // process's own sums (the caller all-reduces them with the rest).
+  // nullptr (the default) normalizes this process's input alone.
+  void set_stats_sync(BatchStatsSync* sync) { sync_ = sync; }
+  BatchStatsSync* stats_sync() const { return sync_; }
 
  private:
   std::int64_t C_;
@@ -68,6 +80,11 @@ class BatchNorm final : public Layer {
   std::vector<float> running_mean_;  // (C), init 0
   std::vector<float> running_var_;   // (C), init 1
   std::int64_t num_batches_tracked_ = 0;
+  BatchStatsSync* sync_ = nullptr;
+
+  void forward_synced(Tensor& y, const Tensor& x, std::int64_t N, std::int64_t S);
+  void backward_synced(Tensor* dx, const Tensor& dy, std::int64_t N, std::int64_t S);
+  void update_running_estimates(std::int64_t m);  // from mean_ and var_ over m values
 
   // Saved by the training forward for the backward: x_hat is recomputed from these.
   const Tensor* x_ = nullptr;  // (N, C, S)
@@ -79,6 +96,7 @@ class BatchNorm final : public Layer {
   std::vector<std::uint8_t> relu_mask_;  // (N, C, S) when fused: 1 where the ReLU passed the value
   std::vector<double> work_;             // the kernels' scratch, kept between steps
   double* work();
+  double synced_count_ = 0;  // values in the whole batch of the last synced forward; 0: not synced
 };
 
 }  // namespace bnorm

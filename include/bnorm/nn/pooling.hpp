@@ -70,8 +70,23 @@ class Dropout final : public Layer {
   void forward(Tensor& y, const Tensor& x, Mode mode) override;
   void backward(Tensor* dx, const Tensor& dy) override;
 
+  // Data-parallel training: the input is examples [begin, begin + N) of a
+  // batch of `total`. The masks are then the ones a single process would draw
+  // for those examples of the whole batch (the stream skips the other
+  // processes' values), so a run equals one process's. total < 0: the input
+  // is the whole batch (the default).
+  void set_batch_share(std::int64_t begin, std::int64_t total) {
+    share_begin_ = begin;
+    share_total_ = total;
+  }
+  // A process with no examples in a batch: advances the stream past it.
+  void skip_batch(std::int64_t total, std::int64_t values_per_example) {
+    rng_.discard(static_cast<std::uint64_t>(total * values_per_example));
+  }
+
  private:
   float p_;
+  std::int64_t share_begin_ = 0, share_total_ = -1;
   Rng rng_{0};
   std::vector<float> scale_;  // (N·…): 0 or 1/(1−p) per value of the last training forward
 };

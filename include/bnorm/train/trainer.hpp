@@ -16,6 +16,7 @@
 namespace bnorm {
 
 class BatchOrder;
+class DataParallel;
 
 // What to do when a step's loss or gradients are not finite.
 //   stop:       throw NumericFault naming the step and the first bad layer;
@@ -39,6 +40,20 @@ struct TrainConfig {
   // by default the trainer leaves it out (the layer would refuse it).
   bool drop_singleton_batch = true;
   OnNan on_nan = OnNan::stop;
+  // Data-parallel training (nullptr: this process alone). Every process runs
+  // fit with the same configuration and data; each global batch of
+  // batch_size examples, in the order every process draws from the seed, is
+  // cut into contiguous shares (the first batch_size % size() processes take
+  // one example more), the loss gradient is scaled by share / batch so that
+  // one sum of the flat gradient buffer is the gradient of the whole batch's
+  // mean loss, and every process applies the same update. Evaluation is split
+  // the same way; the totals and reports are the whole run's, on every process.
+  DataParallel* dist = nullptr;
+  // With dist: true normalizes with the statistics of the whole global batch
+  // (synchronized batch norm); false with each share's own statistics
+  // (PyTorch DDP's default), rank 0's running estimates then being given to
+  // every process at the end of each epoch.
+  bool sync_batch_stats = true;
 };
 
 // Where a run stands between two steps. With the model's state and the
