@@ -1,7 +1,8 @@
 #pragma once
 // The matrix products of the Linear and Conv2d layers, row-major, through
-// OpenBLAS. Each assigns C (beta = 0) unless its name ends in _add. Names say
-// which operand is transposed.
+// OpenBLAS (single-threaded, called from bnorm's OpenMP threads). Each
+// assigns C (beta = 0) unless its name ends in _add. Names say which operand
+// is transposed.
 #include <cstdint>
 
 namespace bnorm::kernels {
@@ -20,10 +21,9 @@ void add_row_bias(float* y, const float* bias, std::int64_t M, std::int64_t N);
 // db (N) = Σ over rows of dy (M, N). Assigns.
 void sum_rows(float* db, const float* dy, std::int64_t M, std::int64_t N);
 
-// Threads for OpenBLAS and for bnorm's own OpenMP loops, set once and
-// deliberately: both pools run one after the other, never nested, so each may
-// use the same count; more threads than free cores makes every barrier wait
-// for a descheduled thread.
+// Threads for bnorm's OpenMP loops, which also run the matrix products:
+// each thread calls single-threaded OpenBLAS on a slice of the output, so the
+// process has one pool of threads, never two competing for the same cores.
 void set_threads(int threads);
 
 }  // namespace bnorm::kernels
