@@ -6,47 +6,81 @@
 
 namespace bnorm::kernels {
 
-void im2col(float* col, std::int64_t ld, const float* x, const ConvGeometry& g) {
-  const std::int64_t OH = g.out_h(), OW = g.out_w();
-  for (std::int64_t c = 0; c < g.C; ++c)
-    for (std::int64_t i = 0; i < g.KH; ++i)
-      for (std::int64_t j = 0; j < g.KW; ++j) {
-        float* row = col + ((c * g.KH + i) * g.KW + j) * ld;
-        const float* plane = x + c * g.H * g.W;
-        for (std::int64_t oh = 0; oh < OH; ++oh) {
-          const std::int64_t h = oh * g.stride - g.pad + i;
-          float* out = row + oh * OW;
-          if (h < 0 || h >= g.H) {
-            std::fill(out, out + OW, 0.0f);
-            continue;
-          }
-          const float* in = plane + h * g.W;
-          for (std::int64_t ow = 0; ow < OW; ++ow) {
-            const std::int64_t w = ow * g.stride - g.pad + j;
-            out[ow] = (w >= 0 && w < g.W) ? in[w] : 0.0f;
-          }
-        }
-      }
+namespace {
+
+// Below this many values a parallel region costs more than it saves.
+constexpr std::int64_t kParallelMin = std::int64_t{1} << 16;
+
+// The output columns [lo, hi) whose input column ow·s − p + j lies inside
+// 0..W−1; the rest see padding. Computed once per kernel column, so the inner
+// loops carry no bounds test.
+struct ValidRange {
+  std::int64_t lo, hi;
+};
+ValidRange valid_columns(std::int64_t j, const ConvGeometry& g, std::int64_t OW) {
+  const std::int64_t first = j - g.pad;  // input column of ow = 0
+  const std::int64_t lo = first >= 0 ? 0 : (-first + g.stride - 1) / g.stride;
+  const std::int64_t hi = g.W - first <= 0 ? 0 : std::min(OW, (g.W - first + g.stride - 1) / g.stride);
+  return {std::min(lo, hi), hi};
 }
 
-void col2im_add(float* dx, const float* col, std::int64_t ld, const ConvGeometry& g) {
-  const std::int64_t OH = g.out_h(), OW = g.out_w();
-  for (std::int64_t c = 0; c < g.C; ++c)
+}  // namespace
+
+void im2col(float* col, const float* x, std::int64_t N, const ConvGeometry& g) {
+  const std::int64_t OH = g.out_h(), OW = g.out_w(), P = OH * OW, NP = N * P, rows = g.patch();
+#pragma omp parallel for collapse(2) schedule(static) if (rows * NP >= kParallelMin)
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t n = 0; n < N; ++n) {
+      const std::int64_t c = r / (g.KH * g.KW), i = r / g.KW % g.KH, j = r % g.KW;
+      const float* plane = x + (n * g.C + c) * g.H * g.W;
+      const std::int64_t first = j - g.pad;  // input column that output column 0 sees
+      const ValidRange cols = valid_columns(j, g, OW);
+      float* out_n = col + r * NP + n * P;
+      for (std::int64_t oh = 0; oh < OH; ++oh) {
+        const std::int64_t h = oh * g.stride - g.pad + i;
+        float* out = out_n + oh * OW;
+        if (h < 0 || h >= g.H) {
+          std::fill(out, out + OW, 0.0f);
+          continue;
+        }
+        const float* in = plane + h * g.W;
+        std::fill(out, out + cols.lo, 0.0f);
+        if (g.stride == 1)
+          std::copy(in + first + cols.lo, in + first + cols.hi, out + cols.lo);
+        else
+          for (std::int64_t ow = cols.lo; ow < cols.hi; ++ow) out[ow] = in[first + ow * g.stride];
+        std::fill(out + cols.hi, out + OW, 0.0f);
+      }
+    }
+}
+
+void col2im(float* dx, const float* col, std::int64_t N, const ConvGeometry& g) {
+  const std::int64_t OH = g.out_h(), OW = g.out_w(), P = OH * OW, NP = N * P, KK = g.KH * g.KW;
+  // Threads take whole input planes: a plane (n, c) gathers only from the
+  // rows of channel c and the columns of example n, so no two threads write
+  // the same value.
+#pragma omp parallel for schedule(static) if (KK * g.C * NP >= kParallelMin)
+  for (std::int64_t nc = 0; nc < N * g.C; ++nc) {
+    const std::int64_t n = nc / g.C, c = nc % g.C;
+    float* plane = dx + nc * g.H * g.W;
+    std::fill(plane, plane + g.H * g.W, 0.0f);
     for (std::int64_t i = 0; i < g.KH; ++i)
       for (std::int64_t j = 0; j < g.KW; ++j) {
-        const float* row = col + ((c * g.KH + i) * g.KW + j) * ld;
-        float* plane = dx + c * g.H * g.W;
+        const float* row = col + ((c * g.KH + i) * g.KW + j) * NP + n * P;
+        const std::int64_t first = j - g.pad;
+        const ValidRange cols = valid_columns(j, g, OW);
         for (std::int64_t oh = 0; oh < OH; ++oh) {
           const std::int64_t h = oh * g.stride - g.pad + i;
           if (h < 0 || h >= g.H) continue;
           float* out = plane + h * g.W;
           const float* in = row + oh * OW;
-          for (std::int64_t ow = 0; ow < OW; ++ow) {
-            const std::int64_t w = ow * g.stride - g.pad + j;
-            if (w >= 0 && w < g.W) out[w] += in[ow];
-          }
+          if (g.stride == 1)
+            for (std::int64_t ow = cols.lo; ow < cols.hi; ++ow) out[first + ow] += in[ow];
+          else
+            for (std::int64_t ow = cols.lo; ow < cols.hi; ++ow) out[first + ow * g.stride] += in[ow];
         }
       }
+  }
 }
 
 namespace {
@@ -84,8 +118,8 @@ void maxpool_plane_2x2(float* y, std::int32_t* argmax, const float* plane, std::
   }
 }
 
-void maxpool_plane(float* y, std::int32_t* argmax, const float* plane, std::int64_t W, std::int64_t OH,
-                   std::int64_t OW, std::int64_t K, std::int64_t stride) {
+void maxpool_plane(float* y, std::int32_t* argmax, const float* plane, std::int64_t W, std::int64_t OH, std::int64_t OW,
+                   std::int64_t K, std::int64_t stride) {
   for (std::int64_t oh = 0; oh < OH; ++oh)
     for (std::int64_t ow = 0; ow < OW; ++ow) {
       float best = -std::numeric_limits<float>::infinity();
@@ -102,9 +136,10 @@ void maxpool_plane(float* y, std::int32_t* argmax, const float* plane, std::int6
 
 }  // namespace
 
-void maxpool_forward(float* y, std::int32_t* argmax, const float* x, std::int64_t C, std::int64_t H,
-                     std::int64_t W, std::int64_t K, std::int64_t stride) {
+void maxpool_forward(float* y, std::int32_t* argmax, const float* x, std::int64_t C, std::int64_t H, std::int64_t W,
+                     std::int64_t K, std::int64_t stride) {
   const std::int64_t OH = (H - K) / stride + 1, OW = (W - K) / stride + 1;
+#pragma omp parallel for schedule(static) if (C * H * W >= kParallelMin)
   for (std::int64_t c = 0; c < C; ++c) {
     const float* plane = x + c * H * W;
     float* yc = y + c * OH * OW;
@@ -119,15 +154,19 @@ void maxpool_forward(float* y, std::int32_t* argmax, const float* x, std::int64_
 void maxpool_backward(float* dx, const float* dy, const std::int32_t* argmax, std::int64_t C, std::int64_t H,
                       std::int64_t W, std::int64_t K, std::int64_t stride) {
   const std::int64_t OH = (H - K) / stride + 1, OW = (W - K) / stride + 1;
-  std::fill(dx, dx + C * H * W, 0.0f);
-  for (std::int64_t c = 0; c < C; ++c)
-    for (std::int64_t o = 0; o < OH * OW; ++o) dx[c * H * W + argmax[c * OH * OW + o]] += dy[c * OH * OW + o];
+#pragma omp parallel for schedule(static) if (C * H * W >= kParallelMin)
+  for (std::int64_t c = 0; c < C; ++c) {
+    float* plane = dx + c * H * W;
+    std::fill(plane, plane + H * W, 0.0f);
+    for (std::int64_t o = 0; o < OH * OW; ++o) plane[argmax[c * OH * OW + o]] += dy[c * OH * OW + o];
+  }
 }
 
 void avgpool_forward(float* y, const float* x, std::int64_t C, std::int64_t H, std::int64_t W, std::int64_t K,
                      std::int64_t stride) {
   const std::int64_t OH = (H - K) / stride + 1, OW = (W - K) / stride + 1;
   const float inv = 1.0f / static_cast<float>(K * K);
+#pragma omp parallel for schedule(static) if (C * H * W >= kParallelMin)
   for (std::int64_t c = 0; c < C; ++c) {
     const float* plane = x + c * H * W;
     for (std::int64_t oh = 0; oh < OH; ++oh)
@@ -144,9 +183,10 @@ void avgpool_backward(float* dx, const float* dy, std::int64_t C, std::int64_t H
                       std::int64_t stride) {
   const std::int64_t OH = (H - K) / stride + 1, OW = (W - K) / stride + 1;
   const float inv = 1.0f / static_cast<float>(K * K);
-  std::fill(dx, dx + C * H * W, 0.0f);
+#pragma omp parallel for schedule(static) if (C * H * W >= kParallelMin)
   for (std::int64_t c = 0; c < C; ++c) {
     float* plane = dx + c * H * W;
+    std::fill(plane, plane + H * W, 0.0f);
     for (std::int64_t oh = 0; oh < OH; ++oh)
       for (std::int64_t ow = 0; ow < OW; ++ow) {
         const float g = dy[(c * OH + oh) * OW + ow] * inv;

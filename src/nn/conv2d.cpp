@@ -7,6 +7,12 @@
 #include "bnorm/kernels/gemm.hpp"
 
 namespace bnorm {
+namespace {
+
+// Below this many values the layout changes run on one thread.
+constexpr std::int64_t kParallelMin = std::int64_t{1} << 16;
+
+}  // namespace
 
 Conv2d::Conv2d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t kernel_h, std::int64_t kernel_w,
                std::int64_t stride, std::int64_t padding, bool bias)
@@ -18,8 +24,8 @@ Conv2d::Conv2d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t
 }
 
 nlohmann::json Conv2d::config() const {
-  return {{"type", "conv2d"}, {"in_channels", C_}, {"out_channels", O_}, {"kernel_size", {KH_, KW_}},
-          {"stride", stride_}, {"padding", pad_},  {"bias", has_bias_}};
+  return {{"type", "conv2d"},  {"in_channels", C_}, {"out_channels", O_}, {"kernel_size", {KH_, KW_}},
+          {"stride", stride_}, {"padding", pad_},   {"bias", has_bias_}};
 }
 
 kernels::ConvGeometry Conv2d::geometry(const Shape& x_shape) const {
@@ -31,8 +37,8 @@ Shape Conv2d::output_shape(const Shape& input) const {
     throw Error("conv2d: expects " + std::to_string(C_) + " channels per example (C, H, W), got " + shape_str(input));
   const kernels::ConvGeometry g{C_, input[1], input[2], KH_, KW_, stride_, pad_};
   if (input[1] + 2 * pad_ < KH_ || input[2] + 2 * pad_ < KW_)
-    throw Error("conv2d: kernel " + std::to_string(KH_) + "x" + std::to_string(KW_) + " is larger than the padded input " +
-                shape_str(input));
+    throw Error("conv2d: kernel " + std::to_string(KH_) + "x" + std::to_string(KW_) +
+                " is larger than the padded input " + shape_str(input));
   return {O_, g.out_h(), g.out_w()};
 }
 
@@ -71,13 +77,14 @@ void Conv2d::forward(Tensor& y, const Tensor& x, Mode /*mode*/) {
   if (x.dim(1) != C_ || x.dim(2) + 2 * pad_ < KH_ || x.dim(3) + 2 * pad_ < KW_)
     output_shape({x.dim(1), x.dim(2), x.dim(3)});  // throws, naming the problem
   const std::int64_t N = x.dim(0), OH = g.out_h(), OW = g.out_w(), P = OH * OW, NP = N * P;
-  const std::int64_t CKK = g.patch(), plane_in = C_ * g.H * g.W;
+  const std::int64_t CKK = g.patch();
   cols_.resize(static_cast<std::size_t>(CKK * NP));
   y_t_.resize(static_cast<std::size_t>(O_ * NP));
-  for (std::int64_t n = 0; n < N; ++n) kernels::im2col(cols_.data() + n * P, NP, x.data() + n * plane_in, g);
+  kernels::im2col(cols_.data(), x.data(), N, g);
   kernels::gemm_ab(y_t_.data(), weight_, cols_.data(), O_, NP, CKK);  // (O, N·P) = W (O, CKK) · col (CKK, N·P)
   // (O, N, P) → (N, O, P), adding the bias on the way.
   y.resize({N, O_, OH, OW});
+#pragma omp parallel for schedule(static) if (O_ * NP >= kParallelMin)
   for (std::int64_t o = 0; o < O_; ++o) {
     const float b = has_bias_ ? bias_[o] : 0.0f;
     for (std::int64_t n = 0; n < N; ++n) {
@@ -95,7 +102,8 @@ void Conv2d::backward(Tensor* dx, const Tensor& dy) {
   const std::int64_t N = x_shape_[0], OH = g.out_h(), OW = g.out_w(), P = OH * OW, NP = N * P, CKK = g.patch();
   if (!dy.has_shape({N, O_, OH, OW}))
     throw Error("conv2d: gradient " + shape_str(dy.shape()) + " does not match output " + shape_str({N, O_, OH, OW}));
-  // dy (N, O, P) → (O, N·P), the layout of the forward GEMM's output; dbias on the way.
+    // dy (N, O, P) → (O, N·P), the layout of the forward GEMM's output; dbias on the way.
+#pragma omp parallel for schedule(static) if (O_ * NP >= kParallelMin)
   for (std::int64_t o = 0; o < O_; ++o) {
     double sum = 0.0;
     for (std::int64_t n = 0; n < N; ++n) {
@@ -113,9 +121,7 @@ void Conv2d::backward(Tensor* dx, const Tensor& dy) {
   dcol_.resize(static_cast<std::size_t>(CKK * NP));
   kernels::gemm_atb(dcol_.data(), weight_, y_t_.data(), CKK, NP, O_);  // dcol (CKK, N·P) = Wᵀ · dy
   dx->resize(x_shape_);
-  std::fill(dx->data(), dx->data() + dx->size(), 0.0f);
-  const std::int64_t plane_in = C_ * g.H * g.W;
-  for (std::int64_t n = 0; n < N; ++n) kernels::col2im_add(dx->data() + n * plane_in, dcol_.data() + n * P, NP, g);
+  kernels::col2im(dx->data(), dcol_.data(), N, g);
 }
 
 }  // namespace bnorm

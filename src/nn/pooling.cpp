@@ -12,9 +12,7 @@ void require_nchw(const std::string& who, const Shape& example) {
   if (example.size() != 3) throw Error(who + ": expects (C, H, W) per example, got " + shape_str(example));
 }
 
-Shape example_of(const Tensor& x) {
-  return Shape(x.shape().begin() + 1, x.shape().end());
-}
+Shape example_of(const Tensor& x) { return Shape(x.shape().begin() + 1, x.shape().end()); }
 
 }  // namespace
 
@@ -38,33 +36,26 @@ void Pool2d::forward(Tensor& y, const Tensor& x, Mode /*mode*/) {
   const std::int64_t OH = (H - K_) / stride_ + 1, OW = (W - K_) / stride_ + 1, plane_out = C * OH * OW;
   y.resize({N, C, OH, OW});
   if (kind_ == Kind::max) argmax_.resize(static_cast<std::size_t>(N * plane_out));
-  for (std::int64_t n = 0; n < N; ++n) {
-    const float* xn = x.data() + n * C * H * W;
-    float* yn = y.data() + n * plane_out;
-    if (kind_ == Kind::max)
-      kernels::maxpool_forward(yn, argmax_.data() + n * plane_out, xn, C, H, W, K_, stride_);
-    else
-      kernels::avgpool_forward(yn, xn, C, H, W, K_, stride_);
-  }
+  // The kernels see the batch as N·C planes.
+  if (kind_ == Kind::max)
+    kernels::maxpool_forward(y.data(), argmax_.data(), x.data(), N * C, H, W, K_, stride_);
+  else
+    kernels::avgpool_forward(y.data(), x.data(), N * C, H, W, K_, stride_);
   x_shape_ = x.shape();
 }
 
 void Pool2d::backward(Tensor* dx, const Tensor& dy) {
   if (x_shape_.empty()) throw Error(type() + ": backward called before forward");
   const std::int64_t N = x_shape_[0], C = x_shape_[1], H = x_shape_[2], W = x_shape_[3];
-  const std::int64_t OH = (H - K_) / stride_ + 1, OW = (W - K_) / stride_ + 1, plane_out = C * OH * OW;
+  const std::int64_t OH = (H - K_) / stride_ + 1, OW = (W - K_) / stride_ + 1;
   if (!dy.has_shape({N, C, OH, OW}))
     throw Error(type() + ": gradient " + shape_str(dy.shape()) + " does not match its output");
   if (!dx) return;
   dx->resize(x_shape_);
-  for (std::int64_t n = 0; n < N; ++n) {
-    float* dxn = dx->data() + n * C * H * W;
-    const float* dyn = dy.data() + n * plane_out;
-    if (kind_ == Kind::max)
-      kernels::maxpool_backward(dxn, dyn, argmax_.data() + n * plane_out, C, H, W, K_, stride_);
-    else
-      kernels::avgpool_backward(dxn, dyn, C, H, W, K_, stride_);
-  }
+  if (kind_ == Kind::max)
+    kernels::maxpool_backward(dx->data(), dy.data(), argmax_.data(), N * C, H, W, K_, stride_);
+  else
+    kernels::avgpool_backward(dx->data(), dy.data(), N * C, H, W, K_, stride_);
 }
 
 Shape GlobalAvgPool::output_shape(const Shape& input) const {
@@ -91,7 +82,8 @@ void GlobalAvgPool::backward(Tensor* dx, const Tensor& dy) {
   if (!dx) return;
   dx->resize(x_shape_);
   const std::int64_t NC = x_shape_[0] * x_shape_[1], S = x_shape_[2] * x_shape_[3];
-  for (std::int64_t i = 0; i < NC; ++i) std::fill(dx->data() + i * S, dx->data() + (i + 1) * S, dy[i] / static_cast<float>(S));
+  for (std::int64_t i = 0; i < NC; ++i)
+    std::fill(dx->data() + i * S, dx->data() + (i + 1) * S, dy[i] / static_cast<float>(S));
 }
 
 Shape Flatten::output_shape(const Shape& input) const {
@@ -108,7 +100,8 @@ void Flatten::forward(Tensor& y, const Tensor& x, Mode /*mode*/) {
 
 void Flatten::backward(Tensor* dx, const Tensor& dy) {
   if (x_shape_.empty()) throw Error("flatten: backward called before forward");
-  if (dy.size() != numel(x_shape_)) throw Error("flatten: gradient " + shape_str(dy.shape()) + " does not match its output");
+  if (dy.size() != numel(x_shape_))
+    throw Error("flatten: gradient " + shape_str(dy.shape()) + " does not match its output");
   if (!dx) return;
   dx->resize(x_shape_);
   std::copy(dy.data(), dy.data() + dy.size(), dx->data());

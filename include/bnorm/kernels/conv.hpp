@@ -1,6 +1,6 @@
 #pragma once
-// Convolution and pooling kernels over NCHW data, one example at a time where
-// a layer loops over the batch. Raw pointers and sizes, no state.
+// Convolution and pooling kernels over NCHW data, a whole batch per call,
+// parallel over its planes. Raw pointers and sizes, no state.
 //
 // Legend: C channels in, H×W input plane, KH×KW kernel, stride s, zero padding p,
 //   OH = (H + 2p − KH)/s + 1,  OW = (W + 2p − KW)/s + 1,  P = OH·OW output positions.
@@ -15,21 +15,22 @@ struct ConvGeometry {
   std::int64_t patch() const { return C * KH * KW; }  // rows of the column matrix
 };
 
-// col (C·KH·KW, P) with row stride ld >= P: column p holds the input patch
-// that output position p sees, zeros where the patch overlaps the padding.
-// Then a convolution is one GEMM: y (O, P) = weight (O, C·KH·KW) · col. With
-// ld = N·P and col offset by n·P for example n, a whole batch becomes one
-// GEMM, which is what keeps OpenBLAS efficient. Assigns col.
-void im2col(float* col, std::int64_t ld, const float* x, const ConvGeometry& g);
-// The adjoint of im2col: adds every column entry back to the input pixel it
-// came from. dx (C, H, W) must be zeroed (or hold other contributions) first.
-void col2im_add(float* dx, const float* col, std::int64_t ld, const ConvGeometry& g);
+// col (C·KH·KW, N·P) for a batch x (N, C, H, W): column n·P + p holds the
+// input patch that output position p of example n sees, zeros where the patch
+// overlaps the padding. Then the whole batch's convolution is one GEMM,
+// y (O, N·P) = weight (O, C·KH·KW) · col, which keeps OpenBLAS efficient.
+// Assigns col.
+void im2col(float* col, const float* x, std::int64_t N, const ConvGeometry& g);
+// The adjoint of im2col: dx (N, C, H, W) = the sum, over every column entry,
+// into the input pixel it came from. Assigns dx.
+void col2im(float* dx, const float* col, std::int64_t N, const ConvGeometry& g);
 
 // Max pooling over K×K windows with stride s, no padding (PyTorch's floor mode).
-// x (C, H, W) → y (C, OH, OW); argmax (C, OH, OW) records the winning input
-// index within the plane for the backward pass. Assigns y and argmax.
-void maxpool_forward(float* y, std::int32_t* argmax, const float* x, std::int64_t C, std::int64_t H,
-                     std::int64_t W, std::int64_t K, std::int64_t stride);
+// x (C, H, W) → y (C, OH, OW), where C counts planes (a batch's N·C);
+// argmax (C, OH, OW) records the winning input index within the plane for the
+// backward pass. Assigns y and argmax.
+void maxpool_forward(float* y, std::int32_t* argmax, const float* x, std::int64_t C, std::int64_t H, std::int64_t W,
+                     std::int64_t K, std::int64_t stride);
 // dx (C, H, W) is assigned: zeros, plus each dy routed to its window's argmax.
 void maxpool_backward(float* dx, const float* dy, const std::int32_t* argmax, std::int64_t C, std::int64_t H,
                       std::int64_t W, std::int64_t K, std::int64_t stride);
