@@ -45,8 +45,8 @@ void BM_BatchNormForwardTrain(benchmark::State& state) {
 void BM_BatchNormBackward(benchmark::State& state) {
   const std::int64_t N = state.range(0), C = state.range(1), S = state.range(2);
   const auto x = random_values(N * C * S, 1), dy = random_values(N * C * S, 2);
-  std::vector<float> y(x.size()), dx(x.size()), mean(C), var(C), inv_std(C), gamma(C, 1.0f), beta(C, 0.0f),
-      dgamma(C), dbeta(C);
+  std::vector<float> y(x.size()), dx(x.size()), mean(C), var(C), inv_std(C), gamma(C, 1.0f), beta(C, 0.0f), dgamma(C),
+      dbeta(C);
   bnorm::kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), gamma.data(),
                                           beta.data(), 1e-5f, N, C, S, scratch(C));
   for (auto _ : state) {
@@ -62,37 +62,61 @@ void BM_BatchNormInference(benchmark::State& state) {
   const auto x = random_values(N * C * S, 1);
   std::vector<float> y(x.size()), mean(C, 0.1f), var(C, 2.0f), gamma(C, 1.0f), beta(C, 0.0f);
   for (auto _ : state) {
-    bnorm::kernels::batchnorm_forward_inference(y.data(), x.data(), mean.data(), var.data(), gamma.data(),
-                                                beta.data(), 1e-5f, N, C, S, scratch(C));
+    bnorm::kernels::batchnorm_forward_inference(y.data(), x.data(), mean.data(), var.data(), gamma.data(), beta.data(),
+                                                1e-5f, N, C, S, scratch(C));
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(state.iterations() * 2 * N * C * S * 4);
 }
 
 void bn_shapes(benchmark::internal::Benchmark* b) {
-  b->Args({256, 4096, 1})->Args({64, 512, 1})->Args({64, 256, 1})->Args({32, 64, 56 * 56})->Args({128, 256, 14 * 14})
-      ->Args({64, 32, 28 * 28})->Args({64, 64, 14 * 14})
+  b->Args({256, 4096, 1})
+      ->Args({64, 512, 1})
+      ->Args({64, 256, 1})
+      ->Args({32, 64, 56 * 56})
+      ->Args({128, 256, 14 * 14})
+      ->Args({64, 32, 28 * 28})
+      ->Args({64, 64, 14 * 14})
       ->Unit(benchmark::kMicrosecond);
 }
 BENCHMARK(BM_BatchNormForwardTrain)->Apply(bn_shapes);
 BENCHMARK(BM_BatchNormBackward)->Apply(bn_shapes);
 BENCHMARK(BM_BatchNormInference)->Apply(bn_shapes);
 
-// The default CNN's second convolution as bnorm runs it: im2col of a batch of
-// 64 (32, 14, 14) inputs, then one GEMM (64 × 288) · (288 × 64·196).
+// The default CNN's second convolution as bnorm runs it: for each of a batch
+// of 64 (32, 14, 14) inputs, im2col then one GEMM (64 × 288) · (288 × 196),
+// examples split across threads.
 void BM_Conv2Im2colGemm(benchmark::State& state) {
   const bnorm::kernels::ConvGeometry g{32, 14, 14, 3, 3, 1, 1};
   const std::int64_t N = 64, P = g.out_h() * g.out_w(), CKK = g.patch(), O = 64;
   const auto x = random_values(N * 32 * 14 * 14, 3), w = random_values(O * CKK, 4);
   std::vector<float> col(static_cast<std::size_t>(CKK * N * P)), y(static_cast<std::size_t>(O * N * P));
   for (auto _ : state) {
-    bnorm::kernels::im2col(col.data(), x.data(), N, g);
-    bnorm::kernels::gemm_ab(y.data(), w.data(), col.data(), O, N * P, CKK);
+#pragma omp parallel for schedule(static)
+    for (std::int64_t n = 0; n < N; ++n) {
+      bnorm::kernels::im2col(col.data() + n * CKK * P, x.data() + n * 32 * 196, 1, g);
+      bnorm::kernels::gemm_ab(y.data() + n * O * P, w.data(), col.data() + n * CKK * P, O, P, CKK);
+    }
     benchmark::DoNotOptimize(y.data());
   }
   state.SetItemsProcessed(state.iterations() * 2 * O * N * P * CKK);  // FLOPs
 }
 BENCHMARK(BM_Conv2Im2colGemm)->Unit(benchmark::kMillisecond);
+
+// 2x2 max pooling, stride 2, of the default CNN's two pooling layers.
+// Arguments: planes (N·C), H = W.
+void BM_MaxPool2x2(benchmark::State& state) {
+  const std::int64_t planes = state.range(0), H = state.range(1), OH = H / 2;
+  const auto x = random_values(planes * H * H, 5);
+  std::vector<float> y(static_cast<std::size_t>(planes * OH * OH));
+  std::vector<std::int32_t> argmax(y.size());
+  for (auto _ : state) {
+    bnorm::kernels::maxpool_forward(y.data(), argmax.data(), x.data(), planes, H, H, 2, 2);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(x.size() * sizeof(float)));
+}
+BENCHMARK(BM_MaxPool2x2)->Args({64 * 32, 28})->Args({64 * 64, 14})->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

@@ -218,7 +218,10 @@ TEST(GradCheck, Pooling) {
 // propagates, -inf is an ordinary value. Ties are made common by rounding.
 TEST(MaxPoolKernel, MatchesReferenceOnTiesNaNAndInfinity) {
   struct Case { std::int64_t C, H, W, K, stride; };
-  for (const Case c : {Case{3, 8, 8, 2, 2}, Case{2, 9, 7, 2, 2}, Case{2, 7, 9, 3, 2}, Case{1, 6, 6, 3, 1}}) {
+  // The 2x2 cases take the vectorized path (even width), the one-at-a-time
+  // path (odd width, or a plane larger than its buffers) and an odd height.
+  for (const Case c : {Case{3, 8, 8, 2, 2}, Case{2, 9, 7, 2, 2}, Case{2, 11, 12, 2, 2}, Case{1, 100, 100, 2, 2},
+                       Case{2, 7, 9, 3, 2}, Case{1, 6, 6, 3, 1}}) {
     Rng rng(static_cast<std::uint64_t>(c.H * 10 + c.K));
     std::vector<float> x(static_cast<std::size_t>(c.C * c.H * c.W));
     for (float& v : x) {

@@ -24,11 +24,7 @@
 #include <cmath>
 #include <cstring>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(BNORM_NO_MULTIVERSION)
-#define BNORM_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define BNORM_MULTIVERSION
-#endif
+#include "multiversion.hpp"
 
 namespace bnorm::kernels {
 namespace {

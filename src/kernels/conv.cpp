@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstring>
 #include <limits>
+
+#include "multiversion.hpp"
 
 namespace bnorm::kernels {
 
@@ -27,18 +30,18 @@ ValidRange valid_columns(std::int64_t j, const ConvGeometry& g, std::int64_t OW)
 }  // namespace
 
 void im2col(float* col, const float* x, std::int64_t N, const ConvGeometry& g) {
-  const std::int64_t OH = g.out_h(), OW = g.out_w(), P = OH * OW, NP = N * P, rows = g.patch();
-#pragma omp parallel for collapse(2) schedule(static) if (rows * NP >= kParallelMin)
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int64_t n = 0; n < N; ++n) {
+  const std::int64_t OH = g.out_h(), OW = g.out_w(), P = OH * OW, rows = g.patch();
+#pragma omp parallel for collapse(2) schedule(static) if (N * rows * P >= kParallelMin)
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t r = 0; r < rows; ++r) {
       const std::int64_t c = r / (g.KH * g.KW), i = r / g.KW % g.KH, j = r % g.KW;
       const float* plane = x + (n * g.C + c) * g.H * g.W;
       const std::int64_t first = j - g.pad;  // input column that output column 0 sees
       const ValidRange cols = valid_columns(j, g, OW);
-      float* out_n = col + r * NP + n * P;
+      float* out_r = col + (n * rows + r) * P;
       for (std::int64_t oh = 0; oh < OH; ++oh) {
         const std::int64_t h = oh * g.stride - g.pad + i;
-        float* out = out_n + oh * OW;
+        float* out = out_r + oh * OW;
         if (h < 0 || h >= g.H) {
           std::fill(out, out + OW, 0.0f);
           continue;
@@ -46,7 +49,7 @@ void im2col(float* col, const float* x, std::int64_t N, const ConvGeometry& g) {
         const float* in = plane + h * g.W;
         std::fill(out, out + cols.lo, 0.0f);
         if (g.stride == 1)
-          std::copy(in + first + cols.lo, in + first + cols.hi, out + cols.lo);
+          for (std::int64_t ow = cols.lo; ow < cols.hi; ++ow) out[ow] = in[first + ow];  // short rows: no memmove call
         else
           for (std::int64_t ow = cols.lo; ow < cols.hi; ++ow) out[ow] = in[first + ow * g.stride];
         std::fill(out + cols.hi, out + OW, 0.0f);
@@ -55,18 +58,17 @@ void im2col(float* col, const float* x, std::int64_t N, const ConvGeometry& g) {
 }
 
 void col2im(float* dx, const float* col, std::int64_t N, const ConvGeometry& g) {
-  const std::int64_t OH = g.out_h(), OW = g.out_w(), P = OH * OW, NP = N * P, KK = g.KH * g.KW;
+  const std::int64_t OH = g.out_h(), OW = g.out_w(), P = OH * OW, rows = g.patch();
   // Threads take whole input planes: a plane (n, c) gathers only from the
-  // rows of channel c and the columns of example n, so no two threads write
-  // the same value.
-#pragma omp parallel for schedule(static) if (KK * g.C * NP >= kParallelMin)
+  // rows of channel c of example n, so no two threads write the same value.
+#pragma omp parallel for schedule(static) if (N * rows * P >= kParallelMin)
   for (std::int64_t nc = 0; nc < N * g.C; ++nc) {
     const std::int64_t n = nc / g.C, c = nc % g.C;
     float* plane = dx + nc * g.H * g.W;
     std::fill(plane, plane + g.H * g.W, 0.0f);
     for (std::int64_t i = 0; i < g.KH; ++i)
       for (std::int64_t j = 0; j < g.KW; ++j) {
-        const float* row = col + ((c * g.KH + i) * g.KW + j) * NP + n * P;
+        const float* row = col + (n * rows + (c * g.KH + i) * g.KW + j) * P;
         const std::int64_t first = j - g.pad;
         const ValidRange cols = valid_columns(j, g, OW);
         for (std::int64_t oh = 0; oh < OH; ++oh) {
@@ -96,26 +98,98 @@ inline void keep_max(float& best, std::int32_t& best_at, float v, std::int32_t a
   best_at = (at & take) | (best_at & ~take);
 }
 
-// The common 2x2 window with stride 2, unrolled.
-void maxpool_plane_2x2(float* y, std::int32_t* argmax, const float* plane, std::int64_t W, std::int64_t OH,
-                       std::int64_t OW) {
+// The common 2x2 window with stride 2, one value at a time: odd widths, and
+// planes too large for maxpool_plane_2x2's buffers.
+void maxpool_plane_2x2_scalar(float* y, std::int32_t* argmax, const float* plane, std::int64_t W, std::int64_t OH,
+                              std::int64_t OW) {
   for (std::int64_t oh = 0; oh < OH; ++oh) {
-    const float* r0 = plane + 2 * oh * W;
-    const float* r1 = r0 + W;
     const auto base = static_cast<std::int32_t>(2 * oh * W);
     const auto w = static_cast<std::int32_t>(W);
     for (std::int64_t ow = 0; ow < OW; ++ow) {
       const auto at = base + static_cast<std::int32_t>(2 * ow);
-      float best = r0[2 * ow];
+      float best = plane[at];
       std::int32_t best_at = at;
-      if (best != best) best = std::numeric_limits<float>::infinity();  // a NaN first stays (rare: a branch is fine)
-      keep_max(best, best_at, r0[2 * ow + 1], at + 1);
-      keep_max(best, best_at, r1[2 * ow], at + w);
-      keep_max(best, best_at, r1[2 * ow + 1], at + w + 1);
-      y[oh * OW + ow] = plane[best_at];
+      keep_max(best, best_at, plane[at + 1], at + 1);
+      keep_max(best, best_at, plane[at + w], at + w);
+      keep_max(best, best_at, plane[at + w + 1], at + w + 1);
+      y[oh * OW + ow] = best;
       argmax[oh * OW + ow] = best_at;
     }
   }
+}
+
+// Eight lanes, one ymm register: comparisons of wider generic vectors are
+// split lane by lane into scalar code by GCC 12, on AVX2 and on AVX-512F.
+typedef float Floats8 __attribute__((vector_size(8 * sizeof(float))));
+typedef std::int32_t Ints8 __attribute__((vector_size(8 * sizeof(std::int32_t))));
+#if defined(__clang__)
+#define BNORM_EVEN_LANES(lo, hi) __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14)
+#define BNORM_ODD_LANES(lo, hi) __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15)
+#else
+#define BNORM_EVEN_LANES(lo, hi) __builtin_shuffle(lo, hi, Ints8{0, 2, 4, 6, 8, 10, 12, 14})
+#define BNORM_ODD_LANES(lo, hi) __builtin_shuffle(lo, hi, Ints8{1, 3, 5, 7, 9, 11, 13, 15})
+#endif
+
+// Values of a plane whose horizontal pairs maxpool_plane_2x2 buffers.
+constexpr std::int64_t kPlaneMax = 8192;
+
+// The 2x2 window with stride 2 in two steps, which choose exactly as the
+// value-by-value scan does (pick(pick(a, b), pick(c, d)) with pick(p, q) = q
+// when q > p or q is NaN: the first maximum, the last NaN):
+//   1. every horizontal pair of the plane, eight pairs at a time: the width
+//      is even (2·OW), so the pairs run straight through the plane, row
+//      after row;
+//   2. the pair above against the pair below.
+// The scan alone ran at about 8 cycles a value and was 15 % of a CNN step.
+BNORM_MULTIVERSION
+void maxpool_plane_2x2(float* y, std::int32_t* argmax, const float* plane, std::int64_t OH, std::int64_t OW) {
+  float pair_max[kPlaneMax / 2];
+  std::int32_t pair_at[kPlaneMax / 2];
+  const std::int64_t pairs = 2 * OH * OW;  // the rows the windows cover; an odd last row is left out
+  std::int64_t k = 0;
+  const Ints8 lane = {0, 2, 4, 6, 8, 10, 12, 14};
+  for (; k + 8 <= pairs; k += 8) {
+    Floats8 lo, hi;
+    std::memcpy(&lo, plane + 2 * k, sizeof lo);
+    std::memcpy(&hi, plane + 2 * k + 8, sizeof hi);
+    const Floats8 left = BNORM_EVEN_LANES(lo, hi), right = BNORM_ODD_LANES(lo, hi);
+    const Ints8 take = (right > left) | (right != right);  // lanes all ones or zero
+    const Ints8 best = (reinterpret_cast<Ints8>(right) & take) | (reinterpret_cast<Ints8>(left) & ~take);
+    const Ints8 at = static_cast<std::int32_t>(2 * k) + lane - take;  // take is -1 where the right one wins
+    std::memcpy(pair_max + k, &best, sizeof best);
+    std::memcpy(pair_at + k, &at, sizeof at);
+  }
+  for (; k < pairs; ++k) {
+    float best = plane[2 * k];
+    auto at = static_cast<std::int32_t>(2 * k);
+    keep_max(best, at, plane[2 * k + 1], at + 1);
+    pair_max[k] = best;
+    pair_at[k] = at;
+  }
+  // Step 2 over the whole buffer, each pair row against the one below it:
+  // twice the comparisons needed (odd rows are compared too) but eight at a
+  // time, where rows of 7 or 14 outputs left the vector units idle. In place:
+  // a pair is overwritten only after every comparison that reads it.
+  const std::int64_t span = pairs - OW;
+  k = 0;
+  for (; k + 8 <= span; k += 8) {
+    Ints8 top, bottom, top_at, bottom_at;
+    std::memcpy(&top, pair_max + k, sizeof top);
+    std::memcpy(&bottom, pair_max + k + OW, sizeof bottom);
+    std::memcpy(&top_at, pair_at + k, sizeof top_at);
+    std::memcpy(&bottom_at, pair_at + k + OW, sizeof bottom_at);
+    const Floats8 t = reinterpret_cast<Floats8>(top), b = reinterpret_cast<Floats8>(bottom);
+    const Ints8 take = (b > t) | (b != b);
+    const Ints8 best = (bottom & take) | (top & ~take), at = (bottom_at & take) | (top_at & ~take);
+    std::memcpy(pair_max + k, &best, sizeof best);
+    std::memcpy(pair_at + k, &at, sizeof at);
+  }
+  for (; k < span; ++k) keep_max(pair_max[k], pair_at[k], pair_max[k + OW], pair_at[k + OW]);
+  for (std::int64_t oh = 0; oh < OH; ++oh)
+    for (std::int64_t ow = 0; ow < OW; ++ow) {  // rows of 7 or 14: a loop, not a memcpy call
+      y[oh * OW + ow] = pair_max[2 * oh * OW + ow];
+      argmax[oh * OW + ow] = pair_at[2 * oh * OW + ow];
+    }
 }
 
 void maxpool_plane(float* y, std::int32_t* argmax, const float* plane, std::int64_t W, std::int64_t OH, std::int64_t OW,
@@ -144,8 +218,10 @@ void maxpool_forward(float* y, std::int32_t* argmax, const float* x, std::int64_
     const float* plane = x + c * H * W;
     float* yc = y + c * OH * OW;
     std::int32_t* ac = argmax + c * OH * OW;
-    if (K == 2 && stride == 2)
-      maxpool_plane_2x2(yc, ac, plane, W, OH, OW);
+    if (K == 2 && stride == 2 && W % 2 == 0 && 2 * OH * W <= kPlaneMax)
+      maxpool_plane_2x2(yc, ac, plane, OH, OW);
+    else if (K == 2 && stride == 2)
+      maxpool_plane_2x2_scalar(yc, ac, plane, W, OH, OW);
     else
       maxpool_plane(yc, ac, plane, W, OH, OW, K, stride);
   }

@@ -1,5 +1,7 @@
 #include "bnorm/nn/conv2d.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -9,7 +11,7 @@
 namespace bnorm {
 namespace {
 
-// Below this many values the layout changes run on one thread.
+// Below this many im2col values a batch runs on one thread.
 constexpr std::int64_t kParallelMin = std::int64_t{1} << 16;
 
 }  // namespace
@@ -71,27 +73,28 @@ std::vector<StateEntry> Conv2d::state() {
   return s;
 }
 
+// Each thread takes whole examples: its im2col columns are written and at
+// once multiplied while still in its cache, and the GEMM writes y in NCHW
+// directly. A single GEMM over the whole batch needed its output reordered
+// from (O, N, P) to (N, O, P), and dy back again: two extra passes.
 void Conv2d::forward(Tensor& y, const Tensor& x, Mode /*mode*/) {
   if (x.rank() != 4) throw Error("conv2d: expects input (N, C, H, W), got " + shape_str(x.shape()));
   const kernels::ConvGeometry g = geometry(x.shape());
   if (x.dim(1) != C_ || x.dim(2) + 2 * pad_ < KH_ || x.dim(3) + 2 * pad_ < KW_)
     output_shape({x.dim(1), x.dim(2), x.dim(3)});  // throws, naming the problem
-  const std::int64_t N = x.dim(0), OH = g.out_h(), OW = g.out_w(), P = OH * OW, NP = N * P;
-  const std::int64_t CKK = g.patch();
-  cols_.resize(static_cast<std::size_t>(CKK * NP));
-  y_t_.resize(static_cast<std::size_t>(O_ * NP));
-  kernels::im2col(cols_.data(), x.data(), N, g);
-  kernels::gemm_ab(y_t_.data(), weight_, cols_.data(), O_, NP, CKK);  // (O, N·P) = W (O, CKK) · col (CKK, N·P)
-  // (O, N, P) → (N, O, P), adding the bias on the way.
+  const std::int64_t N = x.dim(0), OH = g.out_h(), OW = g.out_w(), P = OH * OW, CKK = g.patch();
+  const std::int64_t plane_in = C_ * g.H * g.W;
+  cols_.resize(static_cast<std::size_t>(N * CKK * P));
   y.resize({N, O_, OH, OW});
-#pragma omp parallel for schedule(static) if (O_ * NP >= kParallelMin)
-  for (std::int64_t o = 0; o < O_; ++o) {
-    const float b = has_bias_ ? bias_[o] : 0.0f;
-    for (std::int64_t n = 0; n < N; ++n) {
-      const float* src = y_t_.data() + o * NP + n * P;
-      float* dst = y.data() + (n * O_ + o) * P;
-      for (std::int64_t p = 0; p < P; ++p) dst[p] = src[p] + b;
-    }
+#pragma omp parallel for schedule(static) if (N > 1 && N * CKK * P >= kParallelMin)
+  for (std::int64_t n = 0; n < N; ++n) {
+    float* col = cols_.data() + n * CKK * P;
+    float* yn = y.data() + n * O_ * P;
+    kernels::im2col(col, x.data() + n * plane_in, 1, g);
+    kernels::gemm_ab(yn, weight_, col, O_, P, CKK);  // y_n (O, P) = W (O, CKK) · col_n (CKK, P)
+    if (has_bias_)
+      for (std::int64_t o = 0; o < O_; ++o)
+        for (std::int64_t p = 0; p < P; ++p) yn[o * P + p] += bias_[o];
   }
   x_shape_ = x.shape();
 }
@@ -99,29 +102,50 @@ void Conv2d::forward(Tensor& y, const Tensor& x, Mode /*mode*/) {
 void Conv2d::backward(Tensor* dx, const Tensor& dy) {
   if (x_shape_.empty()) throw Error("conv2d: backward called before forward");
   const kernels::ConvGeometry g = geometry(x_shape_);
-  const std::int64_t N = x_shape_[0], OH = g.out_h(), OW = g.out_w(), P = OH * OW, NP = N * P, CKK = g.patch();
+  const std::int64_t N = x_shape_[0], OH = g.out_h(), OW = g.out_w(), P = OH * OW, CKK = g.patch();
   if (!dy.has_shape({N, O_, OH, OW}))
     throw Error("conv2d: gradient " + shape_str(dy.shape()) + " does not match output " + shape_str({N, O_, OH, OW}));
-    // dy (N, O, P) → (O, N·P), the layout of the forward GEMM's output; dbias on the way.
-#pragma omp parallel for schedule(static) if (O_ * NP >= kParallelMin)
-  for (std::int64_t o = 0; o < O_; ++o) {
-    double sum = 0.0;
-    for (std::int64_t n = 0; n < N; ++n) {
-      const float* src = dy.data() + (n * O_ + o) * P;
-      float* dst = y_t_.data() + o * NP + n * P;
-      for (std::int64_t p = 0; p < P; ++p) {
-        dst[p] = src[p];
-        sum += src[p];
+  const std::int64_t plane_in = C_ * g.H * g.W, nw = O_ * CKK;
+  if (has_bias_) {
+#pragma omp parallel for schedule(static) if (N * O_ * P >= kParallelMin)
+    for (std::int64_t o = 0; o < O_; ++o) {
+      double sum = 0.0;
+      for (std::int64_t n = 0; n < N; ++n) {
+        const float* dyr = dy.data() + (n * O_ + o) * P;
+        for (std::int64_t p = 0; p < P; ++p) sum += dyr[p];
       }
+      dbias_[o] = static_cast<float>(sum);
     }
-    if (has_bias_) dbias_[o] = static_cast<float>(sum);
   }
-  kernels::gemm_abt(dweight_, y_t_.data(), cols_.data(), O_, CKK, NP);  // dW = dyᵀ-layout · colᵀ
-  if (!dx) return;
-  dcol_.resize(static_cast<std::size_t>(CKK * NP));
-  kernels::gemm_atb(dcol_.data(), weight_, y_t_.data(), CKK, NP, O_);  // dcol (CKK, N·P) = Wᵀ · dy
-  dx->resize(x_shape_);
-  kernels::col2im(dx->data(), dcol_.data(), N, g);
+  if (dx) dx->resize(x_shape_);
+  // Each thread sums the weight gradient of its examples into its own
+  // buffer; the buffers are added in thread order at the end.
+  const bool parallel = N > 1 && N * CKK * P >= kParallelMin;
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  dweight_parts_.resize(static_cast<std::size_t>(threads * nw));
+  if (dx) dcol_.resize(static_cast<std::size_t>(threads * CKK * P));
+  int used = 1;
+#pragma omp parallel num_threads(threads) if (parallel)
+  {
+    const int t = omp_get_thread_num();
+#pragma omp single
+    used = omp_get_num_threads();
+    float* dw = dweight_parts_.data() + t * nw;
+    std::fill(dw, dw + nw, 0.0f);
+#pragma omp for schedule(static)
+    for (std::int64_t n = 0; n < N; ++n) {
+      const float* dyn = dy.data() + n * O_ * P;
+      const float* col = cols_.data() + n * CKK * P;
+      kernels::gemm_abt_add(dw, dyn, col, O_, CKK, P);  // dW += dy_n (O, P) · col_nᵀ (P, CKK)
+      if (!dx) continue;
+      float* dcol = dcol_.data() + t * CKK * P;
+      kernels::gemm_atb(dcol, weight_, dyn, CKK, P, O_);  // dcol_n (CKK, P) = Wᵀ · dy_n
+      kernels::col2im(dx->data() + n * plane_in, dcol, 1, g);
+    }
+  }
+  std::copy(dweight_parts_.data(), dweight_parts_.data() + nw, dweight_);
+  for (int t = 1; t < used; ++t)
+    for (std::int64_t i = 0; i < nw; ++i) dweight_[i] += dweight_parts_[static_cast<std::size_t>(t * nw + i)];
 }
 
 }  // namespace bnorm

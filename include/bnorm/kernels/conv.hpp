@@ -15,10 +15,10 @@ struct ConvGeometry {
   std::int64_t patch() const { return C * KH * KW; }  // rows of the column matrix
 };
 
-// col (C·KH·KW, N·P) for a batch x (N, C, H, W): column n·P + p holds the
-// input patch that output position p of example n sees, zeros where the patch
-// overlaps the padding. Then the whole batch's convolution is one GEMM,
-// y (O, N·P) = weight (O, C·KH·KW) · col, which keeps OpenBLAS efficient.
+// col (N, C·KH·KW, P) for a batch x (N, C, H, W): column p of example n's
+// matrix holds the input patch that output position p sees, zeros where the
+// patch overlaps the padding. Then example n's convolution is one GEMM,
+// y_n (O, P) = weight (O, C·KH·KW) · col_n, written straight into NCHW.
 // Assigns col.
 void im2col(float* col, const float* x, std::int64_t N, const ConvGeometry& g);
 // The adjoint of im2col: dx (N, C, H, W) = the sum, over every column entry,

@@ -5,10 +5,10 @@
 namespace bnorm {
 
 // 2-D convolution over NCHW input: y (N, O, OH, OW) = weight ⋆ x + bias, weight
-// (O, C, KH, KW) as in PyTorch, square stride and zero padding. The whole batch
-// is one GEMM against an im2col matrix whose columns run over (example,
-// position). The bias is optional for the same reason as Linear's: a batch norm
-// that follows would cancel it.
+// (O, C, KH, KW) as in PyTorch, square stride and zero padding. Each example
+// is one GEMM against its im2col matrix, examples split across threads. The
+// bias is optional for the same reason as Linear's: a batch norm that follows
+// would cancel it.
 class Conv2d final : public Layer {
  public:
   Conv2d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t kernel_h, std::int64_t kernel_w,
@@ -31,14 +31,14 @@ class Conv2d final : public Layer {
 
   std::int64_t C_, O_, KH_, KW_, stride_, pad_;
   bool has_bias_;
-  float* weight_ = nullptr;   // (O, C, KH, KW)
-  float* bias_ = nullptr;     // (O) or nullptr
-  float* dweight_ = nullptr;  // (O, C, KH, KW)
-  float* dbias_ = nullptr;    // (O) or nullptr
-  Shape x_shape_;             // of the last forward
-  AlignedVector<float> cols_;  // (C·KH·KW, N·P): the batch's im2col, kept for the weight gradient
-  AlignedVector<float> y_t_;   // (O, N·P): output before reordering to (N, O, P); dy reordered in backward
-  AlignedVector<float> dcol_;  // (C·KH·KW, N·P) scratch for the input gradient
+  float* weight_ = nullptr;             // (O, C, KH, KW)
+  float* bias_ = nullptr;               // (O) or nullptr
+  float* dweight_ = nullptr;            // (O, C, KH, KW)
+  float* dbias_ = nullptr;              // (O) or nullptr
+  Shape x_shape_;                       // of the last forward
+  AlignedVector<float> cols_;           // (N, C·KH·KW, P): the batch's im2col, kept for the weight gradient
+  AlignedVector<float> dcol_;           // (threads, C·KH·KW, P): one example's input-gradient columns per thread
+  AlignedVector<float> dweight_parts_;  // (threads, O·C·KH·KW): each thread's share of the weight gradient
 };
 
 }  // namespace bnorm
