@@ -103,6 +103,21 @@ void BM_Conv2Im2colGemm(benchmark::State& state) {
 }
 BENCHMARK(BM_Conv2Im2colGemm)->Unit(benchmark::kMillisecond);
 
+// im2col of a batch of 64 for the default CNN's two convolutions (3x3,
+// padding 1). Arguments: C, H = W.
+void BM_Im2col(benchmark::State& state) {
+  const std::int64_t C = state.range(0), H = state.range(1), N = 64;
+  const bnorm::kernels::ConvGeometry g{C, H, H, 3, 3, 1, 1};
+  const auto x = random_values(N * C * H * H, 6);
+  std::vector<float> col(static_cast<std::size_t>(N * g.patch() * g.out_h() * g.out_w()));
+  for (auto _ : state) {
+    bnorm::kernels::im2col(col.data(), x.data(), N, g);
+    benchmark::DoNotOptimize(col.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(col.size() * sizeof(float)));
+}
+BENCHMARK(BM_Im2col)->Args({1, 28})->Args({32, 14})->Unit(benchmark::kMicrosecond);
+
 // 2x2 max pooling, stride 2, of the default CNN's two pooling layers.
 // Arguments: planes (N·C), H = W.
 void BM_MaxPool2x2(benchmark::State& state) {

@@ -129,13 +129,14 @@ struct DirectConv {
 
 TEST_F(ParallelKernels, ConvolutionMatchesItsDefinition) {
   // Padding wider than half the kernel (rows and columns entirely in the
-  // padding), stride 2 with odd sizes, and the default CNN's first layer.
+  // padding), stride 2 with odd sizes, the default CNN's first layer, and a
+  // 5x5 "same" convolution (im2col's shifted-copy path, as is the 3x3).
   struct Case {
     std::int64_t N, C, H, W, O, K, stride, pad;
     bool bias;
   };
   for (const Case& c : {Case{32, 4, 17, 19, 5, 3, 2, 2, true}, Case{4, 2, 23, 21, 4, 5, 1, 4, false},
-                        Case{16, 1, 28, 28, 8, 3, 1, 1, false}}) {
+                        Case{16, 1, 28, 28, 8, 3, 1, 1, false}, Case{40, 3, 9, 11, 4, 5, 1, 2, true}}) {
     Rng rng(static_cast<std::uint64_t>(c.H * 7 + c.K));
     LayerHarness h(std::make_unique<Conv2d>(c.C, c.O, c.K, c.K, c.stride, c.pad, c.bias), 3);
     for (float& p : h.params) p += static_cast<float>(0.1 * rng.normal());

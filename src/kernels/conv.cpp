@@ -39,6 +39,28 @@ void im2col(float* col, const float* x, std::int64_t N, const ConvGeometry& g) {
       const std::int64_t first = j - g.pad;  // input column that output column 0 sees
       const ValidRange cols = valid_columns(j, g, OW);
       float* out_r = col + (n * rows + r) * P;
+      if (g.stride == 1 && OW == g.W) {
+        // Stride 1, "same" width: the row is the plane shifted by i − p rows
+        // and j − p columns, so one long copy, then zeros over the columns
+        // that wrapped around from the neighbouring input row. Per output
+        // row, the copies were too short (7 to 28 values) to run at speed.
+        const std::int64_t oh_lo = std::clamp<std::int64_t>(g.pad - i, 0, OH);
+        const std::int64_t oh_hi = std::clamp<std::int64_t>(g.H + g.pad - i, oh_lo, OH);
+        std::fill(out_r, out_r + oh_lo * OW, 0.0f);
+        std::fill(out_r + oh_hi * OW, out_r + P, 0.0f);
+        const std::int64_t start = (oh_lo - g.pad + i) * g.W + first, count = (oh_hi - oh_lo) * OW;
+        const std::int64_t k0 = std::clamp<std::int64_t>(-start, 0, count);              // reads before the plane
+        const std::int64_t k1 = std::clamp<std::int64_t>(g.H * g.W - start, k0, count);  // or after it
+        float* out = out_r + oh_lo * OW;
+        std::fill(out, out + k0, 0.0f);
+        for (std::int64_t k = k0; k < k1; ++k) out[k] = plane[start + k];
+        std::fill(out + k1, out + count, 0.0f);
+        for (std::int64_t oh = oh_lo; oh < oh_hi; ++oh) {
+          std::fill(out_r + oh * OW, out_r + oh * OW + cols.lo, 0.0f);
+          std::fill(out_r + oh * OW + cols.hi, out_r + (oh + 1) * OW, 0.0f);
+        }
+        continue;
+      }
       for (std::int64_t oh = 0; oh < OH; ++oh) {
         const std::int64_t h = oh * g.stride - g.pad + i;
         float* out = out_r + oh * OW;
