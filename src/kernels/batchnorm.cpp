@@ -20,6 +20,8 @@
 // target_clones), so the portable build is fast on new machines too.
 #include "bnorm/kernels/batchnorm.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -29,11 +31,11 @@
 namespace bnorm::kernels {
 namespace {
 
-constexpr std::int64_t kLanes = 16;     // independent float accumulators: one AVX-512 register
-constexpr std::int64_t kRowBlock = 16;   // rows summed in float before merging into double (S == 1)
-constexpr std::int64_t kRowWidth = 256;  // columns a thread owns at a time (S == 1)
-constexpr std::int64_t kRunBlock = 1024; // values of a run summed in float before merging (S > 1)
-constexpr std::int64_t kChannelBlock = 16; // channels a thread owns at a time (S > 1)
+constexpr std::int64_t kLanes = 16;             // independent float accumulators: one AVX-512 register
+constexpr std::int64_t kRowBlock = 16;          // rows summed in float before merging into double (S == 1)
+constexpr std::int64_t kRowWidth = 256;         // columns a thread owns at a time (S == 1)
+constexpr std::int64_t kRunBlock = 1024;        // values of a run summed in float before merging (S > 1)
+constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at most (S > 1): 32 KB of lanes
 // Below this many values a parallel region costs more than it saves: a hidden
 // layer of 64x256 takes microseconds, while waking a second thread, and
 // waiting for it at the barrier when another process holds that core, can
@@ -65,8 +67,8 @@ inline double lane_sum(const Lanes& v) {
 // lanes s[r] and q[r], the tails into the doubles. One call covers a block of
 // channels, so the dispatch and the lane loads happen per block, not per run.
 BNORM_MULTIVERSION
-void block_moments(Lanes* s_out, Lanes* q_out, double* tail_sum, double* tail_sumsq, const float* x,
-                   std::int64_t runs, std::int64_t S, const float* shift) {
+void block_moments(Lanes* s_out, Lanes* q_out, double* tail_sum, double* tail_sumsq, const float* x, std::int64_t runs,
+                   std::int64_t S, const float* shift) {
   for (std::int64_t r = 0; r < runs; ++r) {
     // Local copies: through the pointers the compiler must assume x may alias
     // the lanes and would store them back on every step.
@@ -97,9 +99,8 @@ void block_moments(Lanes* s_out, Lanes* q_out, double* tail_sum, double* tail_su
 // With a ReLU mask (fused BN + ReLU) dy counts only where the mask is 1: the
 // gradient that reaches the batch norm's output is dy where ReLU let it pass.
 BNORM_MULTIVERSION
-void block_grad_sums(Lanes* s_out, Lanes* q_out, double* tail_dy, double* tail_dy_xc, const float* dy,
-                     const float* x, const std::uint8_t* mask, std::int64_t runs, std::int64_t S,
-                     const float* mean) {
+void block_grad_sums(Lanes* s_out, Lanes* q_out, double* tail_dy, double* tail_dy_xc, const float* dy, const float* x,
+                     const std::uint8_t* mask, std::int64_t runs, std::int64_t S, const float* mean) {
   for (std::int64_t r = 0; r < runs; ++r) {
     Lanes s = s_out[r], q = q_out[r];
     const float* dyr = dy + r * S;
@@ -139,17 +140,24 @@ void block_grad_sums(Lanes* s_out, Lanes* q_out, double* tail_dy, double* tail_d
   }
 }
 
-// Two per-channel sums over (N, C, S) data with S > 1: threads take blocks of
-// channels; within a block the walk is example by example, so memory is read
-// in long sequential stretches (a block's C·S values) rather than one run per
-// jump. add_block(lanes_a, lanes_b, sums_a, sums_b, n, c0, count) adds one
-// example's runs of channels c0..c0+count-1.
+// Two per-channel sums over (N, C, S) data with S > 1: each thread takes one
+// block of consecutive channels (up to kChannelBlockMax) and walks it example
+// by example, so it reads its block's part of every example as one long
+// stretch. With blocks of 16 channels, 128x256x14x14 read 12.5 KB stretches
+// 200 KB apart and the hardware prefetchers restarted at each jump: the
+// statistics pass took longer than normalizing, which also writes.
+// add_block(lanes_a, lanes_b, sums_a, sums_b, n, c0, count) adds one example's
+// runs of channels c0..c0+count-1. A channel's sums do not depend on the
+// block it falls in, so the thread count does not change the results.
 template <class AddBlock>
 void block_sums(double* sum_a, double* sum_b, std::int64_t N, std::int64_t C, std::int64_t S, AddBlock add_block) {
-#pragma omp parallel for schedule(static) if (N * C * S >= kParallelMin)
-  for (std::int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
-    const std::int64_t count = std::min(C - c0, kChannelBlock);
-    Lanes a[kChannelBlock], b[kChannelBlock];
+  const bool parallel = N * C * S >= kParallelMin;
+  const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
+  const std::int64_t block = std::clamp<std::int64_t>((C + threads - 1) / threads, 1, kChannelBlockMax);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (std::int64_t c0 = 0; c0 < C; c0 += block) {
+    const std::int64_t count = std::min(C - c0, block);
+    Lanes a[kChannelBlockMax], b[kChannelBlockMax];
     for (std::int64_t r = 0; r < count; ++r) {
       sum_a[c0 + r] = sum_b[c0 + r] = 0.0;
       a[r] = b[r] = Lanes{};
@@ -208,8 +216,8 @@ void channel_moments_rows(double* sum, double* sumsq, const float* shift, const 
 
 // Per-channel Σ(x-shift), Σ(x-shift)^2 in double.
 
-void channel_moments(double* sum, double* sumsq, const float* shift, const float* x, std::int64_t N,
-                     std::int64_t C, std::int64_t S) {
+void channel_moments(double* sum, double* sumsq, const float* shift, const float* x, std::int64_t N, std::int64_t C,
+                     std::int64_t S) {
   if (S == 1) {
     channel_moments_rows(sum, sumsq, shift, x, N, C);
     return;
@@ -231,9 +239,8 @@ void channel_moments(double* sum, double* sumsq, const float* shift, const float
 // r > 0 per value: one byte where the ReLU's backward would read a float.
 // Each variant has its own loop so the inner loops stay branch-free.
 BNORM_MULTIVERSION
-void normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
-               const float* mean_lo, const float* scale, const float* offset, std::int64_t N, std::int64_t C,
-               std::int64_t S) {
+void normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi, const float* mean_lo,
+               const float* scale, const float* offset, std::int64_t N, std::int64_t C, std::int64_t S) {
   // Rows of C values (S == 1) or runs of S values of one channel (S > 1).
   const bool rows = S == 1;
   const std::int64_t count = rows ? N : N * C, width = rows ? C : S;
@@ -323,8 +330,8 @@ void grad_sums_rows(double* sum_dy, double* sum_dy_xc, const float* dy, const fl
 // dx = k*dy + (x - mean)*u + v, the backward's closing pass (coefficients per
 // channel); with a mask, dy is taken as 0 where the mask is 0.
 BNORM_MULTIVERSION
-void apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
-                const float* k, const float* u, const float* v, std::int64_t N, std::int64_t C, std::int64_t S) {
+void apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean, const float* k,
+                const float* u, const float* v, std::int64_t N, std::int64_t C, std::int64_t S) {
   const bool rows = S == 1;
   const std::int64_t count = rows ? N : N * C, width = rows ? C : S;
 #pragma omp parallel for schedule(static) if (N * C * S >= kParallelMin)
@@ -357,6 +364,59 @@ void apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* 
   }
 }
 
+// Per-channel closing arithmetic, in double. Its own cloned function, with
+// restrict pointers (eleven arrays are too many for GCC's run-time overlap
+// checks) and built with -fno-math-errno -fno-trapping-math, so the loop runs
+// in vector lanes (vsqrtpd, vdivpd): as scalar code the square roots and
+// divisions took a quarter of a 64x512 training forward.
+BNORM_MULTIVERSION
+void channel_statistics(float* __restrict mean, float* __restrict mean_lo, float* __restrict var,
+                        float* __restrict inv_std, float* __restrict scale, float* __restrict offset,
+                        const double* __restrict sum, const double* __restrict sumsq, const float* __restrict shift,
+                        const float* __restrict gamma, const float* __restrict beta, float eps, double m,
+                        std::int64_t C) {
+  for (std::int64_t c = 0; c < C; ++c) {
+    const double mean_shifted = sum[c] / m;
+    const double mean_d = shift[c] + mean_shifted;
+    const double raw_var = sumsq[c] / m - mean_shifted * mean_shifted;
+    const double var_d = raw_var > 0.0 ? raw_var : 0.0;  // rounding can go below 0
+    mean[c] = static_cast<float>(mean_d);
+    mean_lo[c] = static_cast<float>(mean_d - static_cast<double>(mean[c]));
+    var[c] = static_cast<float>(var_d);
+    inv_std[c] = static_cast<float>(1.0 / std::sqrt(var_d + static_cast<double>(eps)));
+  }
+  // Separate loops: a test on gamma or beta inside the one above kept it scalar.
+  for (std::int64_t c = 0; c < C; ++c) scale[c] = gamma ? gamma[c] * inv_std[c] : inv_std[c];
+  for (std::int64_t c = 0; c < C; ++c) offset[c] = beta ? beta[c] : 0.0f;
+}
+
+// scale = gamma / sqrt(var + eps) and offset = beta from given statistics.
+BNORM_MULTIVERSION
+void inference_coefficients(float* __restrict scale, float* __restrict offset, const float* __restrict var,
+                            const float* __restrict gamma, const float* __restrict beta, float eps, std::int64_t C) {
+  for (std::int64_t c = 0; c < C; ++c)
+    scale[c] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
+  for (std::int64_t c = 0; c < C; ++c) scale[c] = gamma ? gamma[c] * scale[c] : scale[c];
+  for (std::int64_t c = 0; c < C; ++c) offset[c] = beta ? beta[c] : 0.0f;
+}
+
+// The backward's per-channel coefficients (see backward), in double.
+BNORM_MULTIVERSION
+void grad_coefficients(float* __restrict k, float* __restrict u, float* __restrict v, float* __restrict dgamma,
+                       float* __restrict dbeta, const double* __restrict sum_dy, const double* __restrict sum_dy_xc,
+                       const float* __restrict inv_std, const float* __restrict gamma, double m, std::int64_t C) {
+  for (std::int64_t c = 0; c < C; ++c) {
+    const double is = inv_std[c];
+    const double sum_dy_xhat = sum_dy_xc[c] * is;
+    if (dbeta) dbeta[c] = static_cast<float>(sum_dy[c]);
+    if (dgamma) dgamma[c] = static_cast<float>(sum_dy_xhat);
+    const double kc = (gamma ? gamma[c] : 1.0f) * is;
+    k[c] = static_cast<float>(kc);
+    u[c] = static_cast<float>(-kc * is * sum_dy_xhat / m);
+    v[c] = static_cast<float>(-kc * sum_dy[c] / m);
+  }
+}
+
 // The three entry points, each with an optional ReLU after the batch norm.
 
 // The caller's scratch (batchnorm_work_doubles(C)), carved into per-channel arrays.
@@ -370,9 +430,9 @@ struct Work {
   }
 };
 
-void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* var, float* inv_std,
-                   const float* x, const float* gamma, const float* beta, float eps, std::int64_t N,
-                   std::int64_t C, std::int64_t S, double* work) {
+void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* var, float* inv_std, const float* x,
+                   const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S,
+                   double* work) {
   Work w(work, C);
   double *sum = w.sum_a, *sumsq = w.sum_b;
   float *shift = w.f[0], *scale = w.f[1], *offset = w.f[2], *mean_lo = w.f[3];
@@ -380,32 +440,17 @@ void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* 
   for (std::int64_t c = 0; c < C; ++c) shift[c] = x[c * S];
   channel_moments(sum, sumsq, shift, x, N, C, S);
 
-  const double m = static_cast<double>(N * S);
-  for (std::int64_t c = 0; c < C; ++c) {
-    const double mean_shifted = sum[c] / m;
-    const double mean_d = shift[c] + mean_shifted;
-    const double var_d = std::max(sumsq[c] / m - mean_shifted * mean_shifted, 0.0);  // rounding can go below 0
-    mean[c] = static_cast<float>(mean_d);
-    mean_lo[c] = static_cast<float>(mean_d - static_cast<double>(mean[c]));
-    var[c] = static_cast<float>(var_d);
-    inv_std[c] = static_cast<float>(1.0 / std::sqrt(var_d + static_cast<double>(eps)));
-    scale[c] = gamma ? gamma[c] * inv_std[c] : inv_std[c];
-    offset[c] = beta ? beta[c] : 0.0f;
-  }
+  channel_statistics(mean, mean_lo, var, inv_std, scale, offset, sum, sumsq, shift, gamma, beta, eps,
+                     static_cast<double>(N * S), C);
   normalize(y, mask, relu, x, mean, mean_lo, scale, offset, N, C, S);
 }
 
-void forward_inference(float* y, bool relu, const float* x, const float* mean, const float* var,
-                       const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
-                       std::int64_t S, double* work) {
+void forward_inference(float* y, bool relu, const float* x, const float* mean, const float* var, const float* gamma,
+                       const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S, double* work) {
   Work w(work, C);
   float *scale = w.f[0], *offset = w.f[1], *no_remainder = w.f[2];  // a given float mean is exact as it stands
   std::fill(no_remainder, no_remainder + C, 0.0f);
-  for (std::int64_t c = 0; c < C; ++c) {
-    const float inv_std = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
-    scale[c] = gamma ? gamma[c] * inv_std : inv_std;
-    offset[c] = beta ? beta[c] : 0.0f;
-  }
+  inference_coefficients(scale, offset, var, gamma, beta, eps, C);
   normalize(y, nullptr, relu, x, mean, no_remainder, scale, offset, N, C, S);
 }
 
@@ -429,17 +474,7 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
   // Pass 2: dx = gamma·inv_std · (dy − mean(dy) − x̂ · mean(dy·x̂))
   //            = k·dy + (x − mean)·u + v, with k = gamma·inv_std,
   //              u = −k·inv_std·mean(dy·x̂), v = −k·mean(dy).
-  const double m = static_cast<double>(N * S);
-  for (std::int64_t c = 0; c < C; ++c) {
-    const double is = inv_std[c];
-    const double sum_dy_xhat = sum_dy_xc[c] * is;
-    if (dbeta) dbeta[c] = static_cast<float>(sum_dy[c]);
-    if (dgamma) dgamma[c] = static_cast<float>(sum_dy_xhat);
-    const double kc = (gamma ? gamma[c] : 1.0f) * is;
-    k[c] = static_cast<float>(kc);
-    u[c] = static_cast<float>(-kc * is * sum_dy_xhat / m);
-    v[c] = static_cast<float>(-kc * sum_dy[c] / m);
-  }
+  grad_coefficients(k, u, v, dgamma, dbeta, sum_dy, sum_dy_xc, inv_std, gamma, static_cast<double>(N * S), C);
   apply_grad(dx, dy, x, mask, mean, k, u, v, N, C, S);
 }
 
@@ -447,33 +482,33 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
 
 std::int64_t batchnorm_work_doubles(std::int64_t C) { return 4 * C; }
 
-void batchnorm_forward_train(float* y, float* mean, float* var, float* inv_std, const float* x,
-                             const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
-                             std::int64_t S, double* work) {
+void batchnorm_forward_train(float* y, float* mean, float* var, float* inv_std, const float* x, const float* gamma,
+                             const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S,
+                             double* work) {
   forward_train(y, nullptr, false, mean, var, inv_std, x, gamma, beta, eps, N, C, S, work);
 }
 
-void batchnorm_forward_inference(float* y, const float* x, const float* mean, const float* var,
-                                 const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
-                                 std::int64_t S, double* work) {
+void batchnorm_forward_inference(float* y, const float* x, const float* mean, const float* var, const float* gamma,
+                                 const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S,
+                                 double* work) {
   forward_inference(y, false, x, mean, var, gamma, beta, eps, N, C, S, work);
 }
 
-void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                        const float* mean, const float* inv_std, const float* gamma, std::int64_t N,
-                        std::int64_t C, std::int64_t S, double* work) {
+void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x, const float* mean,
+                        const float* inv_std, const float* gamma, std::int64_t N, std::int64_t C, std::int64_t S,
+                        double* work) {
   backward(dx, dgamma, dbeta, dy, nullptr, x, mean, inv_std, gamma, N, C, S, work);
 }
 
-void batchnorm_relu_forward_train(float* y, std::uint8_t* mask, float* mean, float* var, float* inv_std,
-                                  const float* x, const float* gamma, const float* beta, float eps,
-                                  std::int64_t N, std::int64_t C, std::int64_t S, double* work) {
+void batchnorm_relu_forward_train(float* y, std::uint8_t* mask, float* mean, float* var, float* inv_std, const float* x,
+                                  const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
+                                  std::int64_t S, double* work) {
   forward_train(y, mask, true, mean, var, inv_std, x, gamma, beta, eps, N, C, S, work);
 }
 
-void batchnorm_relu_forward_inference(float* y, const float* x, const float* mean, const float* var,
-                                      const float* gamma, const float* beta, float eps, std::int64_t N,
-                                      std::int64_t C, std::int64_t S, double* work) {
+void batchnorm_relu_forward_inference(float* y, const float* x, const float* mean, const float* var, const float* gamma,
+                                      const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S,
+                                      double* work) {
   forward_inference(y, true, x, mean, var, gamma, beta, eps, N, C, S, work);
 }
 
@@ -487,8 +522,8 @@ void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float
 // The same loops as above, cut where the statistics or gradient sums must be
 // combined across processes. Nothing above calls these.
 
-void batchnorm_channel_moments(double* mean, double* m2, const float* x, std::int64_t N, std::int64_t C,
-                               std::int64_t S, double* work) {
+void batchnorm_channel_moments(double* mean, double* m2, const float* x, std::int64_t N, std::int64_t C, std::int64_t S,
+                               double* work) {
   if (N * S == 0) {
     std::fill(mean, mean + C, 0.0);
     std::fill(m2, m2 + C, 0.0);
@@ -508,9 +543,9 @@ void batchnorm_channel_moments(double* mean, double* m2, const float* x, std::in
 }
 
 void batchnorm_normalize_with(float* y, std::uint8_t* relu_mask, bool relu, float* mean_out, float* var_out,
-                              float* inv_std, const float* x, const double* mean, const double* var,
-                              const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
-                              std::int64_t S, double* work) {
+                              float* inv_std, const float* x, const double* mean, const double* var, const float* gamma,
+                              const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S,
+                              double* work) {
   Work w(work, C);
   float *scale = w.f[0], *offset = w.f[1], *mean_lo = w.f[2];
   for (std::int64_t c = 0; c < C; ++c) {
@@ -541,10 +576,9 @@ void batchnorm_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, con
   }
 }
 
-void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_mask, const float* x,
-                          const float* mean, const float* inv_std, const float* gamma, const double* sum_dy,
-                          const double* sum_dy_xc, double m, std::int64_t N, std::int64_t C, std::int64_t S,
-                          double* work) {
+void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_mask, const float* x, const float* mean,
+                          const float* inv_std, const float* gamma, const double* sum_dy, const double* sum_dy_xc,
+                          double m, std::int64_t N, std::int64_t C, std::int64_t S, double* work) {
   if (N * S == 0) return;
   Work w(work, C);
   float *k = w.f[0], *u = w.f[1], *v = w.f[2];
