@@ -85,7 +85,9 @@ struct Shape3 {
 TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
   const Shape3 shapes[] = {{2, 1, 1, 0, 1},    {2, 7, 1, 5, 2},    {3, 13, 1, -3, 0.1}, {64, 33, 1, 10, 3},
                            {2, 3, 17, 0, 1},   {5, 4, 9, 100, 1},  {1, 6, 12, 0, 1},    {7, 5, 1, 1e3, 1},
-                           {4, 2, 25, -50, 5}, {3, 3, 1, 0, 1e-3}};
+                           {4, 2, 25, -50, 5}, {3, 3, 1, 0, 1e-3},
+                           // (N, C) with C >= 64: register chunks of 64 channels plus a tail, and past 256
+                           {20, 100, 1, 2, 1.5}, {17, 300, 1, -1, 1}};
   for (const Shape3& sh : shapes) {
     SCOPED_TRACE("N=" + std::to_string(sh.N) + " C=" + std::to_string(sh.C) + " S=" + std::to_string(sh.S) +
                  " mean=" + std::to_string(sh.mean));
@@ -109,7 +111,9 @@ TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
     EXPECT_LE(worst_error(dx.data(), ref.dx), tol * 10) << "dx";
     EXPECT_LE(worst_error(dgamma.data(), ref.dgamma), tol * static_cast<double>(sh.N * sh.S)) << "dgamma";
     EXPECT_LE(worst_error(dbeta.data(), ref.dbeta), 1e-5 * static_cast<double>(sh.N * sh.S)) << "dbeta";
-    EXPECT_LE(worst_error(mean.data(), ref.mean), 1e-7 * (1 + std::abs(sh.mean))) << "mean";
+    // The mean is stored in float (1e-7·|mean|), after float sums over short
+    // stretches around a shift, whose rounding scales with the spread.
+    EXPECT_LE(worst_error(mean.data(), ref.mean), 1e-7 * (1 + std::abs(sh.mean)) + 1e-6 * sh.sd) << "mean";
     EXPECT_LE(worst_error(var.data(), ref.var), 1e-6) << "var";
   }
 }
@@ -117,7 +121,8 @@ TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
 // The case where var = E[x^2] - E[x]^2 in float fails: mean 1e6, spread 1.
 // Rows (S == 1), short runs, and runs longer than the float blocks (S > 1024).
 TEST(BatchNormKernels, LargeMeanNormalizesAccurately) {
-  const Shape3 shapes[] = {{256, 4, 1, 1e6, 1.0}, {8, 5, 961, 1e6, 1.0}, {3, 2, 5000, -1e6, 1.0}};
+  const Shape3 shapes[] = {{256, 4, 1, 1e6, 1.0}, {40, 130, 1, 1e6, 1.0}, {8, 5, 961, 1e6, 1.0},
+                           {3, 2, 5000, -1e6, 1.0}};
   for (const Shape3& sh : shapes) {
     Rng rng(7);
     const Tensor x = random_tensor({sh.N, sh.C, sh.S}, rng, sh.mean, sh.sd);

@@ -34,6 +34,7 @@ namespace {
 constexpr std::int64_t kLanes = 16;             // independent float accumulators: one AVX-512 register
 constexpr std::int64_t kRowBlock = 16;          // rows summed in float before merging into double (S == 1)
 constexpr std::int64_t kRowWidth = 256;         // columns a thread owns at a time (S == 1)
+constexpr int kRowChunk = 4;                    // lane groups summed in registers at a time (S == 1)
 constexpr std::int64_t kRunBlock = 1024;        // values of a run summed in float before merging (S > 1)
 constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at most (S > 1): 32 KB of lanes
 // Below this many values a parallel region costs more than it saves: a hidden
@@ -190,23 +191,50 @@ void channel_moments_rows(double* sum, double* sumsq, const float* shift, const 
     float s[kRowWidth], q[kRowWidth];
 #pragma omp for schedule(static)
     for (std::int64_t c0 = 0; c0 < C; c0 += kRowWidth) {
-      const std::int64_t c1 = std::min(C, c0 + kRowWidth), w = c1 - c0;
+      const std::int64_t c1 = std::min(C, c0 + kRowWidth);
+      for (std::int64_t c = c0; c < c1; ++c) sum[c] = sumsq[c] = 0.0;
+      // Sixty-four channels at a time with the sums in registers: through
+      // the arrays below every value cost two extra loads and two stores.
+      // Each channel's sums run over the same rows in the same order either
+      // way, so the bits do not depend on the path.
+      std::int64_t cv = c0;
+      for (; cv + kRowChunk * kLanes <= c1; cv += kRowChunk * kLanes) {
+        Lanes k[kRowChunk];
+        for (int u = 0; u < kRowChunk; ++u) std::memcpy(&k[u], shift + cv + u * kLanes, sizeof(Lanes));
+        for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
+          const std::int64_t n1 = std::min(N, n0 + kRowBlock);
+          Lanes sv[kRowChunk] = {}, qv[kRowChunk] = {};
+          for (std::int64_t n = n0; n < n1; ++n)
+            for (int u = 0; u < kRowChunk; ++u) {
+              BNORM_LOAD_LANES(v, x + n * C + cv + u * kLanes);
+              const Lanes d = v - k[u];
+              sv[u] += d;
+              qv[u] += d * d;
+            }
+          for (int u = 0; u < kRowChunk; ++u)
+            for (std::int64_t l = 0; l < kLanes; ++l) {
+              sum[cv + u * kLanes + l] += sv[u][l];
+              sumsq[cv + u * kLanes + l] += qv[u][l];
+            }
+        }
+      }
+      const std::int64_t w = c1 - cv;
+      if (w == 0) continue;
       std::fill(s, s + w, 0.0f);
       std::fill(q, q + w, 0.0f);
-      for (std::int64_t c = c0; c < c1; ++c) sum[c] = sumsq[c] = 0.0;
       for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
         const std::int64_t n1 = std::min(N, n0 + kRowBlock);
         for (std::int64_t n = n0; n < n1; ++n) {
-          const float* row = x + n * C + c0;
+          const float* row = x + n * C + cv;
           for (std::int64_t j = 0; j < w; ++j) {
-            const float d = row[j] - shift[c0 + j];
+            const float d = row[j] - shift[cv + j];
             s[j] += d;
             q[j] += d * d;
           }
         }
         for (std::int64_t j = 0; j < w; ++j) {
-          sum[c0 + j] += s[j];
-          sumsq[c0 + j] += q[j];
+          sum[cv + j] += s[j];
+          sumsq[cv + j] += q[j];
           s[j] = q[j] = 0.0f;
         }
       }
@@ -293,33 +321,63 @@ void grad_sums_rows(double* sum_dy, double* sum_dy_xc, const float* dy, const fl
     float s[kRowWidth], q[kRowWidth];
 #pragma omp for schedule(static)
     for (std::int64_t c0 = 0; c0 < C; c0 += kRowWidth) {
-      const std::int64_t c1 = std::min(C, c0 + kRowWidth), w = c1 - c0;
+      const std::int64_t c1 = std::min(C, c0 + kRowWidth);
+      for (std::int64_t c = c0; c < c1; ++c) sum_dy[c] = sum_dy_xc[c] = 0.0;
+      // Sixty-four channels at a time in registers, as in channel_moments_rows.
+      std::int64_t cv = c0;
+      for (; cv + kRowChunk * kLanes <= c1; cv += kRowChunk * kLanes) {
+        Lanes mu[kRowChunk];
+        for (int u = 0; u < kRowChunk; ++u) std::memcpy(&mu[u], mean + cv + u * kLanes, sizeof(Lanes));
+        for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
+          const std::int64_t n1 = std::min(N, n0 + kRowBlock);
+          Lanes sv[kRowChunk] = {}, qv[kRowChunk] = {};
+          for (std::int64_t n = n0; n < n1; ++n)
+            for (int u = 0; u < kRowChunk; ++u) {
+              const std::int64_t at = n * C + cv + u * kLanes;
+              BNORM_LOAD_LANES(g, dy + at);
+              BNORM_LOAD_LANES(v, x + at);
+              if (mask) {
+                LaneBits keep;
+                for (std::int64_t l = 0; l < kLanes; ++l) keep[l] = -static_cast<std::int32_t>(mask[at + l]);
+                g = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(g) & keep);
+              }
+              sv[u] += g;
+              qv[u] += g * (v - mu[u]);
+            }
+          for (int u = 0; u < kRowChunk; ++u)
+            for (std::int64_t l = 0; l < kLanes; ++l) {
+              sum_dy[cv + u * kLanes + l] += sv[u][l];
+              sum_dy_xc[cv + u * kLanes + l] += qv[u][l];
+            }
+        }
+      }
+      const std::int64_t w = c1 - cv;
+      if (w == 0) continue;
       std::fill(s, s + w, 0.0f);
       std::fill(q, q + w, 0.0f);
-      for (std::int64_t c = c0; c < c1; ++c) sum_dy[c] = sum_dy_xc[c] = 0.0;
       for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
         const std::int64_t n1 = std::min(N, n0 + kRowBlock);
         for (std::int64_t n = n0; n < n1; ++n) {
-          const float* xr = x + n * C + c0;
-          const float* dyr = dy + n * C + c0;
+          const float* xr = x + n * C + cv;
+          const float* dyr = dy + n * C + cv;
           if (mask) {
-            const std::uint8_t* mr = mask + n * C + c0;
+            const std::uint8_t* mr = mask + n * C + cv;
             for (std::int64_t j = 0; j < w; ++j) {
               const float d = dyr[j];  // loaded unconditionally, so the select needs no branch
               const float g = mr[j] ? d : 0.0f;
               s[j] += g;
-              q[j] += g * (xr[j] - mean[c0 + j]);
+              q[j] += g * (xr[j] - mean[cv + j]);
             }
           } else {
             for (std::int64_t j = 0; j < w; ++j) {
               s[j] += dyr[j];
-              q[j] += dyr[j] * (xr[j] - mean[c0 + j]);
+              q[j] += dyr[j] * (xr[j] - mean[cv + j]);
             }
           }
         }
         for (std::int64_t j = 0; j < w; ++j) {
-          sum_dy[c0 + j] += s[j];
-          sum_dy_xc[c0 + j] += q[j];
+          sum_dy[cv + j] += s[j];
+          sum_dy_xc[cv + j] += q[j];
           s[j] = q[j] = 0.0f;
         }
       }
