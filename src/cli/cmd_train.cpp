@@ -223,7 +223,7 @@ int usable_cores() {
 
 // --threads 0 under --distributed: the cores this rank is bound to, at most
 // this machine's cores divided among its ranks, so that ranks sharing a
-// machine do not oversubscribe it (OpenBLAS and OpenMP both get this count).
+// machine do not oversubscribe it (one OpenMP pool; OpenBLAS runs single-threaded inside it).
 int threads_per_rank(int requested, const Cluster& c) {
   if (requested != 0 || !c.dist) return requested;
   const unsigned hw = std::thread::hardware_concurrency();
@@ -485,7 +485,7 @@ Runner add_train_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed for initialization and shuffling (same seed, machine and threads: same bits)")
       ->capture_default_str();
-  cmd->add_option("--threads", o->threads, "Threads for OpenBLAS and OpenMP (0 = one per core; with --distributed: per rank, 0 = the rank's "
+  cmd->add_option("--threads", o->threads, "Threads for the loops and matrix products (0 = one per core; with --distributed: per rank, 0 = the rank's "
                   "bound cores, at most this machine's cores divided among its ranks)")->capture_default_str();
   cmd->add_option("--train-size", o->train_size, "Use only the first N training examples (0 = all)")->capture_default_str();
   cmd->add_option("--test-size", o->test_size, "Use only the first N test examples (0 = all)")->capture_default_str();
