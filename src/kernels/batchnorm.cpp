@@ -422,26 +422,36 @@ void apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* 
   }
 }
 
-// Per-channel closing arithmetic, in double. Its own cloned function, with
-// restrict pointers (eleven arrays are too many for GCC's run-time overlap
-// checks) and built with -fno-math-errno -fno-trapping-math, so the loop runs
-// in vector lanes (vsqrtpd, vdivpd): as scalar code the square roots and
+// Per-channel closing arithmetic, in double, in cloned functions of their
+// own, built with -fno-math-errno -fno-trapping-math, so the loops run in
+// vector lanes (vsqrtpd, vdivpd): as scalar code the square roots and
 // divisions took a quarter of a 64x512 training forward.
+
+// Σ(x − shift) and Σ(x − shift)² over m values → mean and biased variance, in place.
 BNORM_MULTIVERSION
-void channel_statistics(float* __restrict mean, float* __restrict mean_lo, float* __restrict var,
-                        float* __restrict inv_std, float* __restrict scale, float* __restrict offset,
-                        const double* __restrict sum, const double* __restrict sumsq, const float* __restrict shift,
-                        const float* __restrict gamma, const float* __restrict beta, float eps, double m,
-                        std::int64_t C) {
+void mean_var_from_shifted_sums(double* sum_to_mean, double* sumsq_to_var, const float* shift, double m,
+                                std::int64_t C) {
   for (std::int64_t c = 0; c < C; ++c) {
-    const double mean_shifted = sum[c] / m;
-    const double mean_d = shift[c] + mean_shifted;
-    const double raw_var = sumsq[c] / m - mean_shifted * mean_shifted;
-    const double var_d = raw_var > 0.0 ? raw_var : 0.0;  // rounding can go below 0
-    mean[c] = static_cast<float>(mean_d);
-    mean_lo[c] = static_cast<float>(mean_d - static_cast<double>(mean[c]));
-    var[c] = static_cast<float>(var_d);
-    inv_std[c] = static_cast<float>(1.0 / std::sqrt(var_d + static_cast<double>(eps)));
+    const double mean_shifted = sum_to_mean[c] / m;
+    const double raw_var = sumsq_to_var[c] / m - mean_shifted * mean_shifted;
+    sum_to_mean[c] = shift[c] + mean_shifted;
+    sumsq_to_var[c] = raw_var > 0.0 ? raw_var : 0.0;  // rounding can go below 0
+  }
+}
+
+// From a double mean and variance: the float statistics the layer keeps, the
+// mean's float remainder, and normalize's scale and offset. Restrict
+// pointers: eleven arrays are too many for GCC's run-time overlap checks.
+BNORM_MULTIVERSION
+void normalize_coefficients(float* __restrict mean, float* __restrict mean_lo, float* __restrict var,
+                            float* __restrict inv_std, float* __restrict scale, float* __restrict offset,
+                            const double* __restrict mean_d, const double* __restrict var_d,
+                            const float* __restrict gamma, const float* __restrict beta, float eps, std::int64_t C) {
+  for (std::int64_t c = 0; c < C; ++c) {
+    mean[c] = static_cast<float>(mean_d[c]);
+    mean_lo[c] = static_cast<float>(mean_d[c] - static_cast<double>(mean[c]));
+    var[c] = static_cast<float>(var_d[c]);
+    inv_std[c] = static_cast<float>(1.0 / std::sqrt(var_d[c] + static_cast<double>(eps)));
   }
   // Separate loops: a test on gamma or beta inside the one above kept it scalar.
   for (std::int64_t c = 0; c < C; ++c) scale[c] = gamma ? gamma[c] * inv_std[c] : inv_std[c];
@@ -498,8 +508,8 @@ void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* 
   for (std::int64_t c = 0; c < C; ++c) shift[c] = x[c * S];
   channel_moments(sum, sumsq, shift, x, N, C, S);
 
-  channel_statistics(mean, mean_lo, var, inv_std, scale, offset, sum, sumsq, shift, gamma, beta, eps,
-                     static_cast<double>(N * S), C);
+  mean_var_from_shifted_sums(sum, sumsq, shift, static_cast<double>(N * S), C);
+  normalize_coefficients(mean, mean_lo, var, inv_std, scale, offset, sum, sumsq, gamma, beta, eps, C);
   normalize(y, mask, relu, x, mean, mean_lo, scale, offset, N, C, S);
 }
 
@@ -606,14 +616,7 @@ void batchnorm_normalize_with(float* y, std::uint8_t* relu_mask, bool relu, floa
                               double* work) {
   Work w(work, C);
   float *scale = w.f[0], *offset = w.f[1], *mean_lo = w.f[2];
-  for (std::int64_t c = 0; c < C; ++c) {
-    mean_out[c] = static_cast<float>(mean[c]);
-    mean_lo[c] = static_cast<float>(mean[c] - static_cast<double>(mean_out[c]));
-    var_out[c] = static_cast<float>(var[c]);
-    inv_std[c] = static_cast<float>(1.0 / std::sqrt(var[c] + static_cast<double>(eps)));
-    scale[c] = gamma ? gamma[c] * inv_std[c] : inv_std[c];
-    offset[c] = beta ? beta[c] : 0.0f;
-  }
+  normalize_coefficients(mean_out, mean_lo, var_out, inv_std, scale, offset, mean, var, gamma, beta, eps, C);
   if (N * S > 0) normalize(y, relu_mask, relu, x, mean_out, mean_lo, scale, offset, N, C, S);
 }
 
@@ -640,14 +643,7 @@ void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_m
   if (N * S == 0) return;
   Work w(work, C);
   float *k = w.f[0], *u = w.f[1], *v = w.f[2];
-  // k = gamma·inv_std, u = −k·inv_std²·Σdy(x−mean)/m, v = −k·Σdy/m, as in batchnorm_backward.
-  for (std::int64_t c = 0; c < C; ++c) {
-    const double is = inv_std[c];
-    const double kc = (gamma ? gamma[c] : 1.0f) * is;
-    k[c] = static_cast<float>(kc);
-    u[c] = static_cast<float>(-kc * is * (sum_dy_xc[c] * is) / m);
-    v[c] = static_cast<float>(-kc * sum_dy[c] / m);
-  }
+  grad_coefficients(k, u, v, nullptr, nullptr, sum_dy, sum_dy_xc, inv_std, gamma, m, C);  // as in backward
   apply_grad(dx, dy, x, relu_mask, mean, k, u, v, N, C, S);
 }
 
