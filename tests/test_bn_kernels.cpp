@@ -87,7 +87,10 @@ TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
                            {2, 3, 17, 0, 1},   {5, 4, 9, 100, 1},  {1, 6, 12, 0, 1},    {7, 5, 1, 1e3, 1},
                            {4, 2, 25, -50, 5}, {3, 3, 1, 0, 1e-3},
                            // (N, C) with C >= 64: register chunks of 64 channels plus a tail, and past 256
-                           {20, 100, 1, 2, 1.5}, {17, 300, 1, -1, 1}};
+                           {20, 100, 1, 2, 1.5}, {17, 300, 1, -1, 1},
+                           // over 16 MiB, where outputs bypass the caches: runs of 196 (whole lines
+                           // every fourth run) and of an odd length (runs start at every alignment)
+                           {88, 256, 196, 1, 2}, {5, 173, 4913, -2, 1}};
   for (const Shape3& sh : shapes) {
     SCOPED_TRACE("N=" + std::to_string(sh.N) + " C=" + std::to_string(sh.C) + " S=" + std::to_string(sh.S) +
                  " mean=" + std::to_string(sh.mean));
@@ -161,10 +164,12 @@ Tensor column_batch(std::initializer_list<float> values) {
 // Fused BN + ReLU against the two kernels run one after the other: same bits,
 // in training forward (outputs and statistics), backward and inference. Shapes
 // cover rows (S == 1) with C not a multiple of the vector width, short and long
-// runs with tails, and means that send many values below zero.
+// runs with tails, a tensor large enough for streamed stores, and means that
+// send many values below zero.
 TEST(BatchNormKernels, FusedReluIsBitIdenticalToSeparateLayers) {
   const Shape3 shapes[] = {{7, 37, 1, 0.3, 1.0}, {64, 512, 1, -0.5, 2.0}, {3, 5, 17, 0.0, 1.0},
-                           {4, 19, 196, 1.0, 3.0}, {2, 3, 1030, -1.0, 1.0}};
+                           {4, 19, 196, 1.0, 3.0}, {2, 3, 1030, -1.0, 1.0},
+                           {5, 173, 4913, 0.0, 1.0}};  // over 16 MiB: streamed outputs
   for (const Shape3& sh : shapes) {
     const std::int64_t N = sh.N, C = sh.C, S = sh.S, total = N * C * S;
     Rng rng(static_cast<std::uint64_t>(N * 1000 + C * 10 + S));

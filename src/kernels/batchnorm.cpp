@@ -4,6 +4,10 @@
 //
 // Memory traffic is the cost: training forward reads x twice (statistics, then
 // normalize) and writes y once; backward reads x and dy twice and writes dx once.
+// For S > 1 the training passes take a group of channels at a time (about
+// 512 KB of data) and run the second pass while the group is still in the
+// core's cache, so memory sees x read once; outputs of 16 MiB or more are
+// written with streaming stores, which skip reading the old contents first.
 //
 // Layouts: for S == 1, an (N, C) input, a channel's values are strided by C, so
 // the loops walk rows and keep C accumulators, vectorized across channels; the
@@ -20,10 +24,12 @@
 // target_clones), so the portable build is fast on new machines too.
 #include "bnorm/kernels/batchnorm.hpp"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "multiversion.hpp"
@@ -42,6 +48,17 @@ constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at mos
 // waiting for it at the barrier when another process holds that core, can
 // take milliseconds.
 constexpr std::int64_t kParallelMin = std::int64_t{1} << 18;
+// Data a fused training pass (S > 1) takes at a time: its statistics pass
+// leaves a group's values in the core's cache for the pass that follows.
+constexpr std::int64_t kGroupBytes = std::int64_t{1} << 19;
+
+// Channels per group: as many as fit kGroupBytes, at least one, and no more
+// than a thread's share of C, so every thread has work.
+std::int64_t channels_per_group(std::int64_t bytes_per_channel, std::int64_t C, bool parallel) {
+  const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
+  const std::int64_t fit = kGroupBytes / std::max<std::int64_t>(bytes_per_channel, 1);
+  return std::clamp<std::int64_t>(std::min(fit, (C + threads - 1) / threads), 1, kChannelBlockMax);
+}
 
 // Sixteen float lanes as one value (GCC/Clang vector extension): one zmm
 // register in the AVX-512 copy, two ymm or four xmm in the others. Every copy
@@ -57,6 +74,42 @@ typedef std::int32_t LaneBits __attribute__((vector_size(kLanes * sizeof(std::in
   Lanes var;                       \
   std::memcpy(&var, (ptr), sizeof var)
 
+// Output tensors at least this large are written with non-temporal stores:
+// the store then skips reading the old line from memory first (a third of a
+// normalize pass's traffic), and an output this large would leave the caches
+// before the next layer reads it anyway. Smaller outputs stay in the cache.
+constexpr std::int64_t kStreamBytes = std::int64_t{16} << 20;
+
+// Sixteen lanes stored around the caches to p (a whole cache line): four SSE
+// streaming stores, which every x86-64 copy of the kernels can use.
+inline void stream_lanes(float* p, const Lanes& v) {
+  _mm_stream_ps(p, __builtin_shufflevector(v, v, 0, 1, 2, 3));
+  _mm_stream_ps(p + 4, __builtin_shufflevector(v, v, 4, 5, 6, 7));
+  _mm_stream_ps(p + 8, __builtin_shufflevector(v, v, 8, 9, 10, 11));
+  _mm_stream_ps(p + 12, __builtin_shufflevector(v, v, 12, 13, 14, 15));
+}
+
+inline bool streams(std::int64_t N, std::int64_t C, std::int64_t S) {
+  return N * C * S * static_cast<std::int64_t>(sizeof(float)) >= kStreamBytes;
+}
+
+// Values before p starts a cache line (p is float-aligned): 0 to 15. Only
+// whole lines are streamed; a line that two runs share is written with plain
+// stores, since mixing the two kinds in one line makes the memory controller
+// merge a partial line.
+inline std::int64_t until_line(const float* p) {
+  return static_cast<std::int64_t>((64 - (reinterpret_cast<std::uintptr_t>(p) & 63)) & 63) / 4;
+}
+
+// g = 0 where the ReLU mask is 0: the gradient that reaches a fused batch
+// norm's output is dy where its ReLU let the value pass. Always inlined, so
+// each compiled copy of a caller keeps its own vector width.
+__attribute__((always_inline)) inline void keep_where_mask(Lanes& g, const std::uint8_t* mask) {
+  LaneBits keep;
+  for (std::int64_t l = 0; l < kLanes; ++l) keep[l] = -static_cast<std::int32_t>(mask[l]);
+  g = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(g) & keep);
+}
+
 inline double lane_sum(const Lanes& v) {
   double sum = 0.0;
   for (std::int64_t l = 0; l < kLanes; ++l) sum += v[l];
@@ -67,9 +120,13 @@ inline double lane_sum(const Lanes& v) {
 // S values (channels c0.. of one example): whole lane-widths into the float
 // lanes s[r] and q[r], the tails into the doubles. One call covers a block of
 // channels, so the dispatch and the lane loads happen per block, not per run.
+// `ahead` (in values) is where the same block of the next example starts:
+// the stretches of one block are short and far apart, and the hardware
+// prefetchers lose the first lines of each, so this asks for them one
+// stretch early (0: nothing to ask for).
 BNORM_MULTIVERSION
 void block_moments(Lanes* s_out, Lanes* q_out, double* tail_sum, double* tail_sumsq, const float* x, std::int64_t runs,
-                   std::int64_t S, const float* shift) {
+                   std::int64_t S, const float* shift, std::int64_t ahead) {
   for (std::int64_t r = 0; r < runs; ++r) {
     // Local copies: through the pointers the compiler must assume x may alias
     // the lanes and would store them back on every step.
@@ -78,6 +135,7 @@ void block_moments(Lanes* s_out, Lanes* q_out, double* tail_sum, double* tail_su
     const float k = shift[r];
     std::int64_t i = 0;
     for (; i + kLanes <= S; i += kLanes) {
+      __builtin_prefetch(run + i + ahead);
       BNORM_LOAD_LANES(v, run + i);
       const Lanes d = v - k;
       s += d;
@@ -99,9 +157,11 @@ void block_moments(Lanes* s_out, Lanes* q_out, double* tail_sum, double* tail_su
 // Adds Σ dy and Σ dy * (x - mean[c]) over `runs` consecutive runs, as block_moments does.
 // With a ReLU mask (fused BN + ReLU) dy counts only where the mask is 1: the
 // gradient that reaches the batch norm's output is dy where ReLU let it pass.
+// `ahead` as in block_moments.
 BNORM_MULTIVERSION
 void block_grad_sums(Lanes* s_out, Lanes* q_out, double* tail_dy, double* tail_dy_xc, const float* dy, const float* x,
-                     const std::uint8_t* mask, std::int64_t runs, std::int64_t S, const float* mean) {
+                     const std::uint8_t* mask, std::int64_t runs, std::int64_t S, const float* mean,
+                     std::int64_t ahead) {
   for (std::int64_t r = 0; r < runs; ++r) {
     Lanes s = s_out[r], q = q_out[r];
     const float* dyr = dy + r * S;
@@ -111,16 +171,18 @@ void block_grad_sums(Lanes* s_out, Lanes* q_out, double* tail_dy, double* tail_d
     std::int64_t i = 0;
     if (mr) {
       for (; i + kLanes <= S; i += kLanes) {
+        __builtin_prefetch(dyr + i + ahead);
+        __builtin_prefetch(xr + i + ahead);
         BNORM_LOAD_LANES(g, dyr + i);
         BNORM_LOAD_LANES(v, xr + i);
-        LaneBits keep;
-        for (std::int64_t l = 0; l < kLanes; ++l) keep[l] = -static_cast<std::int32_t>(mr[i + l]);
-        g = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(g) & keep);
+        keep_where_mask(g, mr + i);
         s += g;
         q += g * (v - mu);
       }
     } else {
       for (; i + kLanes <= S; i += kLanes) {
+        __builtin_prefetch(dyr + i + ahead);
+        __builtin_prefetch(xr + i + ahead);
         BNORM_LOAD_LANES(g, dyr + i);
         BNORM_LOAD_LANES(v, xr + i);
         s += g;
@@ -141,41 +203,54 @@ void block_grad_sums(Lanes* s_out, Lanes* q_out, double* tail_dy, double* tail_d
   }
 }
 
-// Two per-channel sums over (N, C, S) data with S > 1: each thread takes one
-// block of consecutive channels (up to kChannelBlockMax) and walks it example
-// by example, so it reads its block's part of every example as one long
-// stretch. With blocks of 16 channels, 128x256x14x14 read 12.5 KB stretches
-// 200 KB apart and the hardware prefetchers restarted at each jump: the
-// statistics pass took longer than normalizing, which also writes.
-// add_block(lanes_a, lanes_b, sums_a, sums_b, n, c0, count) adds one example's
-// runs of channels c0..c0+count-1. A channel's sums do not depend on the
-// block it falls in, so the thread count does not change the results.
-template <class AddBlock>
-void block_sums(double* sum_a, double* sum_b, std::int64_t N, std::int64_t C, std::int64_t S, AddBlock add_block) {
+// Two per-channel sums over one group of `count` consecutive channels of
+// (N, C, S) data with S > 1, walking the group example by example.
+// add_run_block(lanes_a, lanes_b, sums_a, sums_b, n) adds the group's runs of
+// example n. Float lanes merge into the double sums every kRunBlock values of
+// a channel; that schedule depends on N and S only, so a channel's sums do not
+// depend on the group it falls in, and neither the thread count nor the group
+// size changes the results.
+template <class AddRunBlock>
+void group_sums(double* sum_a, double* sum_b, std::int64_t N, std::int64_t S, std::int64_t count,
+                AddRunBlock add_run_block) {
+  Lanes a[kChannelBlockMax], b[kChannelBlockMax];
+  for (std::int64_t r = 0; r < count; ++r) {
+    sum_a[r] = sum_b[r] = 0.0;
+    a[r] = b[r] = Lanes{};
+  }
+  std::int64_t since_merge = 0;
+  for (std::int64_t n = 0; n < N; ++n) {
+    add_run_block(a, b, sum_a, sum_b, n);
+    since_merge += S;
+    if (since_merge >= kRunBlock || n + 1 == N) {
+      for (std::int64_t r = 0; r < count; ++r) {
+        sum_a[r] += lane_sum(a[r]);
+        sum_b[r] += lane_sum(b[r]);
+        a[r] = b[r] = Lanes{};
+      }
+      since_merge = 0;
+    }
+  }
+}
+
+// group_sums over all channels when nothing else is to be done with them:
+// each thread takes one block of consecutive channels (up to
+// kChannelBlockMax), so it reads its block's part of every example as one
+// long stretch. With blocks of 16 channels, 128x256x14x14 read 12.5 KB
+// stretches 200 KB apart and the hardware prefetchers restarted at each jump.
+// add_run_block(lanes_a, lanes_b, sums_a, sums_b, n, c0, count) as above for
+// channels c0..c0+count-1.
+template <class AddRunBlock>
+void block_sums(double* sum_a, double* sum_b, std::int64_t N, std::int64_t C, std::int64_t S,
+                AddRunBlock add_run_block) {
   const bool parallel = N * C * S >= kParallelMin;
   const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
   const std::int64_t block = std::clamp<std::int64_t>((C + threads - 1) / threads, 1, kChannelBlockMax);
 #pragma omp parallel for schedule(static) if (parallel)
   for (std::int64_t c0 = 0; c0 < C; c0 += block) {
     const std::int64_t count = std::min(C - c0, block);
-    Lanes a[kChannelBlockMax], b[kChannelBlockMax];
-    for (std::int64_t r = 0; r < count; ++r) {
-      sum_a[c0 + r] = sum_b[c0 + r] = 0.0;
-      a[r] = b[r] = Lanes{};
-    }
-    std::int64_t since_merge = 0;
-    for (std::int64_t n = 0; n < N; ++n) {
-      add_block(a, b, sum_a + c0, sum_b + c0, n, c0, count);
-      since_merge += S;
-      if (since_merge >= kRunBlock || n + 1 == N) {
-        for (std::int64_t r = 0; r < count; ++r) {
-          sum_a[c0 + r] += lane_sum(a[r]);
-          sum_b[c0 + r] += lane_sum(b[r]);
-          a[r] = b[r] = Lanes{};
-        }
-        since_merge = 0;
-      }
-    }
+    group_sums(sum_a + c0, sum_b + c0, N, S, count,
+               [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n) { add_run_block(a, b, sa, sb, n, c0, count); });
   }
 }
 
@@ -252,7 +327,8 @@ void channel_moments(double* sum, double* sumsq, const float* shift, const float
   }
   block_sums(sum, sumsq, N, C, S,
              [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {
-               block_moments(a, b, sa, sb, x + (n * C + c0) * S, count, S, shift + c0);
+               const float* xn = x + (n * C + c0) * S;
+               block_moments(a, b, sa, sb, xn, count, S, shift + c0, n + 1 < N ? C * S : 0);
              });
 }
 
@@ -266,51 +342,129 @@ void channel_moments(double* sum, double* sumsq, const float* shift, const float
 // so fused and unfused give the same bits), and mask, when given, records
 // r > 0 per value: one byte where the ReLU's backward would read a float.
 // Each variant has its own loop so the inner loops stay branch-free.
+// Rows [0, rows) of an (N, C) input normalized with per-channel coefficients.
 BNORM_MULTIVERSION
-void normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi, const float* mean_lo,
-               const float* scale, const float* offset, std::int64_t N, std::int64_t C, std::int64_t S) {
-  // Rows of C values (S == 1) or runs of S values of one channel (S > 1).
-  const bool rows = S == 1;
-  const std::int64_t count = rows ? N : N * C, width = rows ? C : S;
-#pragma omp parallel for schedule(static) if (N * C * S >= kParallelMin)
-  for (std::int64_t r = 0; r < count; ++r) {
-    const float* xr = x + r * width;
-    float* yr = y + r * width;
-    std::uint8_t* mr = mask ? mask + r * width : nullptr;
-    if (rows) {
-      if (!relu) {
-        for (std::int64_t c = 0; c < C; ++c) yr[c] = ((xr[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c];
-      } else if (!mr) {
-        for (std::int64_t c = 0; c < C; ++c) {
-          const float v = ((xr[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c];
-          yr[c] = v > 0.0f ? v : 0.0f;
-        }
-      } else {
-        for (std::int64_t c = 0; c < C; ++c) {
-          const float v = ((xr[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c];
-          yr[c] = v > 0.0f ? v : 0.0f;
-          mr[c] = v > 0.0f;
-        }
-      }
-      continue;
-    }
-    const std::int64_t c = r % C;
-    const float hi = mean_hi[c], lo = mean_lo[c], a = scale[c], b = offset[c];
+void normalize_rows(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
+                    const float* mean_lo, const float* scale, const float* offset, std::int64_t rows,
+                    std::int64_t C) {
+  for (std::int64_t n = 0; n < rows; ++n) {
+    const float* xr = x + n * C;
+    float* yr = y + n * C;
+    std::uint8_t* mr = mask ? mask + n * C : nullptr;
     if (!relu) {
-      for (std::int64_t i = 0; i < S; ++i) yr[i] = ((xr[i] - hi) - lo) * a + b;
+      for (std::int64_t c = 0; c < C; ++c) yr[c] = ((xr[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c];
     } else if (!mr) {
-      for (std::int64_t i = 0; i < S; ++i) {
-        const float v = ((xr[i] - hi) - lo) * a + b;
-        yr[i] = v > 0.0f ? v : 0.0f;
+      for (std::int64_t c = 0; c < C; ++c) {
+        const float v = ((xr[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c];
+        yr[c] = v > 0.0f ? v : 0.0f;
       }
     } else {
-      for (std::int64_t i = 0; i < S; ++i) {
-        const float v = ((xr[i] - hi) - lo) * a + b;
-        yr[i] = v > 0.0f ? v : 0.0f;
-        mr[i] = v > 0.0f;
+      for (std::int64_t c = 0; c < C; ++c) {
+        const float v = ((xr[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c];
+        yr[c] = v > 0.0f ? v : 0.0f;
+        mr[c] = v > 0.0f;
       }
     }
   }
+}
+
+// `count` runs of S > 1 values, run r with channel r's coefficients; with
+// `stream`, whole cache lines are written with streaming stores.
+BNORM_MULTIVERSION
+void normalize_segment(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
+                       const float* mean_lo, const float* scale, const float* offset, std::int64_t count,
+                       std::int64_t S, bool stream) {
+  for (std::int64_t r = 0; r < count; ++r) {  // runs of S values: run r is channel r
+    const float* xr = x + r * S;
+    float* yr = y + r * S;
+    std::uint8_t* mr = mask ? mask + r * S : nullptr;
+    const float hi = mean_hi[r], lo = mean_lo[r], a = scale[r], b = offset[r];
+    // The streamed middle of the run, then the plain loops below finish the
+    // head and the tail: each value's arithmetic is the same either way.
+    std::int64_t first = 0, last = 0;
+    if (stream) {
+      first = std::min(S, until_line(yr));
+      last = first + (S - first) / kLanes * kLanes;
+      for (std::int64_t i = first; i < last; i += kLanes) {
+        BNORM_LOAD_LANES(v, xr + i);
+        Lanes out = ((v - hi) - lo) * a + b;
+        if (relu) {
+          const LaneBits positive = out > 0.0f;
+          out = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(out) & positive);
+          if (mr)
+            for (std::int64_t l = 0; l < kLanes; ++l) mr[i + l] = static_cast<std::uint8_t>(-positive[l]);
+        }
+        stream_lanes(yr + i, out);
+      }
+    }
+    const auto plain = [&](std::int64_t from, std::int64_t to) {
+      if (!relu) {
+        for (std::int64_t i = from; i < to; ++i) yr[i] = ((xr[i] - hi) - lo) * a + b;
+      } else if (!mr) {
+        for (std::int64_t i = from; i < to; ++i) {
+          const float v = ((xr[i] - hi) - lo) * a + b;
+          yr[i] = v > 0.0f ? v : 0.0f;
+        }
+      } else {
+        for (std::int64_t i = from; i < to; ++i) {
+          const float v = ((xr[i] - hi) - lo) * a + b;
+          yr[i] = v > 0.0f ? v : 0.0f;
+          mr[i] = v > 0.0f;
+        }
+      }
+    };
+    plain(0, first);
+    plain(last, S);
+  }
+}
+
+// Splits the N*C (example, channel) pairs into one contiguous share per
+// thread and calls segment(n, c0, count) for each piece of a share that lies
+// in one example. Shares follow memory, so a batch of one still splits.
+template <class Segment>
+void parallel_segments(std::int64_t N, std::int64_t C, bool parallel, Segment segment) {
+#pragma omp parallel if (parallel)
+  {
+    const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const std::int64_t first = N * C * t / threads, last = N * C * (t + 1) / threads;
+    for (std::int64_t p = first; p < last;) {
+      const std::int64_t n = p / C, c0 = p % C, count = std::min(C - c0, last - p);
+      segment(n, c0, count);
+      p += count;
+    }
+  }
+}
+
+// Rows split into one contiguous share per thread: rows(n0, count).
+template <class Rows>
+void parallel_rows(std::int64_t N, bool parallel, Rows rows) {
+#pragma omp parallel if (parallel)
+  {
+    const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const std::int64_t first = N * t / threads, last = N * (t + 1) / threads;
+    if (last > first) rows(first, last - first);
+  }
+}
+
+// The whole tensor normalized with given coefficients (inference, and the
+// synchronized training forward).
+void normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi, const float* mean_lo,
+               const float* scale, const float* offset, std::int64_t N, std::int64_t C, std::int64_t S) {
+  const bool parallel = N * C * S >= kParallelMin;
+  if (S == 1) {
+    parallel_rows(N, parallel, [&](std::int64_t n0, std::int64_t rows) {
+      normalize_rows(y + n0 * C, mask ? mask + n0 * C : nullptr, relu, x + n0 * C, mean_hi, mean_lo, scale, offset,
+                     rows, C);
+    });
+    return;
+  }
+  const bool stream = streams(N, C, S);
+  parallel_segments(N, C, parallel, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
+    const std::int64_t at = (n * C + c0) * S;
+    normalize_segment(y + at, mask ? mask + at : nullptr, relu, x + at, mean_hi + c0, mean_lo + c0, scale + c0,
+                      offset + c0, count, S, stream);
+    if (stream) _mm_sfence();
+  });
 }
 
 BNORM_MULTIVERSION
@@ -336,11 +490,7 @@ void grad_sums_rows(double* sum_dy, double* sum_dy_xc, const float* dy, const fl
               const std::int64_t at = n * C + cv + u * kLanes;
               BNORM_LOAD_LANES(g, dy + at);
               BNORM_LOAD_LANES(v, x + at);
-              if (mask) {
-                LaneBits keep;
-                for (std::int64_t l = 0; l < kLanes; ++l) keep[l] = -static_cast<std::int32_t>(mask[at + l]);
-                g = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(g) & keep);
-              }
+              if (mask) keep_where_mask(g, mask + at);
               sv[u] += g;
               qv[u] += g * (v - mu[u]);
             }
@@ -386,40 +536,80 @@ void grad_sums_rows(double* sum_dy, double* sum_dy_xc, const float* dy, const fl
 }
 
 // dx = k*dy + (x - mean)*u + v, the backward's closing pass (coefficients per
-// channel); with a mask, dy is taken as 0 where the mask is 0.
+// channel), over `count` channels of one example as in normalize_segment;
+// with a mask, dy is taken as 0 where the mask is 0.
 BNORM_MULTIVERSION
-void apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean, const float* k,
-                const float* u, const float* v, std::int64_t N, std::int64_t C, std::int64_t S) {
-  const bool rows = S == 1;
-  const std::int64_t count = rows ? N : N * C, width = rows ? C : S;
-#pragma omp parallel for schedule(static) if (N * C * S >= kParallelMin)
+void apply_grad_segment(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
+                        const float* k, const float* u, const float* v, std::int64_t count, std::int64_t S,
+                        bool stream) {
   for (std::int64_t r = 0; r < count; ++r) {
-    const float* xr = x + r * width;
-    const float* dyr = dy + r * width;
-    float* dxr = dx + r * width;
-    const std::uint8_t* mr = mask ? mask + r * width : nullptr;
-    if (rows) {
+    const float* xr = x + r * S;
+    const float* dyr = dy + r * S;
+    float* dxr = dx + r * S;
+    const std::uint8_t* mr = mask ? mask + r * S : nullptr;
+    const float mu = mean[r], kc = k[r], uc = u[r], vc = v[r];
+    std::int64_t first = 0, last = 0;  // the streamed middle, as in normalize_segment
+    if (stream) {
+      first = std::min(S, until_line(dxr));
+      last = first + (S - first) / kLanes * kLanes;
+      for (std::int64_t i = first; i < last; i += kLanes) {
+        BNORM_LOAD_LANES(g, dyr + i);
+        BNORM_LOAD_LANES(xv, xr + i);
+        if (mr) keep_where_mask(g, mr + i);
+        stream_lanes(dxr + i, kc * g + (xv - mu) * uc + vc);
+      }
+    }
+    const auto plain = [&](std::int64_t from, std::int64_t to) {
       if (mr) {
-        for (std::int64_t c = 0; c < C; ++c) {
-          const float d = dyr[c];  // loaded unconditionally, so the select needs no branch
-          dxr[c] = k[c] * (mr[c] ? d : 0.0f) + (xr[c] - mean[c]) * u[c] + v[c];
+        for (std::int64_t i = from; i < to; ++i) {
+          const float d = dyr[i];
+          dxr[i] = kc * (mr[i] ? d : 0.0f) + (xr[i] - mu) * uc + vc;
         }
       } else {
-        for (std::int64_t c = 0; c < C; ++c) dxr[c] = k[c] * dyr[c] + (xr[c] - mean[c]) * u[c] + v[c];
+        for (std::int64_t i = from; i < to; ++i) dxr[i] = kc * dyr[i] + (xr[i] - mu) * uc + vc;
       }
-      continue;
-    }
-    const std::int64_t c = r % C;
-    const float mu = mean[c], kc = k[c], uc = u[c], vc = v[c];
-    if (mr) {
-      for (std::int64_t i = 0; i < S; ++i) {
-        const float d = dyr[i];
-        dxr[i] = kc * (mr[i] ? d : 0.0f) + (xr[i] - mu) * uc + vc;
+    };
+    plain(0, first);
+    plain(last, S);
+  }
+}
+
+// The same for rows [0, rows) of an (N, C) input.
+BNORM_MULTIVERSION
+void apply_grad_rows(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
+                     const float* k, const float* u, const float* v, std::int64_t rows, std::int64_t C) {
+  for (std::int64_t n = 0; n < rows; ++n) {
+    const float* xr = x + n * C;
+    const float* dyr = dy + n * C;
+    float* dxr = dx + n * C;
+    if (mask) {
+      const std::uint8_t* mr = mask + n * C;
+      for (std::int64_t c = 0; c < C; ++c) {
+        const float d = dyr[c];  // loaded unconditionally, so the select needs no branch
+        dxr[c] = k[c] * (mr[c] ? d : 0.0f) + (xr[c] - mean[c]) * u[c] + v[c];
       }
     } else {
-      for (std::int64_t i = 0; i < S; ++i) dxr[i] = kc * dyr[i] + (xr[i] - mu) * uc + vc;
+      for (std::int64_t c = 0; c < C; ++c) dxr[c] = k[c] * dyr[c] + (xr[c] - mean[c]) * u[c] + v[c];
     }
   }
+}
+
+void apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean, const float* k,
+                const float* u, const float* v, std::int64_t N, std::int64_t C, std::int64_t S) {
+  const bool parallel = N * C * S >= kParallelMin;
+  if (S == 1) {
+    parallel_rows(N, parallel, [&](std::int64_t n0, std::int64_t rows) {
+      apply_grad_rows(dx + n0 * C, dy + n0 * C, x + n0 * C, mask ? mask + n0 * C : nullptr, mean, k, u, v, rows, C);
+    });
+    return;
+  }
+  const bool stream = streams(N, C, S);
+  parallel_segments(N, C, parallel, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
+    const std::int64_t at = (n * C + c0) * S;
+    apply_grad_segment(dx + at, dy + at, x + at, mask ? mask + at : nullptr, mean + c0, k + c0, u + c0, v + c0,
+                       count, S, stream);
+    if (stream) _mm_sfence();
+  });
 }
 
 // Per-channel closing arithmetic, in double, in cloned functions of their
@@ -506,11 +696,35 @@ void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* 
   float *shift = w.f[0], *scale = w.f[1], *offset = w.f[2], *mean_lo = w.f[3];
   // One sample of each channel as its shift: close to the mean in practice.
   for (std::int64_t c = 0; c < C; ++c) shift[c] = x[c * S];
-  channel_moments(sum, sumsq, shift, x, N, C, S);
-
-  mean_var_from_shifted_sums(sum, sumsq, shift, static_cast<double>(N * S), C);
-  normalize_coefficients(mean, mean_lo, var, inv_std, scale, offset, sum, sumsq, gamma, beta, eps, C);
-  normalize(y, mask, relu, x, mean, mean_lo, scale, offset, N, C, S);
+  const double m = static_cast<double>(N * S);
+  if (S == 1) {
+    channel_moments_rows(sum, sumsq, shift, x, N, C);
+    mean_var_from_shifted_sums(sum, sumsq, shift, m, C);
+    normalize_coefficients(mean, mean_lo, var, inv_std, scale, offset, sum, sumsq, gamma, beta, eps, C);
+    normalize(y, mask, relu, x, mean, mean_lo, scale, offset, N, C, S);
+    return;
+  }
+  // A group's statistics, then its normalization while its values are still
+  // in the cache: x comes from memory once.
+  const bool parallel = N * C * S >= kParallelMin;
+  const std::int64_t group = channels_per_group(N * S * sizeof(float), C, parallel);
+  const bool stream = streams(N, C, S);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (std::int64_t c0 = 0; c0 < C; c0 += group) {
+    const std::int64_t count = std::min(C - c0, group);
+    group_sums(sum + c0, sumsq + c0, N, S, count, [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n) {
+      block_moments(a, b, sa, sb, x + (n * C + c0) * S, count, S, shift + c0, n + 1 < N ? C * S : 0);
+    });
+    mean_var_from_shifted_sums(sum + c0, sumsq + c0, shift + c0, m, count);
+    normalize_coefficients(mean + c0, mean_lo + c0, var + c0, inv_std + c0, scale + c0, offset + c0, sum + c0,
+                           sumsq + c0, gamma ? gamma + c0 : nullptr, beta ? beta + c0 : nullptr, eps, count);
+    for (std::int64_t n = 0; n < N; ++n) {
+      const std::int64_t at = (n * C + c0) * S;
+      normalize_segment(y + at, mask ? mask + at : nullptr, relu, x + at, mean + c0, mean_lo + c0, scale + c0,
+                        offset + c0, count, S, stream);
+    }
+    if (stream) _mm_sfence();  // streamed stores are weakly ordered: finish them before the threads join
+  }
 }
 
 void forward_inference(float* y, bool relu, const float* x, const float* mean, const float* var, const float* gamma,
@@ -528,22 +742,40 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
   Work w(work, C);
   double *sum_dy = w.sum_a, *sum_dy_xc = w.sum_b;
   float *k = w.f[0], *u = w.f[1], *v = w.f[2];
+  const double m = static_cast<double>(N * S);
   // Pass 1: Σ dy and Σ dy·(x − mean) together; Σ dy·x̂ = inv_std · Σ dy·(x − mean).
-  if (S == 1) {
-    grad_sums_rows(sum_dy, sum_dy_xc, dy, x, mask, mean, N, C);
-  } else {
-    block_sums(sum_dy, sum_dy_xc, N, C, S,
-               [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {
-                 const std::int64_t at = (n * C + c0) * S;
-                 block_grad_sums(a, b, sa, sb, dy + at, x + at, mask ? mask + at : nullptr, count, S, mean + c0);
-               });
-  }
-
   // Pass 2: dx = gamma·inv_std · (dy − mean(dy) − x̂ · mean(dy·x̂))
   //            = k·dy + (x − mean)·u + v, with k = gamma·inv_std,
   //              u = −k·inv_std·mean(dy·x̂), v = −k·mean(dy).
-  grad_coefficients(k, u, v, dgamma, dbeta, sum_dy, sum_dy_xc, inv_std, gamma, static_cast<double>(N * S), C);
-  apply_grad(dx, dy, x, mask, mean, k, u, v, N, C, S);
+  if (S == 1) {
+    grad_sums_rows(sum_dy, sum_dy_xc, dy, x, mask, mean, N, C);
+    grad_coefficients(k, u, v, dgamma, dbeta, sum_dy, sum_dy_xc, inv_std, gamma, m, C);
+    apply_grad(dx, dy, x, mask, mean, k, u, v, N, C, S);
+    return;
+  }
+  // Both passes over one group of channels at a time, as in forward_train.
+  const bool parallel = N * C * S >= kParallelMin;
+  const std::int64_t bytes_per_channel = N * S * (2 * sizeof(float) + (mask ? 1 : 0));
+  const std::int64_t group = channels_per_group(bytes_per_channel, C, parallel);
+  const bool stream = streams(N, C, S);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (std::int64_t c0 = 0; c0 < C; c0 += group) {
+    const std::int64_t count = std::min(C - c0, group);
+    group_sums(sum_dy + c0, sum_dy_xc + c0, N, S, count,
+               [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n) {
+                 const std::int64_t at = (n * C + c0) * S;
+                 block_grad_sums(a, b, sa, sb, dy + at, x + at, mask ? mask + at : nullptr, count, S, mean + c0,
+                                 n + 1 < N ? C * S : 0);
+               });
+    grad_coefficients(k + c0, u + c0, v + c0, dgamma ? dgamma + c0 : nullptr, dbeta ? dbeta + c0 : nullptr,
+                      sum_dy + c0, sum_dy_xc + c0, inv_std + c0, gamma ? gamma + c0 : nullptr, m, count);
+    for (std::int64_t n = 0; n < N; ++n) {
+      const std::int64_t at = (n * C + c0) * S;
+      apply_grad_segment(dx + at, dy + at, x + at, mask ? mask + at : nullptr, mean + c0, k + c0, u + c0, v + c0,
+                         count, S, stream);
+    }
+    if (stream) _mm_sfence();
+  }
 }
 
 }  // namespace
@@ -632,7 +864,7 @@ void batchnorm_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, con
                [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {
                  const std::int64_t at = (n * C + c0) * S;
                  block_grad_sums(a, b, sa, sb, dy + at, x + at, relu_mask ? relu_mask + at : nullptr, count, S,
-                                 mean + c0);
+                                 mean + c0, n + 1 < N ? C * S : 0);
                });
   }
 }
