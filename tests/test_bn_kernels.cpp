@@ -37,7 +37,9 @@ Reference reference_batchnorm(const Tensor& x, const Tensor& dy, const std::vect
   r.mean.assign(static_cast<std::size_t>(C), 0);
   r.var.assign(static_cast<std::size_t>(C), 0);
   const double m = static_cast<double>(N * S);
-  auto at = [&](std::int64_t n, std::int64_t c, std::int64_t s) { return static_cast<std::size_t>((n * C + c) * S + s); };
+  auto at = [&](std::int64_t n, std::int64_t c, std::int64_t s) {
+    return static_cast<std::size_t>((n * C + c) * S + s);
+  };
   for (std::int64_t c = 0; c < C; ++c) {
     double sum = 0;
     for (std::int64_t n = 0; n < N; ++n)
@@ -83,14 +85,26 @@ struct Shape3 {
 };
 
 TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
-  const Shape3 shapes[] = {{2, 1, 1, 0, 1},    {2, 7, 1, 5, 2},    {3, 13, 1, -3, 0.1}, {64, 33, 1, 10, 3},
-                           {2, 3, 17, 0, 1},   {5, 4, 9, 100, 1},  {1, 6, 12, 0, 1},    {7, 5, 1, 1e3, 1},
-                           {4, 2, 25, -50, 5}, {3, 3, 1, 0, 1e-3},
+  const Shape3 shapes[] = {{2, 1, 1, 0, 1},
+                           {2, 7, 1, 5, 2},
+                           {3, 13, 1, -3, 0.1},
+                           {64, 33, 1, 10, 3},
+                           {2, 3, 17, 0, 1},
+                           {5, 4, 9, 100, 1},
+                           {1, 6, 12, 0, 1},
+                           {7, 5, 1, 1e3, 1},
+                           {4, 2, 25, -50, 5},
+                           {3, 3, 1, 0, 1e-3},
                            // (N, C) with C >= 64: register chunks of 64 channels plus a tail, and past 256
-                           {20, 100, 1, 2, 1.5}, {17, 300, 1, -1, 1},
-                           // over 16 MiB, where outputs bypass the caches: runs of 196 (whole lines
-                           // every fourth run) and of an odd length (runs start at every alignment)
-                           {88, 256, 196, 1, 2}, {5, 173, 4913, -2, 1}};
+                           {20, 100, 1, 2, 1.5},
+                           {17, 300, 1, -1, 1},
+                           // 4 MiB and more, where outputs bypass the caches: runs of 196 (whole lines
+                           // every fourth run) and of an odd length (runs start at every alignment);
+                           // rows of whole lines, and rows that are not (plain stores)
+                           {88, 256, 196, 1, 2},
+                           {5, 173, 4913, -2, 1},
+                           {1030, 1024, 1, 3, 1},
+                           {701, 1500, 1, 0, 1}};
   for (const Shape3& sh : shapes) {
     SCOPED_TRACE("N=" + std::to_string(sh.N) + " C=" + std::to_string(sh.C) + " S=" + std::to_string(sh.S) +
                  " mean=" + std::to_string(sh.mean));
@@ -103,7 +117,8 @@ TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
     const auto ref = reference_batchnorm(x, dy, gamma, beta, 1e-5, sh.N, sh.C, sh.S);
 
     Tensor y(x.shape()), dx(x.shape());
-    std::vector<float> mean(gamma.size()), var(gamma.size()), inv_std(gamma.size()), dgamma(gamma.size()), dbeta(gamma.size());
+    std::vector<float> mean(gamma.size()), var(gamma.size()), inv_std(gamma.size()), dgamma(gamma.size()),
+        dbeta(gamma.size());
     kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), gamma.data(),
                                      beta.data(), 1e-5f, sh.N, sh.C, sh.S, scratch(sh.C));
     kernels::batchnorm_backward(dx.data(), dgamma.data(), dbeta.data(), dy.data(), x.data(), mean.data(),
@@ -124,8 +139,8 @@ TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
 // The case where var = E[x^2] - E[x]^2 in float fails: mean 1e6, spread 1.
 // Rows (S == 1), short runs, and runs longer than the float blocks (S > 1024).
 TEST(BatchNormKernels, LargeMeanNormalizesAccurately) {
-  const Shape3 shapes[] = {{256, 4, 1, 1e6, 1.0}, {40, 130, 1, 1e6, 1.0}, {8, 5, 961, 1e6, 1.0},
-                           {3, 2, 5000, -1e6, 1.0}};
+  const Shape3 shapes[] = {
+      {256, 4, 1, 1e6, 1.0}, {40, 130, 1, 1e6, 1.0}, {8, 5, 961, 1e6, 1.0}, {3, 2, 5000, -1e6, 1.0}};
   for (const Shape3& sh : shapes) {
     Rng rng(7);
     const Tensor x = random_tensor({sh.N, sh.C, sh.S}, rng, sh.mean, sh.sd);
@@ -147,7 +162,7 @@ TEST(BatchNormKernels, InferenceUsesGivenStatistics) {
   float y[6];
   kernels::batchnorm_forward_inference(y, x, mean, var, gamma, beta, 0.0f, 3, 2, 1, scratch(2));
   // y = (x - mean) * gamma / sqrt(var) + beta
-  const float want[] = {(1 - 2) * 2 / 2.0f + 0.5f, (2 - 5) * 1 / 1.0f - 1, (3 - 2) * 2 / 2.0f + 0.5f,
+  const float want[] = {(1 - 2) * 2 / 2.0f + 0.5f, (2 - 5) * 1 / 1.0f - 1,    (3 - 2) * 2 / 2.0f + 0.5f,
                         (4 - 5) * 1 / 1.0f - 1,    (5 - 2) * 2 / 2.0f + 0.5f, (6 - 5) * 1 / 1.0f - 1};
   for (int i = 0; i < 6; ++i) EXPECT_FLOAT_EQ(y[i], want[i]) << i;
 }
@@ -167,9 +182,9 @@ Tensor column_batch(std::initializer_list<float> values) {
 // runs with tails, a tensor large enough for streamed stores, and means that
 // send many values below zero.
 TEST(BatchNormKernels, FusedReluIsBitIdenticalToSeparateLayers) {
-  const Shape3 shapes[] = {{7, 37, 1, 0.3, 1.0}, {64, 512, 1, -0.5, 2.0}, {3, 5, 17, 0.0, 1.0},
-                           {4, 19, 196, 1.0, 3.0}, {2, 3, 1030, -1.0, 1.0},
-                           {5, 173, 4913, 0.0, 1.0}};  // over 16 MiB: streamed outputs
+  const Shape3 shapes[] = {{7, 37, 1, 0.3, 1.0},     {64, 512, 1, -0.5, 2.0}, {3, 5, 17, 0.0, 1.0},
+                           {4, 19, 196, 1.0, 3.0},   {2, 3, 1030, -1.0, 1.0}, {5, 173, 4913, 0.0, 1.0},
+                           {1030, 1024, 1, 0.0, 1.0}};  // 4 MiB and more: streamed
   for (const Shape3& sh : shapes) {
     const std::int64_t N = sh.N, C = sh.C, S = sh.S, total = N * C * S;
     Rng rng(static_cast<std::uint64_t>(N * 1000 + C * 10 + S));
@@ -213,8 +228,8 @@ TEST(BatchNormKernels, FusedReluIsBitIdenticalToSeparateLayers) {
       ASSERT_EQ(f_db[c], db[c]) << where;
     }
 
-    kernels::batchnorm_forward_inference(y.data(), x.data(), mean.data(), var.data(), gamma.data(), beta.data(),
-                                         1e-5f, N, C, S, scratch(C));
+    kernels::batchnorm_forward_inference(y.data(), x.data(), mean.data(), var.data(), gamma.data(), beta.data(), 1e-5f,
+                                         N, C, S, scratch(C));
     kernels::relu_forward(out.data(), y.data(), total);
     kernels::batchnorm_relu_forward_inference(f_out.data(), x.data(), mean.data(), var.data(), gamma.data(),
                                               beta.data(), 1e-5f, N, C, S, scratch(C));
@@ -250,9 +265,9 @@ TEST(BatchNormLayer, RunningStatisticsFollowTheDocumentedFormulas) {
     o.momentum.reset();  // cumulative average: after k batches, the mean of the k statistics
     LayerHarness h(std::make_unique<BatchNorm>(1, o));
     auto& bn = static_cast<BatchNorm&>(*h.layer);
-    h->forward(y, column_batch({1, 3}), Mode::train);   // mean 2
-    h->forward(y, column_batch({10, 12}), Mode::train); // mean 11
-    h->forward(y, column_batch({0, 2}), Mode::train);   // mean 1
+    h->forward(y, column_batch({1, 3}), Mode::train);    // mean 2
+    h->forward(y, column_batch({10, 12}), Mode::train);  // mean 11
+    h->forward(y, column_batch({0, 2}), Mode::train);    // mean 1
     EXPECT_FLOAT_EQ(bn.running_mean()[0], (2 + 11 + 1) / 3.0f);
     EXPECT_FLOAT_EQ(bn.running_var()[0], 2.0f);  // each batch's unbiased var is 2
   }

@@ -4,9 +4,10 @@
 //
 // Memory traffic is the cost: training forward reads x twice (statistics, then
 // normalize) and writes y once; backward reads x and dy twice and writes dx once.
-// For S > 1 the training passes take a group of channels at a time (about
-// 512 KB of data) and run the second pass while the group is still in the
-// core's cache, so memory sees x read once; outputs of 16 MiB or more are
+// The training passes take a group of channels at a time (about 512 KB of
+// data: runs of whole channels, or a block of columns for S == 1) and run the
+// second pass while the group is still in the core's cache, so memory sees x
+// read once; outputs of 4 MiB or more are
 // written with streaming stores, which skip reading the old contents first.
 //
 // Layouts: for S == 1, an (N, C) input, a channel's values are strided by C, so
@@ -60,6 +61,17 @@ std::int64_t channels_per_group(std::int64_t bytes_per_channel, std::int64_t C, 
   return std::clamp<std::int64_t>(std::min(fit, (C + threads - 1) / threads), 1, kChannelBlockMax);
 }
 
+// Columns per block in the fused (N, C) passes: whole groups of 64 (the
+// register path), as many as fit kGroupBytes, from 64 up to kRowWidth, and
+// no more than a thread's share of C, so every thread has work.
+std::int64_t row_block_width(std::int64_t bytes_per_column, std::int64_t C, bool parallel) {
+  constexpr std::int64_t unit = kRowChunk * kLanes;
+  const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
+  const std::int64_t fit = kGroupBytes / std::max<std::int64_t>(bytes_per_column, 1);
+  const std::int64_t share = ((C + threads - 1) / threads + unit - 1) / unit * unit;
+  return std::clamp<std::int64_t>(std::min(fit / unit * unit, share), unit, kRowWidth);
+}
+
 // Sixteen float lanes as one value (GCC/Clang vector extension): one zmm
 // register in the AVX-512 copy, two ymm or four xmm in the others. Every copy
 // adds the same values in the same lane order, so all give identical bits;
@@ -75,14 +87,15 @@ typedef std::int32_t LaneBits __attribute__((vector_size(kLanes * sizeof(std::in
   std::memcpy(&var, (ptr), sizeof var)
 
 // Output tensors at least this large are written with non-temporal stores:
-// the store then skips reading the old line from memory first (a third of a
-// normalize pass's traffic), and an output this large would leave the caches
-// before the next layer reads it anyway. Smaller outputs stay in the cache.
-constexpr std::int64_t kStreamBytes = std::int64_t{16} << 20;
+// the store then skips reading the old line first (a third of a normalize
+// pass's traffic). Smaller outputs stay in the cache for the next layer. At
+// 4 MiB the default CNN's first batch norm (6.4 MB) streams, and its training
+// was not slower for it (5,236-5,345 vs 5,019-5,238 samples/s, alternating).
+constexpr std::int64_t kStreamBytes = std::int64_t{4} << 20;
 
 // Sixteen lanes stored around the caches to p (a whole cache line): four SSE
 // streaming stores, which every x86-64 copy of the kernels can use.
-inline void stream_lanes(float* p, const Lanes& v) {
+__attribute__((always_inline)) inline void stream_lanes(float* p, const Lanes& v) {
   _mm_stream_ps(p, __builtin_shufflevector(v, v, 0, 1, 2, 3));
   _mm_stream_ps(p + 4, __builtin_shufflevector(v, v, 4, 5, 6, 7));
   _mm_stream_ps(p + 8, __builtin_shufflevector(v, v, 8, 9, 10, 11));
@@ -91,6 +104,23 @@ inline void stream_lanes(float* p, const Lanes& v) {
 
 inline bool streams(std::int64_t N, std::int64_t C, std::int64_t S) {
   return N * C * S * static_cast<std::int64_t>(sizeof(float)) >= kStreamBytes;
+}
+
+// Sixteen normalized values to y: with relu, max(0, v) as the plain loops
+// compute it, and the mask bytes when mask is given; streamed (y is then a
+// whole cache line) or stored plainly.
+__attribute__((always_inline)) inline void store_normalized(float* y, std::uint8_t* mask, bool relu, Lanes v,
+                                                            bool stream) {
+  if (relu) {
+    const LaneBits positive = v > 0.0f;
+    v = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(v) & positive);
+    if (mask)
+      for (std::int64_t l = 0; l < kLanes; ++l) mask[l] = static_cast<std::uint8_t>(-positive[l]);
+  }
+  if (stream)
+    stream_lanes(y, v);
+  else
+    std::memcpy(y, &v, sizeof v);
 }
 
 // Values before p starts a cache line (p is float-aligned): 0 to 15. Only
@@ -249,72 +279,75 @@ void block_sums(double* sum_a, double* sum_b, std::int64_t N, std::int64_t C, st
 #pragma omp parallel for schedule(static) if (parallel)
   for (std::int64_t c0 = 0; c0 < C; c0 += block) {
     const std::int64_t count = std::min(C - c0, block);
-    group_sums(sum_a + c0, sum_b + c0, N, S, count,
-               [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n) { add_run_block(a, b, sa, sb, n, c0, count); });
+    group_sums(sum_a + c0, sum_b + c0, N, S, count, [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n) {
+      add_run_block(a, b, sa, sb, n, c0, count);
+    });
   }
 }
 
-// channel_moments_rows and grad_sums_rows share their blocking on purpose:
+// Σ(x − shift[c]) and Σ(x − shift[c])² for columns [c0, c1) (at most
+// kRowWidth) of an (N, C) input, over all rows.
+// moments_row_block and grad_sums_row_block share their blocking on purpose:
 // folded into one template taking a lambda, the lambda was not vectorized for
 // the AVX-512 copy and 64x512 forward+backward went from 0.015 to 0.023 ms.
 BNORM_MULTIVERSION
-void channel_moments_rows(double* sum, double* sumsq, const float* shift, const float* x, std::int64_t N,
-                          std::int64_t C) {
-  // Threads take channel ranges; each walks all rows of its columns.
-#pragma omp parallel if (N * C >= kParallelMin)
-  {
-    float s[kRowWidth], q[kRowWidth];
-#pragma omp for schedule(static)
-    for (std::int64_t c0 = 0; c0 < C; c0 += kRowWidth) {
-      const std::int64_t c1 = std::min(C, c0 + kRowWidth);
-      for (std::int64_t c = c0; c < c1; ++c) sum[c] = sumsq[c] = 0.0;
-      // Sixty-four channels at a time with the sums in registers: through
-      // the arrays below every value cost two extra loads and two stores.
-      // Each channel's sums run over the same rows in the same order either
-      // way, so the bits do not depend on the path.
-      std::int64_t cv = c0;
-      for (; cv + kRowChunk * kLanes <= c1; cv += kRowChunk * kLanes) {
-        Lanes k[kRowChunk];
-        for (int u = 0; u < kRowChunk; ++u) std::memcpy(&k[u], shift + cv + u * kLanes, sizeof(Lanes));
-        for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
-          const std::int64_t n1 = std::min(N, n0 + kRowBlock);
-          Lanes sv[kRowChunk] = {}, qv[kRowChunk] = {};
-          for (std::int64_t n = n0; n < n1; ++n)
-            for (int u = 0; u < kRowChunk; ++u) {
-              BNORM_LOAD_LANES(v, x + n * C + cv + u * kLanes);
-              const Lanes d = v - k[u];
-              sv[u] += d;
-              qv[u] += d * d;
-            }
-          for (int u = 0; u < kRowChunk; ++u)
-            for (std::int64_t l = 0; l < kLanes; ++l) {
-              sum[cv + u * kLanes + l] += sv[u][l];
-              sumsq[cv + u * kLanes + l] += qv[u][l];
-            }
+void moments_row_block(double* sum, double* sumsq, const float* shift, const float* x, std::int64_t N, std::int64_t C,
+                       std::int64_t c0, std::int64_t c1) {
+  float s[kRowChunk * kLanes], q[kRowChunk * kLanes];  // the tail: fewer than 64 columns
+  for (std::int64_t c = c0; c < c1; ++c) sum[c] = sumsq[c] = 0.0;
+  // Sixty-four channels at a time with the sums in registers: through
+  // the arrays below every value cost two extra loads and two stores.
+  // Each channel's sums run over the same rows in the same order either
+  // way, so the bits do not depend on the path.
+  std::int64_t cv = c0;
+  for (; cv + kRowChunk * kLanes <= c1; cv += kRowChunk * kLanes) {
+    Lanes k[kRowChunk];
+    for (int u = 0; u < kRowChunk; ++u) std::memcpy(&k[u], shift + cv + u * kLanes, sizeof(Lanes));
+    for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
+      const std::int64_t n1 = std::min(N, n0 + kRowBlock);
+      Lanes sv[kRowChunk] = {}, qv[kRowChunk] = {};
+      for (std::int64_t n = n0; n < n1; ++n)
+        for (int u = 0; u < kRowChunk; ++u) {
+          BNORM_LOAD_LANES(v, x + n * C + cv + u * kLanes);
+          const Lanes d = v - k[u];
+          sv[u] += d;
+          qv[u] += d * d;
         }
-      }
-      const std::int64_t w = c1 - cv;
-      if (w == 0) continue;
-      std::fill(s, s + w, 0.0f);
-      std::fill(q, q + w, 0.0f);
-      for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
-        const std::int64_t n1 = std::min(N, n0 + kRowBlock);
-        for (std::int64_t n = n0; n < n1; ++n) {
-          const float* row = x + n * C + cv;
-          for (std::int64_t j = 0; j < w; ++j) {
-            const float d = row[j] - shift[cv + j];
-            s[j] += d;
-            q[j] += d * d;
-          }
+      for (int u = 0; u < kRowChunk; ++u)
+        for (std::int64_t l = 0; l < kLanes; ++l) {
+          sum[cv + u * kLanes + l] += sv[u][l];
+          sumsq[cv + u * kLanes + l] += qv[u][l];
         }
-        for (std::int64_t j = 0; j < w; ++j) {
-          sum[cv + j] += s[j];
-          sumsq[cv + j] += q[j];
-          s[j] = q[j] = 0.0f;
-        }
-      }
     }
   }
+  const std::int64_t w = c1 - cv;
+  if (w == 0) return;
+  std::fill(s, s + w, 0.0f);
+  std::fill(q, q + w, 0.0f);
+  for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
+    const std::int64_t n1 = std::min(N, n0 + kRowBlock);
+    for (std::int64_t n = n0; n < n1; ++n) {
+      const float* row = x + n * C + cv;
+      for (std::int64_t j = 0; j < w; ++j) {
+        const float d = row[j] - shift[cv + j];
+        s[j] += d;
+        q[j] += d * d;
+      }
+    }
+    for (std::int64_t j = 0; j < w; ++j) {
+      sum[cv + j] += s[j];
+      sumsq[cv + j] += q[j];
+      s[j] = q[j] = 0.0f;
+    }
+  }
+}
+
+// moments_row_block over all columns, threads taking blocks of columns.
+void channel_moments_rows(double* sum, double* sumsq, const float* shift, const float* x, std::int64_t N,
+                          std::int64_t C) {
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+  for (std::int64_t c0 = 0; c0 < C; c0 += kRowWidth)
+    moments_row_block(sum, sumsq, shift, x, N, C, c0, std::min(C, c0 + kRowWidth));
 }
 
 // Per-channel Σ(x-shift), Σ(x-shift)^2 in double.
@@ -342,27 +375,50 @@ void channel_moments(double* sum, double* sumsq, const float* shift, const float
 // so fused and unfused give the same bits), and mask, when given, records
 // r > 0 per value: one byte where the ReLU's backward would read a float.
 // Each variant has its own loop so the inner loops stay branch-free.
-// Rows [0, rows) of an (N, C) input normalized with per-channel coefficients.
+//
+// normalize_rows: columns [c0, c1) of rows [0, rows) of an (N, C) input.
 BNORM_MULTIVERSION
-void normalize_rows(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
-                    const float* mean_lo, const float* scale, const float* offset, std::int64_t rows,
-                    std::int64_t C) {
-  for (std::int64_t n = 0; n < rows; ++n) {
-    const float* xr = x + n * C;
-    float* yr = y + n * C;
-    std::uint8_t* mr = mask ? mask + n * C : nullptr;
-    if (!relu) {
-      for (std::int64_t c = 0; c < C; ++c) yr[c] = ((xr[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c];
-    } else if (!mr) {
-      for (std::int64_t c = 0; c < C; ++c) {
-        const float v = ((xr[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c];
-        yr[c] = v > 0.0f ? v : 0.0f;
-      }
-    } else {
-      for (std::int64_t c = 0; c < C; ++c) {
-        const float v = ((xr[c] - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c];
-        yr[c] = v > 0.0f ? v : 0.0f;
-        mr[c] = v > 0.0f;
+void normalize_rows(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi, const float* mean_lo,
+                    const float* scale, const float* offset, std::int64_t rows, std::int64_t C, std::int64_t c0,
+                    std::int64_t c1, bool stream) {
+  // Tiles of 16 rows by 64 columns with the columns' coefficients in
+  // registers: loaded per value, they made four of every five loads. Whole
+  // lines are streamed only when every row starts a cache line.
+  stream = stream && until_line(y) == 0 && C % kLanes == 0 && c0 % kLanes == 0;
+  constexpr std::int64_t kTile = kRowChunk * kLanes;
+  for (std::int64_t n0 = 0; n0 < rows; n0 += kRowBlock) {
+    const std::int64_t n1 = std::min(rows, n0 + kRowBlock);
+    std::int64_t c = c0;
+    for (; c + kTile <= c1; c += kTile) {
+      Lanes hi[kRowChunk], lo[kRowChunk], a[kRowChunk], b[kRowChunk];
+      std::memcpy(hi, mean_hi + c, sizeof hi);
+      std::memcpy(lo, mean_lo + c, sizeof lo);
+      std::memcpy(a, scale + c, sizeof a);
+      std::memcpy(b, offset + c, sizeof b);
+      for (std::int64_t n = n0; n < n1; ++n)
+        for (int u = 0; u < kRowChunk; ++u) {
+          const std::int64_t at = n * C + c + u * kLanes;
+          BNORM_LOAD_LANES(v, x + at);
+          store_normalized(y + at, mask ? mask + at : nullptr, relu, ((v - hi[u]) - lo[u]) * a[u] + b[u], stream);
+        }
+    }
+    for (std::int64_t n = n0; n < n1 && c < c1; ++n) {  // the last columns, fewer than a tile
+      const float* xr = x + n * C;
+      float* yr = y + n * C;
+      std::uint8_t* mr = mask ? mask + n * C : nullptr;
+      if (!relu) {
+        for (std::int64_t j = c; j < c1; ++j) yr[j] = ((xr[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + offset[j];
+      } else if (!mr) {
+        for (std::int64_t j = c; j < c1; ++j) {
+          const float v = ((xr[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + offset[j];
+          yr[j] = v > 0.0f ? v : 0.0f;
+        }
+      } else {
+        for (std::int64_t j = c; j < c1; ++j) {
+          const float v = ((xr[j] - mean_hi[j]) - mean_lo[j]) * scale[j] + offset[j];
+          yr[j] = v > 0.0f ? v : 0.0f;
+          mr[j] = v > 0.0f;
+        }
       }
     }
   }
@@ -387,14 +443,7 @@ void normalize_segment(float* y, std::uint8_t* mask, bool relu, const float* x, 
       last = first + (S - first) / kLanes * kLanes;
       for (std::int64_t i = first; i < last; i += kLanes) {
         BNORM_LOAD_LANES(v, xr + i);
-        Lanes out = ((v - hi) - lo) * a + b;
-        if (relu) {
-          const LaneBits positive = out > 0.0f;
-          out = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(out) & positive);
-          if (mr)
-            for (std::int64_t l = 0; l < kLanes; ++l) mr[i + l] = static_cast<std::uint8_t>(-positive[l]);
-        }
-        stream_lanes(yr + i, out);
+        store_normalized(yr + i, mr ? mr + i : nullptr, relu, ((v - hi) - lo) * a + b, true);
       }
     }
     const auto plain = [&](std::int64_t from, std::int64_t to) {
@@ -435,30 +484,20 @@ void parallel_segments(std::int64_t N, std::int64_t C, bool parallel, Segment se
   }
 }
 
-// Rows split into one contiguous share per thread: rows(n0, count).
-template <class Rows>
-void parallel_rows(std::int64_t N, bool parallel, Rows rows) {
-#pragma omp parallel if (parallel)
-  {
-    const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-    const std::int64_t first = N * t / threads, last = N * (t + 1) / threads;
-    if (last > first) rows(first, last - first);
-  }
-}
-
 // The whole tensor normalized with given coefficients (inference, and the
 // synchronized training forward).
 void normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi, const float* mean_lo,
                const float* scale, const float* offset, std::int64_t N, std::int64_t C, std::int64_t S) {
-  const bool parallel = N * C * S >= kParallelMin;
-  if (S == 1) {
-    parallel_rows(N, parallel, [&](std::int64_t n0, std::int64_t rows) {
-      normalize_rows(y + n0 * C, mask ? mask + n0 * C : nullptr, relu, x + n0 * C, mean_hi, mean_lo, scale, offset,
-                     rows, C);
-    });
+  const bool parallel = N * C * S >= kParallelMin, stream = streams(N, C, S);
+  if (S == 1) {  // blocks of columns, so the coefficients of a block stay in L1
+    const std::int64_t width = row_block_width(N * std::int64_t{sizeof(float)}, C, parallel);
+#pragma omp parallel for schedule(static) if (parallel)
+    for (std::int64_t c0 = 0; c0 < C; c0 += width) {
+      normalize_rows(y, mask, relu, x, mean_hi, mean_lo, scale, offset, N, C, c0, std::min(C, c0 + width), stream);
+      if (stream) _mm_sfence();
+    }
     return;
   }
-  const bool stream = streams(N, C, S);
   parallel_segments(N, C, parallel, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
     const std::int64_t at = (n * C + c0) * S;
     normalize_segment(y + at, mask ? mask + at : nullptr, relu, x + at, mean_hi + c0, mean_lo + c0, scale + c0,
@@ -467,72 +506,74 @@ void normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const fl
   });
 }
 
+// Σ dy and Σ dy·(x − mean[c]) for columns [c0, c1) (at most kRowWidth) of an
+// (N, C) input, over all rows.
 BNORM_MULTIVERSION
-void grad_sums_rows(double* sum_dy, double* sum_dy_xc, const float* dy, const float* x, const std::uint8_t* mask,
-                    const float* mean, std::int64_t N, std::int64_t C) {
-#pragma omp parallel if (N * C >= kParallelMin)
-  {
-    float s[kRowWidth], q[kRowWidth];
-#pragma omp for schedule(static)
-    for (std::int64_t c0 = 0; c0 < C; c0 += kRowWidth) {
-      const std::int64_t c1 = std::min(C, c0 + kRowWidth);
-      for (std::int64_t c = c0; c < c1; ++c) sum_dy[c] = sum_dy_xc[c] = 0.0;
-      // Sixty-four channels at a time in registers, as in channel_moments_rows.
-      std::int64_t cv = c0;
-      for (; cv + kRowChunk * kLanes <= c1; cv += kRowChunk * kLanes) {
-        Lanes mu[kRowChunk];
-        for (int u = 0; u < kRowChunk; ++u) std::memcpy(&mu[u], mean + cv + u * kLanes, sizeof(Lanes));
-        for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
-          const std::int64_t n1 = std::min(N, n0 + kRowBlock);
-          Lanes sv[kRowChunk] = {}, qv[kRowChunk] = {};
-          for (std::int64_t n = n0; n < n1; ++n)
-            for (int u = 0; u < kRowChunk; ++u) {
-              const std::int64_t at = n * C + cv + u * kLanes;
-              BNORM_LOAD_LANES(g, dy + at);
-              BNORM_LOAD_LANES(v, x + at);
-              if (mask) keep_where_mask(g, mask + at);
-              sv[u] += g;
-              qv[u] += g * (v - mu[u]);
-            }
-          for (int u = 0; u < kRowChunk; ++u)
-            for (std::int64_t l = 0; l < kLanes; ++l) {
-              sum_dy[cv + u * kLanes + l] += sv[u][l];
-              sum_dy_xc[cv + u * kLanes + l] += qv[u][l];
-            }
+void grad_sums_row_block(double* sum_dy, double* sum_dy_xc, const float* dy, const float* x, const std::uint8_t* mask,
+                         const float* mean, std::int64_t N, std::int64_t C, std::int64_t c0, std::int64_t c1) {
+  float s[kRowChunk * kLanes], q[kRowChunk * kLanes];  // the tail: fewer than 64 columns
+  for (std::int64_t c = c0; c < c1; ++c) sum_dy[c] = sum_dy_xc[c] = 0.0;
+  // Sixty-four channels at a time in registers, as in moments_row_block.
+  std::int64_t cv = c0;
+  for (; cv + kRowChunk * kLanes <= c1; cv += kRowChunk * kLanes) {
+    Lanes mu[kRowChunk];
+    for (int u = 0; u < kRowChunk; ++u) std::memcpy(&mu[u], mean + cv + u * kLanes, sizeof(Lanes));
+    for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
+      const std::int64_t n1 = std::min(N, n0 + kRowBlock);
+      Lanes sv[kRowChunk] = {}, qv[kRowChunk] = {};
+      for (std::int64_t n = n0; n < n1; ++n)
+        for (int u = 0; u < kRowChunk; ++u) {
+          const std::int64_t at = n * C + cv + u * kLanes;
+          BNORM_LOAD_LANES(g, dy + at);
+          BNORM_LOAD_LANES(v, x + at);
+          if (mask) keep_where_mask(g, mask + at);
+          sv[u] += g;
+          qv[u] += g * (v - mu[u]);
         }
-      }
-      const std::int64_t w = c1 - cv;
-      if (w == 0) continue;
-      std::fill(s, s + w, 0.0f);
-      std::fill(q, q + w, 0.0f);
-      for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
-        const std::int64_t n1 = std::min(N, n0 + kRowBlock);
-        for (std::int64_t n = n0; n < n1; ++n) {
-          const float* xr = x + n * C + cv;
-          const float* dyr = dy + n * C + cv;
-          if (mask) {
-            const std::uint8_t* mr = mask + n * C + cv;
-            for (std::int64_t j = 0; j < w; ++j) {
-              const float d = dyr[j];  // loaded unconditionally, so the select needs no branch
-              const float g = mr[j] ? d : 0.0f;
-              s[j] += g;
-              q[j] += g * (xr[j] - mean[cv + j]);
-            }
-          } else {
-            for (std::int64_t j = 0; j < w; ++j) {
-              s[j] += dyr[j];
-              q[j] += dyr[j] * (xr[j] - mean[cv + j]);
-            }
-          }
+      for (int u = 0; u < kRowChunk; ++u)
+        for (std::int64_t l = 0; l < kLanes; ++l) {
+          sum_dy[cv + u * kLanes + l] += sv[u][l];
+          sum_dy_xc[cv + u * kLanes + l] += qv[u][l];
         }
+    }
+  }
+  const std::int64_t w = c1 - cv;
+  if (w == 0) return;
+  std::fill(s, s + w, 0.0f);
+  std::fill(q, q + w, 0.0f);
+  for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
+    const std::int64_t n1 = std::min(N, n0 + kRowBlock);
+    for (std::int64_t n = n0; n < n1; ++n) {
+      const float* xr = x + n * C + cv;
+      const float* dyr = dy + n * C + cv;
+      if (mask) {
+        const std::uint8_t* mr = mask + n * C + cv;
         for (std::int64_t j = 0; j < w; ++j) {
-          sum_dy[cv + j] += s[j];
-          sum_dy_xc[cv + j] += q[j];
-          s[j] = q[j] = 0.0f;
+          const float d = dyr[j];  // loaded unconditionally, so the select needs no branch
+          const float g = mr[j] ? d : 0.0f;
+          s[j] += g;
+          q[j] += g * (xr[j] - mean[cv + j]);
+        }
+      } else {
+        for (std::int64_t j = 0; j < w; ++j) {
+          s[j] += dyr[j];
+          q[j] += dyr[j] * (xr[j] - mean[cv + j]);
         }
       }
     }
+    for (std::int64_t j = 0; j < w; ++j) {
+      sum_dy[cv + j] += s[j];
+      sum_dy_xc[cv + j] += q[j];
+      s[j] = q[j] = 0.0f;
+    }
   }
+}
+
+void grad_sums_rows(double* sum_dy, double* sum_dy_xc, const float* dy, const float* x, const std::uint8_t* mask,
+                    const float* mean, std::int64_t N, std::int64_t C) {
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+  for (std::int64_t c0 = 0; c0 < C; c0 += kRowWidth)
+    grad_sums_row_block(sum_dy, sum_dy_xc, dy, x, mask, mean, N, C, c0, std::min(C, c0 + kRowWidth));
 }
 
 // dx = k*dy + (x - mean)*u + v, the backward's closing pass (coefficients per
@@ -574,40 +615,70 @@ void apply_grad_segment(float* dx, const float* dy, const float* x, const std::u
   }
 }
 
-// The same for rows [0, rows) of an (N, C) input.
+// The same for columns [c0, c1) of rows [0, rows) of an (N, C) input.
 BNORM_MULTIVERSION
 void apply_grad_rows(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
-                     const float* k, const float* u, const float* v, std::int64_t rows, std::int64_t C) {
-  for (std::int64_t n = 0; n < rows; ++n) {
-    const float* xr = x + n * C;
-    const float* dyr = dy + n * C;
-    float* dxr = dx + n * C;
-    if (mask) {
-      const std::uint8_t* mr = mask + n * C;
-      for (std::int64_t c = 0; c < C; ++c) {
-        const float d = dyr[c];  // loaded unconditionally, so the select needs no branch
-        dxr[c] = k[c] * (mr[c] ? d : 0.0f) + (xr[c] - mean[c]) * u[c] + v[c];
+                     const float* k, const float* u, const float* v, std::int64_t rows, std::int64_t C, std::int64_t c0,
+                     std::int64_t c1, bool stream) {
+  // Tiles with the coefficients in registers, as in normalize_rows (kept
+  // apart from it for the reason given at moments_row_block).
+  stream = stream && until_line(dx) == 0 && C % kLanes == 0 && c0 % kLanes == 0;
+  constexpr std::int64_t kTile = kRowChunk * kLanes;
+  for (std::int64_t n0 = 0; n0 < rows; n0 += kRowBlock) {
+    const std::int64_t n1 = std::min(rows, n0 + kRowBlock);
+    std::int64_t c = c0;
+    for (; c + kTile <= c1; c += kTile) {
+      Lanes mu[kRowChunk], kc[kRowChunk], uc[kRowChunk], vc[kRowChunk];
+      std::memcpy(mu, mean + c, sizeof mu);
+      std::memcpy(kc, k + c, sizeof kc);
+      std::memcpy(uc, u + c, sizeof uc);
+      std::memcpy(vc, v + c, sizeof vc);
+      for (std::int64_t n = n0; n < n1; ++n)
+        for (int w = 0; w < kRowChunk; ++w) {
+          const std::int64_t at = n * C + c + w * kLanes;
+          BNORM_LOAD_LANES(g, dy + at);
+          BNORM_LOAD_LANES(xv, x + at);
+          if (mask) keep_where_mask(g, mask + at);
+          const Lanes out = kc[w] * g + (xv - mu[w]) * uc[w] + vc[w];
+          if (stream)
+            stream_lanes(dx + at, out);
+          else
+            std::memcpy(dx + at, &out, sizeof out);
+        }
+    }
+    for (std::int64_t n = n0; n < n1 && c < c1; ++n) {  // the last columns, fewer than a tile
+      const float* xr = x + n * C;
+      const float* dyr = dy + n * C;
+      float* dxr = dx + n * C;
+      if (mask) {
+        const std::uint8_t* mr = mask + n * C;
+        for (std::int64_t j = c; j < c1; ++j) {
+          const float d = dyr[j];  // loaded unconditionally, so the select needs no branch
+          dxr[j] = k[j] * (mr[j] ? d : 0.0f) + (xr[j] - mean[j]) * u[j] + v[j];
+        }
+      } else {
+        for (std::int64_t j = c; j < c1; ++j) dxr[j] = k[j] * dyr[j] + (xr[j] - mean[j]) * u[j] + v[j];
       }
-    } else {
-      for (std::int64_t c = 0; c < C; ++c) dxr[c] = k[c] * dyr[c] + (xr[c] - mean[c]) * u[c] + v[c];
     }
   }
 }
 
 void apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean, const float* k,
                 const float* u, const float* v, std::int64_t N, std::int64_t C, std::int64_t S) {
-  const bool parallel = N * C * S >= kParallelMin;
-  if (S == 1) {
-    parallel_rows(N, parallel, [&](std::int64_t n0, std::int64_t rows) {
-      apply_grad_rows(dx + n0 * C, dy + n0 * C, x + n0 * C, mask ? mask + n0 * C : nullptr, mean, k, u, v, rows, C);
-    });
+  const bool parallel = N * C * S >= kParallelMin, stream = streams(N, C, S);
+  if (S == 1) {  // blocks of columns, as in normalize
+    const std::int64_t width = row_block_width(N * std::int64_t{2 * sizeof(float)}, C, parallel);
+#pragma omp parallel for schedule(static) if (parallel)
+    for (std::int64_t c0 = 0; c0 < C; c0 += width) {
+      apply_grad_rows(dx, dy, x, mask, mean, k, u, v, N, C, c0, std::min(C, c0 + width), stream);
+      if (stream) _mm_sfence();
+    }
     return;
   }
-  const bool stream = streams(N, C, S);
   parallel_segments(N, C, parallel, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
     const std::int64_t at = (n * C + c0) * S;
-    apply_grad_segment(dx + at, dy + at, x + at, mask ? mask + at : nullptr, mean + c0, k + c0, u + c0, v + c0,
-                       count, S, stream);
+    apply_grad_segment(dx + at, dy + at, x + at, mask ? mask + at : nullptr, mean + c0, k + c0, u + c0, v + c0, count,
+                       S, stream);
     if (stream) _mm_sfence();
   });
 }
@@ -675,6 +746,15 @@ void grad_coefficients(float* __restrict k, float* __restrict u, float* __restri
   }
 }
 
+BNORM_MULTIVERSION
+void update_running(float* __restrict running_mean, float* __restrict running_var, const float* __restrict mean,
+                    const float* __restrict var, double f, double var_scale, std::int64_t C) {
+  for (std::int64_t c = 0; c < C; ++c) {
+    running_mean[c] = static_cast<float>((1.0 - f) * running_mean[c] + f * mean[c]);
+    running_var[c] = static_cast<float>((1.0 - f) * running_var[c] + f * var[c] * var_scale);
+  }
+}
+
 // The three entry points, each with an optional ReLU after the batch norm.
 
 // The caller's scratch (batchnorm_work_doubles(C)), carved into per-channel arrays.
@@ -697,18 +777,24 @@ void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* 
   // One sample of each channel as its shift: close to the mean in practice.
   for (std::int64_t c = 0; c < C; ++c) shift[c] = x[c * S];
   const double m = static_cast<double>(N * S);
-  if (S == 1) {
-    channel_moments_rows(sum, sumsq, shift, x, N, C);
-    mean_var_from_shifted_sums(sum, sumsq, shift, m, C);
-    normalize_coefficients(mean, mean_lo, var, inv_std, scale, offset, sum, sumsq, gamma, beta, eps, C);
-    normalize(y, mask, relu, x, mean, mean_lo, scale, offset, N, C, S);
-    return;
-  }
   // A group's statistics, then its normalization while its values are still
   // in the cache: x comes from memory once.
-  const bool parallel = N * C * S >= kParallelMin;
+  const bool parallel = N * C * S >= kParallelMin, stream = streams(N, C, S);
+  if (S == 1) {  // the group is a block of columns
+    const std::int64_t width = row_block_width(N * std::int64_t{sizeof(float)}, C, parallel);
+#pragma omp parallel for schedule(static) if (parallel)
+    for (std::int64_t c0 = 0; c0 < C; c0 += width) {
+      const std::int64_t c1 = std::min(C, c0 + width), count = c1 - c0;
+      moments_row_block(sum, sumsq, shift, x, N, C, c0, c1);
+      mean_var_from_shifted_sums(sum + c0, sumsq + c0, shift + c0, m, count);
+      normalize_coefficients(mean + c0, mean_lo + c0, var + c0, inv_std + c0, scale + c0, offset + c0, sum + c0,
+                             sumsq + c0, gamma ? gamma + c0 : nullptr, beta ? beta + c0 : nullptr, eps, count);
+      normalize_rows(y, mask, relu, x, mean, mean_lo, scale, offset, N, C, c0, c1, stream);
+      if (stream) _mm_sfence();
+    }
+    return;
+  }
   const std::int64_t group = channels_per_group(N * S * sizeof(float), C, parallel);
-  const bool stream = streams(N, C, S);
 #pragma omp parallel for schedule(static) if (parallel)
   for (std::int64_t c0 = 0; c0 < C; c0 += group) {
     const std::int64_t count = std::min(C - c0, group);
@@ -747,17 +833,23 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
   // Pass 2: dx = gamma·inv_std · (dy − mean(dy) − x̂ · mean(dy·x̂))
   //            = k·dy + (x − mean)·u + v, with k = gamma·inv_std,
   //              u = −k·inv_std·mean(dy·x̂), v = −k·mean(dy).
+  // Both passes over one group of channels at a time, as in forward_train.
+  const bool parallel = N * C * S >= kParallelMin, stream = streams(N, C, S);
+  const std::int64_t bytes_per_channel = N * S * (2 * sizeof(float) + (mask ? 1 : 0));
   if (S == 1) {
-    grad_sums_rows(sum_dy, sum_dy_xc, dy, x, mask, mean, N, C);
-    grad_coefficients(k, u, v, dgamma, dbeta, sum_dy, sum_dy_xc, inv_std, gamma, m, C);
-    apply_grad(dx, dy, x, mask, mean, k, u, v, N, C, S);
+    const std::int64_t width = row_block_width(bytes_per_channel, C, parallel);
+#pragma omp parallel for schedule(static) if (parallel)
+    for (std::int64_t c0 = 0; c0 < C; c0 += width) {
+      const std::int64_t c1 = std::min(C, c0 + width), count = c1 - c0;
+      grad_sums_row_block(sum_dy, sum_dy_xc, dy, x, mask, mean, N, C, c0, c1);
+      grad_coefficients(k + c0, u + c0, v + c0, dgamma ? dgamma + c0 : nullptr, dbeta ? dbeta + c0 : nullptr,
+                        sum_dy + c0, sum_dy_xc + c0, inv_std + c0, gamma ? gamma + c0 : nullptr, m, count);
+      apply_grad_rows(dx, dy, x, mask, mean, k, u, v, N, C, c0, c1, stream);
+      if (stream) _mm_sfence();
+    }
     return;
   }
-  // Both passes over one group of channels at a time, as in forward_train.
-  const bool parallel = N * C * S >= kParallelMin;
-  const std::int64_t bytes_per_channel = N * S * (2 * sizeof(float) + (mask ? 1 : 0));
   const std::int64_t group = channels_per_group(bytes_per_channel, C, parallel);
-  const bool stream = streams(N, C, S);
 #pragma omp parallel for schedule(static) if (parallel)
   for (std::int64_t c0 = 0; c0 < C; c0 += group) {
     const std::int64_t count = std::min(C - c0, group);
@@ -767,12 +859,12 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
                  block_grad_sums(a, b, sa, sb, dy + at, x + at, mask ? mask + at : nullptr, count, S, mean + c0,
                                  n + 1 < N ? C * S : 0);
                });
-    grad_coefficients(k + c0, u + c0, v + c0, dgamma ? dgamma + c0 : nullptr, dbeta ? dbeta + c0 : nullptr,
-                      sum_dy + c0, sum_dy_xc + c0, inv_std + c0, gamma ? gamma + c0 : nullptr, m, count);
+    grad_coefficients(k + c0, u + c0, v + c0, dgamma ? dgamma + c0 : nullptr, dbeta ? dbeta + c0 : nullptr, sum_dy + c0,
+                      sum_dy_xc + c0, inv_std + c0, gamma ? gamma + c0 : nullptr, m, count);
     for (std::int64_t n = 0; n < N; ++n) {
       const std::int64_t at = (n * C + c0) * S;
-      apply_grad_segment(dx + at, dy + at, x + at, mask ? mask + at : nullptr, mean + c0, k + c0, u + c0, v + c0,
-                         count, S, stream);
+      apply_grad_segment(dx + at, dy + at, x + at, mask ? mask + at : nullptr, mean + c0, k + c0, u + c0, v + c0, count,
+                         S, stream);
     }
     if (stream) _mm_sfence();
   }
@@ -816,6 +908,11 @@ void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float
                              const float* x, const float* mean, const float* inv_std, const float* gamma,
                              std::int64_t N, std::int64_t C, std::int64_t S, double* work) {
   backward(dx, dgamma, dbeta, dy, mask, x, mean, inv_std, gamma, N, C, S, work);
+}
+
+void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var, double f,
+                              double var_scale, std::int64_t C) {
+  update_running(running_mean, running_var, mean, var, f, var_scale, C);
 }
 
 // ---- Stages for a batch spread over several processes -------------------

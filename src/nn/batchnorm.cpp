@@ -161,10 +161,8 @@ void BatchNorm::update_running_estimates(std::int64_t m) {
                                      : 1.0 / static_cast<double>(num_batches_tracked_);
   const double var_correction =
       options_.unbiased_running_var ? static_cast<double>(m) / static_cast<double>(m - 1) : 1.0;
-  for (std::int64_t c = 0; c < C_; ++c) {
-    running_mean_[c] = static_cast<float>((1.0 - f) * running_mean_[c] + f * mean_[c]);
-    running_var_[c] = static_cast<float>((1.0 - f) * running_var_[c] + f * var_[c] * var_correction);
-  }
+  kernels::batchnorm_update_running(running_mean_.data(), running_var_.data(), mean_.data(), var_.data(), f,
+                                    var_correction, C_);
 }
 
 void BatchNorm::backward(Tensor* dx, const Tensor& dy) {

@@ -70,6 +70,13 @@ void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float
                              const float* x, const float* mean, const float* inv_std, const float* gamma,
                              std::int64_t N, std::int64_t C, std::int64_t S, double* work);
 
+// Running estimates after a training step, per channel (the layer picks f):
+//   running_mean = (1 - f) * running_mean + f * mean
+//   running_var  = (1 - f) * running_var  + f * var * var_scale
+// in double, rounded once to float.
+void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
+                              double f, double var_scale, std::int64_t C);
+
 // Stages of the training forward and backward, for a batch whose examples are
 // spread over several processes: each process computes its part's statistics,
 // the caller combines them (nn/batch_stats_sync), and the stages below finish
