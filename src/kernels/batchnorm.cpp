@@ -123,6 +123,16 @@ __attribute__((always_inline)) inline void store_normalized(float* y, std::uint8
     std::memcpy(y, &v, sizeof v);
 }
 
+// Lane l's number, l, in each lane.
+__attribute__((always_inline)) inline void lane_numbers(LaneBits& index) {
+  for (std::int64_t l = 0; l < kLanes; ++l) index[l] = static_cast<std::int32_t>(l);
+}
+
+// b in the lanes where take_b is all ones, a where it is 0.
+__attribute__((always_inline)) inline void blend(Lanes& a, const Lanes& b, const LaneBits& take_b) {
+  a = reinterpret_cast<Lanes>((reinterpret_cast<LaneBits>(a) & ~take_b) | (reinterpret_cast<LaneBits>(b) & take_b));
+}
+
 // Values before p starts a cache line (p is float-aligned): 0 to 15. Only
 // whole lines are streamed; a line that two runs share is written with plain
 // stores, since mixing the two kinds in one line makes the memory controller
@@ -430,48 +440,77 @@ BNORM_MULTIVERSION
 void normalize_segment(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
                        const float* mean_lo, const float* scale, const float* offset, std::int64_t count,
                        std::int64_t S, bool stream) {
-  for (std::int64_t r = 0; r < count; ++r) {  // runs of S values: run r is channel r
-    const float* xr = x + r * S;
-    float* yr = y + r * S;
-    std::uint8_t* mr = mask ? mask + r * S : nullptr;
+  // Values [from, to) of the segment, all in run r, one at a time.
+  const auto plain = [&](std::int64_t from, std::int64_t to, std::int64_t r) {
     const float hi = mean_hi[r], lo = mean_lo[r], a = scale[r], b = offset[r];
-    // The streamed middle of the run, then the plain loops below finish the
-    // head and the tail: each value's arithmetic is the same either way.
-    std::int64_t first = 0, last = 0;
-    if (stream) {
-      first = std::min(S, until_line(yr));
-      last = first + (S - first) / kLanes * kLanes;
-      for (std::int64_t i = first; i < last; i += kLanes) {
-        BNORM_LOAD_LANES(v, xr + i);
-        store_normalized(yr + i, mr ? mr + i : nullptr, relu, ((v - hi) - lo) * a + b, true);
+    if (!relu) {
+      for (std::int64_t i = from; i < to; ++i) y[i] = ((x[i] - hi) - lo) * a + b;
+    } else if (!mask) {
+      for (std::int64_t i = from; i < to; ++i) {
+        const float v = ((x[i] - hi) - lo) * a + b;
+        y[i] = v > 0.0f ? v : 0.0f;
+      }
+    } else {
+      for (std::int64_t i = from; i < to; ++i) {
+        const float v = ((x[i] - hi) - lo) * a + b;
+        y[i] = v > 0.0f ? v : 0.0f;
+        mask[i] = v > 0.0f;
       }
     }
-    const auto plain = [&](std::int64_t from, std::int64_t to) {
-      if (!relu) {
-        for (std::int64_t i = from; i < to; ++i) yr[i] = ((xr[i] - hi) - lo) * a + b;
-      } else if (!mr) {
-        for (std::int64_t i = from; i < to; ++i) {
-          const float v = ((xr[i] - hi) - lo) * a + b;
-          yr[i] = v > 0.0f ? v : 0.0f;
-        }
-      } else {
-        for (std::int64_t i = from; i < to; ++i) {
-          const float v = ((xr[i] - hi) - lo) * a + b;
-          yr[i] = v > 0.0f ? v : 0.0f;
-          mr[i] = v > 0.0f;
-        }
-      }
-    };
-    plain(0, first);
-    plain(last, S);
+  };
+  if (S < kLanes) {
+    for (std::int64_t r = 0; r < count; ++r) plain(r * S, (r + 1) * S, r);
+    return;
+  }
+  // The runs lie end to end, so the segment goes by lane-widths that start at
+  // cache lines of y, whatever S is; a lane-width across the end of a run is
+  // computed with both runs' coefficients and each lane takes its own run's
+  // (S >= 16: at most one end per lane-width). Every line but the segment's
+  // first and last is then whole, and no run has a head or tail of its own.
+  const std::int64_t total = count * S;
+  std::int64_t i = std::min(total, until_line(y));  // fewer than 16 values: inside run 0
+  plain(0, i, 0);
+  LaneBits lane;
+  lane_numbers(lane);
+  for (std::int64_t r = 0; r < count; ++r) {
+    const std::int64_t end = (r + 1) * S;
+    const float hi = mean_hi[r], lo = mean_lo[r], a = scale[r], b = offset[r];
+    for (; i + kLanes <= end; i += kLanes) {
+      BNORM_LOAD_LANES(v, x + i);
+      store_normalized(y + i, mask ? mask + i : nullptr, relu, ((v - hi) - lo) * a + b, stream);
+    }
+    if (i < end && i + kLanes <= total) {
+      BNORM_LOAD_LANES(v, x + i);
+      Lanes out = ((v - hi) - lo) * a + b;
+      blend(out, ((v - mean_hi[r + 1]) - mean_lo[r + 1]) * scale[r + 1] + offset[r + 1],
+            lane >= static_cast<std::int32_t>(end - i));
+      store_normalized(y + i, mask ? mask + i : nullptr, relu, out, stream);
+      i += kLanes;
+    }
+  }
+  plain(i, total, count - 1);
+}
+
+// body(i) for i = 0, step, 2*step, ... below end, split statically across the
+// threads when parallel. With stream, each thread then fences once: streamed
+// stores are weakly ordered, and they must reach memory before the threads
+// join (a fence per block stalled on every block's stores).
+template <class Body>
+void parallel_blocks(std::int64_t end, std::int64_t step, bool parallel, bool stream, Body body) {
+#pragma omp parallel if (parallel)
+  {
+#pragma omp for schedule(static) nowait
+    for (std::int64_t i = 0; i < end; i += step) body(i);
+    if (stream) _mm_sfence();
   }
 }
 
 // Splits the N*C (example, channel) pairs into one contiguous share per
 // thread and calls segment(n, c0, count) for each piece of a share that lies
 // in one example. Shares follow memory, so a batch of one still splits.
+// With stream, each thread fences once at the end, as in parallel_blocks.
 template <class Segment>
-void parallel_segments(std::int64_t N, std::int64_t C, bool parallel, Segment segment) {
+void parallel_segments(std::int64_t N, std::int64_t C, bool parallel, bool stream, Segment segment) {
 #pragma omp parallel if (parallel)
   {
     const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
@@ -481,6 +520,7 @@ void parallel_segments(std::int64_t N, std::int64_t C, bool parallel, Segment se
       segment(n, c0, count);
       p += count;
     }
+    if (stream) _mm_sfence();  // as in parallel_blocks
   }
 }
 
@@ -491,18 +531,15 @@ void normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const fl
   const bool parallel = N * C * S >= kParallelMin, stream = streams(N, C, S);
   if (S == 1) {  // blocks of columns, so the coefficients of a block stay in L1
     const std::int64_t width = row_block_width(N * std::int64_t{sizeof(float)}, C, parallel);
-#pragma omp parallel for schedule(static) if (parallel)
-    for (std::int64_t c0 = 0; c0 < C; c0 += width) {
+    parallel_blocks(C, width, parallel, stream, [&](std::int64_t c0) {
       normalize_rows(y, mask, relu, x, mean_hi, mean_lo, scale, offset, N, C, c0, std::min(C, c0 + width), stream);
-      if (stream) _mm_sfence();
-    }
+    });
     return;
   }
-  parallel_segments(N, C, parallel, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
+  parallel_segments(N, C, parallel, stream, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
     const std::int64_t at = (n * C + c0) * S;
     normalize_segment(y + at, mask ? mask + at : nullptr, relu, x + at, mean_hi + c0, mean_lo + c0, scale + c0,
                       offset + c0, count, S, stream);
-    if (stream) _mm_sfence();
   });
 }
 
@@ -583,36 +620,53 @@ BNORM_MULTIVERSION
 void apply_grad_segment(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
                         const float* k, const float* u, const float* v, std::int64_t count, std::int64_t S,
                         bool stream) {
-  for (std::int64_t r = 0; r < count; ++r) {
-    const float* xr = x + r * S;
-    const float* dyr = dy + r * S;
-    float* dxr = dx + r * S;
-    const std::uint8_t* mr = mask ? mask + r * S : nullptr;
+  const auto plain = [&](std::int64_t from, std::int64_t to, std::int64_t r) {
     const float mu = mean[r], kc = k[r], uc = u[r], vc = v[r];
-    std::int64_t first = 0, last = 0;  // the streamed middle, as in normalize_segment
-    if (stream) {
-      first = std::min(S, until_line(dxr));
-      last = first + (S - first) / kLanes * kLanes;
-      for (std::int64_t i = first; i < last; i += kLanes) {
-        BNORM_LOAD_LANES(g, dyr + i);
-        BNORM_LOAD_LANES(xv, xr + i);
-        if (mr) keep_where_mask(g, mr + i);
-        stream_lanes(dxr + i, kc * g + (xv - mu) * uc + vc);
+    if (mask) {
+      for (std::int64_t i = from; i < to; ++i) {
+        const float d = dy[i];  // loaded unconditionally, so the select needs no branch
+        dx[i] = kc * (mask[i] ? d : 0.0f) + (x[i] - mu) * uc + vc;
       }
+    } else {
+      for (std::int64_t i = from; i < to; ++i) dx[i] = kc * dy[i] + (x[i] - mu) * uc + vc;
     }
-    const auto plain = [&](std::int64_t from, std::int64_t to) {
-      if (mr) {
-        for (std::int64_t i = from; i < to; ++i) {
-          const float d = dyr[i];
-          dxr[i] = kc * (mr[i] ? d : 0.0f) + (xr[i] - mu) * uc + vc;
-        }
-      } else {
-        for (std::int64_t i = from; i < to; ++i) dxr[i] = kc * dyr[i] + (xr[i] - mu) * uc + vc;
-      }
-    };
-    plain(0, first);
-    plain(last, S);
+  };
+  if (S < kLanes) {
+    for (std::int64_t r = 0; r < count; ++r) plain(r * S, (r + 1) * S, r);
+    return;
   }
+  // By lane-widths across the runs, as in normalize_segment.
+  const std::int64_t total = count * S;
+  std::int64_t i = std::min(total, until_line(dx));
+  plain(0, i, 0);
+  LaneBits lane;
+  lane_numbers(lane);
+  const auto put = [&](std::int64_t at, const Lanes& out) {
+    if (stream)
+      stream_lanes(dx + at, out);
+    else
+      std::memcpy(dx + at, &out, sizeof out);
+  };
+  for (std::int64_t r = 0; r < count; ++r) {
+    const std::int64_t end = (r + 1) * S;
+    const float mu = mean[r], kc = k[r], uc = u[r], vc = v[r];
+    for (; i + kLanes <= end; i += kLanes) {
+      BNORM_LOAD_LANES(g, dy + i);
+      BNORM_LOAD_LANES(xv, x + i);
+      if (mask) keep_where_mask(g, mask + i);
+      put(i, kc * g + (xv - mu) * uc + vc);
+    }
+    if (i < end && i + kLanes <= total) {
+      BNORM_LOAD_LANES(g, dy + i);
+      BNORM_LOAD_LANES(xv, x + i);
+      if (mask) keep_where_mask(g, mask + i);
+      Lanes out = kc * g + (xv - mu) * uc + vc;
+      blend(out, k[r + 1] * g + (xv - mean[r + 1]) * u[r + 1] + v[r + 1], lane >= static_cast<std::int32_t>(end - i));
+      put(i, out);
+      i += kLanes;
+    }
+  }
+  plain(i, total, count - 1);
 }
 
 // The same for columns [c0, c1) of rows [0, rows) of an (N, C) input.
@@ -668,18 +722,15 @@ void apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* 
   const bool parallel = N * C * S >= kParallelMin, stream = streams(N, C, S);
   if (S == 1) {  // blocks of columns, as in normalize
     const std::int64_t width = row_block_width(N * std::int64_t{2 * sizeof(float)}, C, parallel);
-#pragma omp parallel for schedule(static) if (parallel)
-    for (std::int64_t c0 = 0; c0 < C; c0 += width) {
+    parallel_blocks(C, width, parallel, stream, [&](std::int64_t c0) {
       apply_grad_rows(dx, dy, x, mask, mean, k, u, v, N, C, c0, std::min(C, c0 + width), stream);
-      if (stream) _mm_sfence();
-    }
+    });
     return;
   }
-  parallel_segments(N, C, parallel, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
+  parallel_segments(N, C, parallel, stream, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
     const std::int64_t at = (n * C + c0) * S;
     apply_grad_segment(dx + at, dy + at, x + at, mask ? mask + at : nullptr, mean + c0, k + c0, u + c0, v + c0, count,
                        S, stream);
-    if (stream) _mm_sfence();
   });
 }
 
@@ -782,21 +833,18 @@ void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* 
   const bool parallel = N * C * S >= kParallelMin, stream = streams(N, C, S);
   if (S == 1) {  // the group is a block of columns
     const std::int64_t width = row_block_width(N * std::int64_t{sizeof(float)}, C, parallel);
-#pragma omp parallel for schedule(static) if (parallel)
-    for (std::int64_t c0 = 0; c0 < C; c0 += width) {
+    parallel_blocks(C, width, parallel, stream, [&](std::int64_t c0) {
       const std::int64_t c1 = std::min(C, c0 + width), count = c1 - c0;
       moments_row_block(sum, sumsq, shift, x, N, C, c0, c1);
       mean_var_from_shifted_sums(sum + c0, sumsq + c0, shift + c0, m, count);
       normalize_coefficients(mean + c0, mean_lo + c0, var + c0, inv_std + c0, scale + c0, offset + c0, sum + c0,
                              sumsq + c0, gamma ? gamma + c0 : nullptr, beta ? beta + c0 : nullptr, eps, count);
       normalize_rows(y, mask, relu, x, mean, mean_lo, scale, offset, N, C, c0, c1, stream);
-      if (stream) _mm_sfence();
-    }
+    });
     return;
   }
   const std::int64_t group = channels_per_group(N * S * sizeof(float), C, parallel);
-#pragma omp parallel for schedule(static) if (parallel)
-  for (std::int64_t c0 = 0; c0 < C; c0 += group) {
+  parallel_blocks(C, group, parallel, stream, [&](std::int64_t c0) {
     const std::int64_t count = std::min(C - c0, group);
     group_sums(sum + c0, sumsq + c0, N, S, count, [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n) {
       block_moments(a, b, sa, sb, x + (n * C + c0) * S, count, S, shift + c0, n + 1 < N ? C * S : 0);
@@ -809,8 +857,7 @@ void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* 
       normalize_segment(y + at, mask ? mask + at : nullptr, relu, x + at, mean + c0, mean_lo + c0, scale + c0,
                         offset + c0, count, S, stream);
     }
-    if (stream) _mm_sfence();  // streamed stores are weakly ordered: finish them before the threads join
-  }
+  });
 }
 
 void forward_inference(float* y, bool relu, const float* x, const float* mean, const float* var, const float* gamma,
@@ -838,20 +885,17 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
   const std::int64_t bytes_per_channel = N * S * (2 * sizeof(float) + (mask ? 1 : 0));
   if (S == 1) {
     const std::int64_t width = row_block_width(bytes_per_channel, C, parallel);
-#pragma omp parallel for schedule(static) if (parallel)
-    for (std::int64_t c0 = 0; c0 < C; c0 += width) {
+    parallel_blocks(C, width, parallel, stream, [&](std::int64_t c0) {
       const std::int64_t c1 = std::min(C, c0 + width), count = c1 - c0;
       grad_sums_row_block(sum_dy, sum_dy_xc, dy, x, mask, mean, N, C, c0, c1);
       grad_coefficients(k + c0, u + c0, v + c0, dgamma ? dgamma + c0 : nullptr, dbeta ? dbeta + c0 : nullptr,
                         sum_dy + c0, sum_dy_xc + c0, inv_std + c0, gamma ? gamma + c0 : nullptr, m, count);
       apply_grad_rows(dx, dy, x, mask, mean, k, u, v, N, C, c0, c1, stream);
-      if (stream) _mm_sfence();
-    }
+    });
     return;
   }
   const std::int64_t group = channels_per_group(bytes_per_channel, C, parallel);
-#pragma omp parallel for schedule(static) if (parallel)
-  for (std::int64_t c0 = 0; c0 < C; c0 += group) {
+  parallel_blocks(C, group, parallel, stream, [&](std::int64_t c0) {
     const std::int64_t count = std::min(C - c0, group);
     group_sums(sum_dy + c0, sum_dy_xc + c0, N, S, count,
                [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n) {
@@ -866,8 +910,7 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
       apply_grad_segment(dx + at, dy + at, x + at, mask ? mask + at : nullptr, mean + c0, k + c0, u + c0, v + c0, count,
                          S, stream);
     }
-    if (stream) _mm_sfence();
-  }
+  });
 }
 
 }  // namespace
