@@ -133,6 +133,13 @@ __attribute__((always_inline)) inline void blend(Lanes& a, const Lanes& b, const
   a = reinterpret_cast<Lanes>((reinterpret_cast<LaneBits>(a) & ~take_b) | (reinterpret_cast<LaneBits>(b) & take_b));
 }
 
+// Lanes below `first` set to 0 (those values were counted already).
+__attribute__((always_inline)) inline void keep_lanes_from(Lanes& d, std::int64_t first) {
+  LaneBits lane;
+  lane_numbers(lane);
+  d = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(d) & (lane >= static_cast<std::int32_t>(first)));
+}
+
 // Values before p starts a cache line (p is float-aligned): 0 to 15. Only
 // whole lines are streamed; a line that two runs share is written with plain
 // stores, since mixing the two kinds in one line makes the memory controller
@@ -181,14 +188,22 @@ void block_moments(Lanes* s_out, Lanes* q_out, double* tail_sum, double* tail_su
       s += d;
       q += d * d;
     }
-    double ts = 0.0, tq = 0.0;
-    for (; i < S; ++i) {
-      const double d = static_cast<double>(run[i] - k);
-      ts += d;
-      tq += d * d;
+    if (i < S && S >= kLanes) {  // the run's last lane-width, less the lanes counted above
+      BNORM_LOAD_LANES(v, run + S - kLanes);
+      Lanes d = v - k;
+      keep_lanes_from(d, kLanes - (S - i));
+      s += d;
+      q += d * d;
+    } else if (i < S) {  // a run shorter than a lane-width
+      double ts = 0.0, tq = 0.0;
+      for (; i < S; ++i) {
+        const double d = static_cast<double>(run[i] - k);
+        ts += d;
+        tq += d * d;
+      }
+      tail_sum[r] += ts;
+      tail_sumsq[r] += tq;
     }
-    tail_sum[r] += ts;
-    tail_sumsq[r] += tq;
     s_out[r] = s;
     q_out[r] = q;
   }
@@ -229,15 +244,24 @@ void block_grad_sums(Lanes* s_out, Lanes* q_out, double* tail_dy, double* tail_d
         q += g * (v - mu);
       }
     }
-    double ts = 0.0, tq = 0.0;
-    for (; i < S; ++i) {
-      const float d = dyr[i];
-      const float g = mr && !mr[i] ? 0.0f : d;
-      ts += g;
-      tq += static_cast<double>(g) * static_cast<double>(xr[i] - mu);
+    if (i < S && S >= kLanes) {  // the last lane-width, as in block_moments
+      BNORM_LOAD_LANES(g, dyr + S - kLanes);
+      BNORM_LOAD_LANES(v, xr + S - kLanes);
+      if (mr) keep_where_mask(g, mr + S - kLanes);
+      keep_lanes_from(g, kLanes - (S - i));
+      s += g;
+      q += g * (v - mu);
+    } else if (i < S) {
+      double ts = 0.0, tq = 0.0;
+      for (; i < S; ++i) {
+        const float d = dyr[i];
+        const float g = mr && !mr[i] ? 0.0f : d;
+        ts += g;
+        tq += static_cast<double>(g) * static_cast<double>(xr[i] - mu);
+      }
+      tail_dy[r] += ts;
+      tail_dy_xc[r] += tq;
     }
-    tail_dy[r] += ts;
-    tail_dy_xc[r] += tq;
     s_out[r] = s;
     q_out[r] = q;
   }
