@@ -123,8 +123,9 @@ inline bool streams(std::int64_t N, std::int64_t C, std::int64_t S) {
 // Sixteen normalized values to y: with relu, max(0, v) as the plain loops
 // compute it, and the mask bytes when mask is given; streamed (y is then a
 // whole cache line) or stored plainly.
-__attribute__((always_inline)) inline void store_normalized(float* y, std::uint8_t* mask, bool relu, Lanes v,
+__attribute__((always_inline)) inline void store_normalized(float* y, std::uint8_t* mask, bool relu, const Lanes& value,
                                                             bool stream) {
+  Lanes v = value;  // by reference: clang refuses a 64-byte vector argument in the baseline copy
   if (relu) {
     const LaneBits positive = v > 0.0f;
     v = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(v) & positive);
