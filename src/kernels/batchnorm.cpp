@@ -7,8 +7,8 @@
 // The training passes take a group of channels at a time (about 512 KB of
 // data: runs of whole channels, or a block of columns for S == 1) and run the
 // second pass while the group is still in the core's cache, so memory sees x
-// read once; outputs of 4 MiB or more are
-// written with streaming stores, which skip reading the old contents first.
+// read once. Outputs of 4 MiB or more are written with streaming stores,
+// which skip reading the old contents first.
 //
 // Layouts: for S == 1, an (N, C) input, a channel's values are strided by C, so
 // the loops walk rows and keep C accumulators, vectorized across channels; the
@@ -40,7 +40,7 @@ namespace {
 
 constexpr std::int64_t kLanes = 16;             // independent float accumulators: one AVX-512 register
 constexpr std::int64_t kRowBlock = 16;          // rows summed in float before merging into double (S == 1)
-constexpr std::int64_t kRowWidth = 256;         // columns a thread owns at a time (S == 1)
+constexpr std::int64_t kRowWidth = 256;         // most columns in one block (S == 1)
 constexpr int kRowChunk = 4;                    // lane groups summed in registers at a time (S == 1)
 constexpr std::int64_t kRunBlock = 1024;        // values of a run summed in float before merging (S > 1)
 constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at most (S > 1): 32 KB of lanes
@@ -49,8 +49,9 @@ constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at mos
 // waiting for it at the barrier when another process holds that core, can
 // take milliseconds.
 constexpr std::int64_t kParallelMin = std::int64_t{1} << 18;
-// Data a fused training pass (S > 1) takes at a time: its statistics pass
-// leaves a group's values in the core's cache for the pass that follows.
+// Data a fused training pass takes at a time (a channel group, or a block of
+// columns for S == 1): its statistics pass leaves the group's values in the
+// core's cache for the pass that follows.
 constexpr std::int64_t kGroupBytes = std::int64_t{1} << 19;
 
 // Channels per group: as many as fit kGroupBytes, at least one, and no more
@@ -116,13 +117,20 @@ __attribute__((always_inline)) inline void stream_lanes(float* p, const Lanes& v
   _mm_stream_ps(p + 12, __builtin_shufflevector(v, v, 12, 13, 14, 15));
 }
 
+// Sixteen lanes to p: streamed (p is then a whole cache line) or stored plainly.
+__attribute__((always_inline)) inline void store_lanes(float* p, const Lanes& v, bool stream) {
+  if (stream)
+    stream_lanes(p, v);
+  else
+    std::memcpy(p, &v, sizeof v);
+}
+
 inline bool streams(std::int64_t N, std::int64_t C, std::int64_t S) {
   return N * C * S * static_cast<std::int64_t>(sizeof(float)) >= kStreamBytes;
 }
 
 // Sixteen normalized values to y: with relu, max(0, v) as the plain loops
-// compute it, and the mask bytes when mask is given; streamed (y is then a
-// whole cache line) or stored plainly.
+// compute it, and the mask bytes when mask is given.
 __attribute__((always_inline)) inline void store_normalized(float* y, std::uint8_t* mask, bool relu, const Lanes& value,
                                                             bool stream) {
   Lanes v = value;  // by reference: clang refuses a 64-byte vector argument in the baseline copy
@@ -132,10 +140,7 @@ __attribute__((always_inline)) inline void store_normalized(float* y, std::uint8
     if (mask)
       for (std::int64_t l = 0; l < kLanes; ++l) mask[l] = static_cast<std::uint8_t>(-positive[l]);
   }
-  if (stream)
-    stream_lanes(y, v);
-  else
-    std::memcpy(y, &v, sizeof v);
+  store_lanes(y, v, stream);
 }
 
 // Lane l's number, l, in each lane.
@@ -681,12 +686,6 @@ void apply_grad_segment(float* dx, const float* dy, const float* x, const std::u
   plain(0, i, 0);
   LaneBits lane;
   lane_numbers(lane);
-  const auto put = [&](std::int64_t at, const Lanes& out) {
-    if (stream)
-      stream_lanes(dx + at, out);
-    else
-      std::memcpy(dx + at, &out, sizeof out);
-  };
   for (std::int64_t r = 0; r < count; ++r) {
     const std::int64_t end = (r + 1) * S;
     const float mu = mean[r], kc = k[r], uc = u[r], vc = v[r];
@@ -694,7 +693,7 @@ void apply_grad_segment(float* dx, const float* dy, const float* x, const std::u
       BNORM_LOAD_LANES(g, dy + i);
       BNORM_LOAD_LANES(xv, x + i);
       if (mask) keep_where_mask(g, mask + i);
-      put(i, kc * g + (xv - mu) * uc + vc);
+      store_lanes(dx + i, kc * g + (xv - mu) * uc + vc, stream);
     }
     if (i < end && i + kLanes <= total) {
       BNORM_LOAD_LANES(g, dy + i);
@@ -702,7 +701,7 @@ void apply_grad_segment(float* dx, const float* dy, const float* x, const std::u
       if (mask) keep_where_mask(g, mask + i);
       Lanes out = kc * g + (xv - mu) * uc + vc;
       blend(out, k[r + 1] * g + (xv - mean[r + 1]) * u[r + 1] + v[r + 1], lane >= static_cast<std::int32_t>(end - i));
-      put(i, out);
+      store_lanes(dx + i, out, stream);
       i += kLanes;
     }
   }
@@ -733,11 +732,7 @@ void apply_grad_rows(float* dx, const float* dy, const float* x, const std::uint
           BNORM_LOAD_LANES(g, dy + at);
           BNORM_LOAD_LANES(xv, x + at);
           if (mask) keep_where_mask(g, mask + at);
-          const Lanes out = kc[w] * g + (xv - mu[w]) * uc[w] + vc[w];
-          if (stream)
-            stream_lanes(dx + at, out);
-          else
-            std::memcpy(dx + at, &out, sizeof out);
+          store_lanes(dx + at, kc[w] * g + (xv - mu[w]) * uc[w] + vc[w], stream);
         }
     }
     for (std::int64_t n = n0; n < n1 && c < c1; ++n) {  // the last columns, fewer than a tile
@@ -868,6 +863,12 @@ void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* 
   // One sample of each channel as its shift: close to the mean in practice.
   for (std::int64_t c = 0; c < C; ++c) shift[c] = x[c * S];
   const double m = static_cast<double>(N * S);
+  // Channels c0..c0+count-1 from their sums to normalize's coefficients.
+  const auto group_coefficients = [&](std::int64_t c0, std::int64_t count) {
+    mean_var_from_shifted_sums(sum + c0, sumsq + c0, shift + c0, m, count);
+    normalize_coefficients(mean + c0, mean_lo + c0, var + c0, inv_std + c0, scale + c0, offset + c0, sum + c0,
+                           sumsq + c0, gamma ? gamma + c0 : nullptr, beta ? beta + c0 : nullptr, eps, count);
+  };
   // A group's statistics, then its normalization while its values are still
   // in the cache: x comes from memory once.
   const bool parallel = N * C * S >= kParallelMin, stream = streams(N, C, S);
@@ -876,9 +877,7 @@ void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* 
     parallel_blocks(C, width, parallel, stream, [&](std::int64_t c0) {
       const std::int64_t c1 = std::min(C, c0 + width), count = c1 - c0;
       moments_row_block(sum, sumsq, shift, x, N, C, c0, c1);
-      mean_var_from_shifted_sums(sum + c0, sumsq + c0, shift + c0, m, count);
-      normalize_coefficients(mean + c0, mean_lo + c0, var + c0, inv_std + c0, scale + c0, offset + c0, sum + c0,
-                             sumsq + c0, gamma ? gamma + c0 : nullptr, beta ? beta + c0 : nullptr, eps, count);
+      group_coefficients(c0, count);
       normalize_rows(y, mask, relu, x, mean, mean_lo, scale, offset, N, C, c0, c1, stream);
     });
     return;
@@ -889,9 +888,7 @@ void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* 
     group_sums(sum + c0, sumsq + c0, N, S, count, [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n) {
       block_moments(a, b, sa, sb, x + (n * C + c0) * S, count, S, shift + c0, prefetch_ahead(n, N, C, S, count));
     });
-    mean_var_from_shifted_sums(sum + c0, sumsq + c0, shift + c0, m, count);
-    normalize_coefficients(mean + c0, mean_lo + c0, var + c0, inv_std + c0, scale + c0, offset + c0, sum + c0,
-                           sumsq + c0, gamma ? gamma + c0 : nullptr, beta ? beta + c0 : nullptr, eps, count);
+    group_coefficients(c0, count);
     for (std::int64_t n = 0; n < N; ++n) {
       const std::int64_t at = (n * C + c0) * S;
       normalize_segment(y + at, mask ? mask + at : nullptr, relu, x + at, mean + c0, mean_lo + c0, scale + c0,
@@ -920,6 +917,10 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
   // Pass 2: dx = gamma·inv_std · (dy − mean(dy) − x̂ · mean(dy·x̂))
   //            = k·dy + (x − mean)·u + v, with k = gamma·inv_std,
   //              u = −k·inv_std·mean(dy·x̂), v = −k·mean(dy).
+  const auto group_coefficients = [&](std::int64_t c0, std::int64_t count) {
+    grad_coefficients(k + c0, u + c0, v + c0, dgamma ? dgamma + c0 : nullptr, dbeta ? dbeta + c0 : nullptr, sum_dy + c0,
+                      sum_dy_xc + c0, inv_std + c0, gamma ? gamma + c0 : nullptr, m, count);
+  };
   // Both passes over one group of channels at a time, as in forward_train.
   const bool parallel = N * C * S >= kParallelMin, stream = streams(N, C, S);
   const std::int64_t bytes_per_channel = N * S * (2 * sizeof(float) + (mask ? 1 : 0));
@@ -928,8 +929,7 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
     parallel_blocks(C, width, parallel, stream, [&](std::int64_t c0) {
       const std::int64_t c1 = std::min(C, c0 + width), count = c1 - c0;
       grad_sums_row_block(sum_dy, sum_dy_xc, dy, x, mask, mean, N, C, c0, c1);
-      grad_coefficients(k + c0, u + c0, v + c0, dgamma ? dgamma + c0 : nullptr, dbeta ? dbeta + c0 : nullptr,
-                        sum_dy + c0, sum_dy_xc + c0, inv_std + c0, gamma ? gamma + c0 : nullptr, m, count);
+      group_coefficients(c0, count);
       apply_grad_rows(dx, dy, x, mask, mean, k, u, v, N, C, c0, c1, stream);
     });
     return;
@@ -943,8 +943,7 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
                  block_grad_sums(a, b, sa, sb, dy + at, x + at, mask ? mask + at : nullptr, count, S, mean + c0,
                                  prefetch_ahead(n, N, C, S, count));
                });
-    grad_coefficients(k + c0, u + c0, v + c0, dgamma ? dgamma + c0 : nullptr, dbeta ? dbeta + c0 : nullptr, sum_dy + c0,
-                      sum_dy_xc + c0, inv_std + c0, gamma ? gamma + c0 : nullptr, m, count);
+    group_coefficients(c0, count);
     for (std::int64_t n = 0; n < N; ++n) {
       const std::int64_t at = (n * C + c0) * S;
       apply_grad_segment(dx + at, dy + at, x + at, mask ? mask + at : nullptr, mean + c0, k + c0, u + c0, v + c0, count,
