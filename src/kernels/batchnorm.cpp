@@ -889,7 +889,9 @@ void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* 
       block_moments(a, b, sa, sb, x + (n * C + c0) * S, count, S, shift + c0, prefetch_ahead(n, N, C, S, count));
     });
     group_coefficients(c0, count);
-    for (std::int64_t n = 0; n < N; ++n) {
+    // Last example first: what the sums read last is what the cache still
+    // holds when a group (or one channel) is larger than it.
+    for (std::int64_t n = N; n-- > 0;) {
       const std::int64_t at = (n * C + c0) * S;
       normalize_segment(y + at, mask ? mask + at : nullptr, relu, x + at, mean + c0, mean_lo + c0, scale + c0,
                         offset + c0, count, S, stream);
@@ -944,7 +946,7 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
                                  prefetch_ahead(n, N, C, S, count));
                });
     group_coefficients(c0, count);
-    for (std::int64_t n = 0; n < N; ++n) {
+    for (std::int64_t n = N; n-- > 0;) {  // last example first, as in forward_train
       const std::int64_t at = (n * C + c0) * S;
       apply_grad_segment(dx + at, dy + at, x + at, mask ? mask + at : nullptr, mean + c0, k + c0, u + c0, v + c0, count,
                          S, stream);
