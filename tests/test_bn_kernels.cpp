@@ -98,13 +98,14 @@ TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
                            // (N, C) with C >= 64: register chunks of 64 channels plus a tail, and past 256
                            {20, 100, 1, 2, 1.5},
                            {17, 300, 1, -1, 1},
-                           // 4 MiB and more, where outputs bypass the caches: runs of 196 (whole lines
-                           // every fourth run) and of an odd length (runs start at every alignment);
-                           // rows of whole lines, and rows that are not (plain stores)
+                           // over 6 MiB, so that forward (x, y: 12 MiB) and backward both write
+                           // around the caches: runs of 196 (whole lines every fourth run) and of an
+                           // odd length (runs start at every alignment); rows of whole lines, and
+                           // rows that are not (plain stores)
                            {88, 256, 196, 1, 2},
                            {5, 173, 4913, -2, 1},
-                           {1030, 1024, 1, 3, 1},
-                           {701, 1500, 1, 0, 1}};
+                           {1550, 1024, 1, 3, 1},
+                           {1051, 1500, 1, 0, 1}};
   for (const Shape3& sh : shapes) {
     SCOPED_TRACE("N=" + std::to_string(sh.N) + " C=" + std::to_string(sh.C) + " S=" + std::to_string(sh.S) +
                  " mean=" + std::to_string(sh.mean));
@@ -184,7 +185,7 @@ Tensor column_batch(std::initializer_list<float> values) {
 TEST(BatchNormKernels, FusedReluIsBitIdenticalToSeparateLayers) {
   const Shape3 shapes[] = {{7, 37, 1, 0.3, 1.0},     {64, 512, 1, -0.5, 2.0}, {3, 5, 17, 0.0, 1.0},
                            {4, 19, 196, 1.0, 3.0},   {2, 3, 1030, -1.0, 1.0}, {5, 173, 4913, 0.0, 1.0},
-                           {1030, 1024, 1, 0.0, 1.0}};  // 4 MiB and more: streamed
+                           {1550, 1024, 1, 0.0, 1.0}};  // over 6 MiB: streamed
   for (const Shape3& sh : shapes) {
     const std::int64_t N = sh.N, C = sh.C, S = sh.S, total = N * C * S;
     Rng rng(static_cast<std::uint64_t>(N * 1000 + C * 10 + S));
