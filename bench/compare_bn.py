@@ -37,8 +37,10 @@ def build_onednn(build_dir):
     return exe
 
 
-def measure(bnorm, shapes, threads=2, repeats=3, iterations=50):
-    """Medians per shape and peer: {shape: {peer: {key: ms}}}; bnorm's also has "gbps"."""
+def measure(bnorm, shapes, threads=2, repeats=3, iterations=50, stream_shapes=()):
+    """Per shape: {peer: {key: median ms}} (bnorm's also has "gbps") and "ratios",
+    the medians of per-repeat ratios (see repeat_ratios). For the shapes in
+    stream_shapes, `bnorm bench stream` runs in each repeat too, just before bnorm."""
     onednn = build_onednn(os.path.dirname(os.path.abspath(bnorm)))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     it = str(iterations)
@@ -50,29 +52,56 @@ def measure(bnorm, shapes, threads=2, repeats=3, iterations=50):
         "oneDNN plain": lambda s: run_json([onednn, s, "plain", it], env),
         "oneDNN nChw16c": lambda s: run_json([onednn, s, "blocked", it], env),
     }
+    stream = lambda s: run_json([bnorm, "bench", "stream", "--threads", str(threads), "--json"])
     result = {}
     for shape in shapes:
         runs = {name: [] for name in peers}
+        streams = []
         for _ in range(repeats):  # alternating, so a burst of load hits every peer alike
+            if shape in stream_shapes:
+                streams.append(stream(shape))
             for name, peer in peers.items():
                 runs[name].append(peer(shape))
         result[shape] = {name: {k: statistics.median(r[k] for r in rs) for k in KEYS + ("gbps",) if k in rs[0]}
                          for name, rs in runs.items()}
+        result[shape]["ratios"] = repeat_ratios(runs, streams)
     return result
 
 
+def repeat_ratios(runs, streams):
+    """The machine's speed drifts between repeats, so each ratio is taken within
+    one repeat, where the peers ran back to back, and the median over repeats
+    is reported (> 1: bnorm is faster):
+      torch_fwdbwd   PyTorch's forward+backward time over bnorm's;
+      onednn_fwdbwd  oneDNN's, in the layout with the lower median, over bnorm's;
+      infer          the fastest peer's inference time over bnorm's;
+      stream_share   bnorm's forward+backward GB/s over STREAM copy's (if run)."""
+    b = runs["bnorm"]
+    layout = min(("oneDNN plain", "oneDNN nChw16c"),
+                 key=lambda n: statistics.median(r["fwdbwd_train_ms"] for r in runs[n]))
+    ratios = {
+        "torch_fwdbwd": [t["fwdbwd_train_ms"] / m["fwdbwd_train_ms"] for t, m in zip(runs["PyTorch"], b)],
+        "onednn_fwdbwd": [d["fwdbwd_train_ms"] / m["fwdbwd_train_ms"] for d, m in zip(runs[layout], b)],
+        "infer": [min(runs[n][i]["infer_ms"] for n in ("PyTorch", "oneDNN plain", "oneDNN nChw16c")) /
+                  b[i]["infer_ms"] for i in range(len(b))],
+    }
+    if streams:
+        ratios["stream_share"] = [m["gbps"] / s["copy_gbps"] for m, s in zip(b, streams)]
+        ratios["stream_copy_gbps"] = [s["copy_gbps"] for s in streams]
+    return {k: statistics.median(v) for k, v in ratios.items()}
+
+
 def print_table(result, threads, repeats, iterations):
-    peers = list(next(iter(result.values())))
+    peers = [p for p in next(iter(result.values())) if p != "ratios"]
     print(f"{threads} threads, median of {repeats} runs of the median of {iterations} iterations; "
-          "ms: train forward / train forward+backward / inference")
+          "ms: train forward / train forward+backward / inference; speed-ups: median of the runs' own ratios")
     print("| shape | " + " | ".join(peers) + " | fwd+bwd speed-up vs PyTorch | vs best oneDNN |")
     print("|---" * (len(peers) + 3) + "|")
     for shape, med in result.items():
         cells = [" / ".join(f"{med[n][k]:.3g}" for k in KEYS) for n in peers]
-        b = med["bnorm"]["fwdbwd_train_ms"]
-        best_dnnl = min(med["oneDNN plain"]["fwdbwd_train_ms"], med["oneDNN nChw16c"]["fwdbwd_train_ms"])
+        r = med["ratios"]
         print(f"| {shape} | " + " | ".join(cells) +
-              f" | {med['PyTorch']['fwdbwd_train_ms'] / b:.2f}x | {best_dnnl / b:.2f}x |", flush=True)
+              f" | {r['torch_fwdbwd']:.2f}x | {r['onednn_fwdbwd']:.2f}x |", flush=True)
 
 
 def main():
