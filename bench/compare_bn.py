@@ -32,7 +32,8 @@ def run_json(cmd, env=None):
 def build_onednn(build_dir):
     exe = os.path.join(build_dir, "onednn_bn")
     src = os.path.join(ROOT, "bench", "onednn_bn.cpp")
-    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+    header = os.path.join(ROOT, "bench", "onednn_peer.hpp")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < max(os.path.getmtime(src), os.path.getmtime(header)):
         subprocess.run(["g++", "-std=c++17", "-O2", src, "-o", exe, "-ldnnl"], check=True)
     return exe
 
