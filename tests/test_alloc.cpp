@@ -122,8 +122,8 @@ TEST(Allocation, CounterSeesAnAllocation) {
 }
 
 // Buffers of kHugePageMinBytes and more are mapped, not taken from operator
-// new, and the count the training test adds sees them; they hold their
-// alignment and their values.
+// new (where this build maps them), and the count the training test adds
+// sees them; they hold their alignment and their values.
 TEST(Allocation, LargeBuffersAreCounted) {
   const std::int64_t before = mapped_storage_count();
   const std::int64_t n = static_cast<std::int64_t>(kHugePageMinBytes / sizeof(float)) + 1000;
@@ -134,13 +134,7 @@ TEST(Allocation, LargeBuffersAreCounted) {
     t.resize(Shape{2 * n});  // grows: a new buffer, the old values copied over
     for (std::int64_t i = 0; i < n; i += 4093) ASSERT_EQ(t[i], static_cast<float>(i));
   }
-  long expected = 0;
-#if defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
-  expected = 2;
-#endif
-  if (expected) {
-    EXPECT_EQ(mapped_storage_count() - before, expected);
-  }
+  EXPECT_EQ(mapped_storage_count() - before, large_storage_is_mapped() ? 2 : 0);
 }
 
 }  // namespace

@@ -32,6 +32,9 @@ void deallocate_storage(void* p, std::size_t bytes, std::size_t alignment) noexc
 // How many buffers allocate_storage has mapped on its own so far: these do not
 // go through operator new, so a test counting allocations adds them.
 std::int64_t mapped_storage_count();
+// Whether this build maps buffers of kHugePageMinBytes and more (false on
+// non-Linux systems and in sanitizer builds).
+bool large_storage_is_mapped();
 
 template <class T, std::size_t Alignment = 64>
 struct AlignedAllocator {

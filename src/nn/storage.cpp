@@ -39,10 +39,15 @@ std::size_t mapped_length(std::size_t bytes) {
   return round_up(bytes, page);
 }
 
+// The one rule both ends follow: deallocate must free the way allocate took.
+bool mapped(std::size_t bytes, std::size_t alignment) { return bytes >= kHugePageMinBytes && alignment <= kHugePage; }
+
 }  // namespace
 
+bool large_storage_is_mapped() { return true; }
+
 void* allocate_storage(std::size_t bytes, std::size_t alignment) {
-  if (bytes < kHugePageMinBytes || alignment > kHugePage) return ::operator new(bytes, std::align_val_t(alignment));
+  if (!mapped(bytes, alignment)) return ::operator new(bytes, std::align_val_t(alignment));
   const std::size_t length = mapped_length(bytes);
   // One huge page more than needed, then the ends trimmed off, so that the
   // data starts on a huge-page boundary.
@@ -59,7 +64,7 @@ void* allocate_storage(std::size_t bytes, std::size_t alignment) {
 }
 
 void deallocate_storage(void* p, std::size_t bytes, std::size_t alignment) noexcept {
-  if (bytes < kHugePageMinBytes || alignment > kHugePage) {
+  if (!mapped(bytes, alignment)) {
     ::operator delete(p, std::align_val_t(alignment));
     return;
   }
@@ -67,6 +72,8 @@ void deallocate_storage(void* p, std::size_t bytes, std::size_t alignment) noexc
 }
 
 #else
+
+bool large_storage_is_mapped() { return false; }
 
 void* allocate_storage(std::size_t bytes, std::size_t alignment) {
   return ::operator new(bytes, std::align_val_t(alignment));
