@@ -12,9 +12,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <random>
-#include <sstream>
-#include <string>
 #include <vector>
 
 #include "bnorm/kernels/batchnorm.hpp"
@@ -46,19 +45,21 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s NxC|NxCxHxW [rounds]\n", argv[0]);
     return 2;
   }
-  std::vector<long> dims;
-  std::stringstream ss(argv[1]);
-  for (std::string part; std::getline(ss, part, 'x');) dims.push_back(std::atol(part.c_str()));
-  if (dims.size() == 2) dims.insert(dims.end(), {1, 1});
+  dnnl::memory::dims dims;
+  try {
+    dims = parse_bn_shape(argv[1]);
+  } catch (const std::exception&) {  // a part that is not a number: reported below
+    dims.clear();
+  }
   const int rounds = argc > 2 ? std::atoi(argv[2]) : 40;
-  if (dims.size() != 4 || rounds < 1 || std::any_of(dims.begin(), dims.end(), [](long d) { return d < 1; })) {
+  if (dims.size() != 4 || rounds < 1 || std::any_of(dims.begin(), dims.end(), [](dnnl::memory::dim d) { return d < 1; })) {
     std::fprintf(stderr, "bad shape or rounds\n");
     return 2;
   }
   const long N = dims[0], C = dims[1], S = dims[2] * dims[3], total = N * C * S;
 
   std::mt19937 gen(1);
-  OnednnBatchNorm onednn(dnnl::memory::dims{N, C, dims[2], dims[3]}, true, gen);
+  OnednnBatchNorm onednn(dims, true, gen);
 
   // bnorm on the same values (the layouts differ; the values need only be alike).
   bnorm::Tensor x(bnorm::Shape{total}), y(bnorm::Shape{total}), dy(bnorm::Shape{total}), dx(bnorm::Shape{total});

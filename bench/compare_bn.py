@@ -29,6 +29,11 @@ def run_json(cmd, env=None):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def stream_json(bnorm, threads):
+    """One `bnorm bench stream` run: {"copy_gbps": .., "triad_gbps": ..}."""
+    return run_json([bnorm, "bench", "stream", "--threads", str(threads), "--json"])
+
+
 def build_onednn(build_dir):
     exe = os.path.join(build_dir, "onednn_bn")
     src = os.path.join(ROOT, "bench", "onednn_bn.cpp")
@@ -53,14 +58,13 @@ def measure(bnorm, shapes, threads=2, repeats=3, iterations=50, stream_shapes=()
         "oneDNN plain": lambda s: run_json([onednn, s, "plain", it], env),
         "oneDNN nChw16c": lambda s: run_json([onednn, s, "blocked", it], env),
     }
-    stream = lambda s: run_json([bnorm, "bench", "stream", "--threads", str(threads), "--json"])
     result = {}
     for shape in shapes:
         runs = {name: [] for name in peers}
         streams = []
         for _ in range(repeats):  # alternating, so a burst of load hits every peer alike
             if shape in stream_shapes:
-                streams.append(stream(shape))
+                streams.append(stream_json(bnorm, threads))
             for name, peer in peers.items():
                 runs[name].append(peer(shape))
         result[shape] = {name: {k: statistics.median(r[k] for r in rs) for k in KEYS + ("gbps",) if k in rs[0]}

@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
-#include <sstream>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -45,10 +44,7 @@ int main(int argc, char** argv) {
   }
   const std::string shape_text = argv[1], layout = argv[2];
   const int iterations = argc > 3 ? std::atoi(argv[3]) : 50;
-  memory::dims dims;
-  std::stringstream ss(shape_text);
-  for (std::string part; std::getline(ss, part, 'x');) dims.push_back(std::stoll(part));
-  if (dims.size() == 2) dims.insert(dims.end(), {1, 1});
+  const memory::dims dims = parse_bn_shape(shape_text);
   if (dims.size() != 4 || (layout != "plain" && layout != "blocked")) {
     std::fprintf(stderr, "bad shape or layout\n");
     return 2;

@@ -4,9 +4,22 @@
 // forward's mean and variance), each with its arguments bound. Shared by
 // bench/onednn_bn.cpp and bench/bn_pair_onednn.cpp.
 #include <random>
+#include <sstream>
+#include <string>
 #include <unordered_map>
 
 #include <oneapi/dnnl/dnnl.hpp>
+
+// "NxC" or "NxCxHxW" as N, C, H, W (an (N, C) shape runs as (N, C, 1, 1));
+// the caller checks the result. Throws std::invalid_argument on a part that
+// is not a number.
+inline dnnl::memory::dims parse_bn_shape(const std::string& text) {
+  dnnl::memory::dims dims;
+  std::stringstream ss(text);
+  for (std::string part; std::getline(ss, part, 'x');) dims.push_back(std::stoll(part));
+  if (dims.size() == 2) dims.insert(dims.end(), {1, 1});
+  return dims;
+}
 
 struct OnednnBatchNorm {
   // dims: N, C, H, W; blocked: nChw16c, otherwise nchw. Input, dy, gamma and
