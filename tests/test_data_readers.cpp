@@ -3,12 +3,14 @@
 // naming the file and the problem (and for CSV the line and column), so a
 // wrong message or a silent acceptance fails the test.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -456,6 +458,57 @@ TEST(CsvReader, RefusesNulBytes) {
   EXPECT_CSV_ERROR(std::string("a,b\n1,2\n3\0,4\n", 13), "line 3: NUL byte");
   // UTF-16 text is full of NULs.
   EXPECT_CSV_ERROR(std::string("a\0,\0b\0\n\0", 8), "line 1: NUL byte (binary data, or UTF-16 text?");
+}
+
+// --- the datasets of scripts/sklearn_datasets.py ---------------------------------
+
+// The script's output is what users will feed bnorm first: every file must go
+// through the readers, with the shapes and labels the script promises.
+TEST(SklearnDatasets, LoadThroughTheReaders) {
+  TempDir dir;
+  const std::string script = std::string(BNORM_FIXTURE_DIR) + "/../../scripts/sklearn_datasets.py";
+  const int status = std::system(("/usr/bin/python3 " + script + " " + dir.path().string() + " >/dev/null").c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "no python3-sklearn";
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+
+  const auto check_csv = [&](const std::string& file, std::int64_t rows, std::int64_t features,
+                             const std::string& label, std::size_t label_values) {
+    const std::string path = dir.file(file);
+    const CsvTable t = read_csv(path);
+    EXPECT_EQ(t.rows, rows) << file;
+    EXPECT_EQ(t.cols(), features + 1) << file;
+    EXPECT_EQ(t.column(label), features) << file;
+    std::set<std::string> labels;
+    for (std::int64_t r = 0; r < t.rows && t.cols() == features + 1; ++r) {
+      for (std::int64_t c = 0; c < features; ++c) (void)csv_number(t, r, c, path);
+      labels.insert(t.cell(r, features));
+    }
+    EXPECT_EQ(labels.size(), label_values) << file;
+    return labels;
+  };
+  EXPECT_EQ(check_csv("breast_cancer.csv", 569, 30, "diagnosis", 2), (std::set<std::string>{"benign", "malignant"}));
+  EXPECT_EQ(check_csv("iris.csv", 150, 4, "species", 3),
+            (std::set<std::string>{"setosa", "versicolor", "virginica"}));
+  const CsvTable iris = read_csv(dir.file("iris.csv"));
+  EXPECT_EQ(iris.header[0], "sepal_length");
+  EXPECT_EQ(iris.header[3], "petal_width");
+  if (std::filesystem::exists(dir.file("diabetes.csv"))) {
+    const CsvTable d = read_csv(dir.file("diabetes.csv"));
+    EXPECT_EQ(d.rows, 442);
+    EXPECT_EQ(d.column("progression"), 10);
+    for (std::int64_t r = 0; r < d.rows; ++r) EXPECT_GT(csv_number(d, r, 10, "diabetes.csv"), 0.0);
+  }
+
+  const NpyArray x = read_npy(dir.file("digits_X.npy"));
+  const NpyArray y = read_npy(dir.file("digits_y.npy"));
+  EXPECT_EQ(x.dtype, NpyDType::f32);
+  EXPECT_EQ(x.shape, (std::vector<std::int64_t>{1797, 1, 8, 8}));
+  EXPECT_EQ(y.dtype, NpyDType::i64);
+  EXPECT_EQ(y.shape, std::vector<std::int64_t>{1797});
+  const std::vector<std::int64_t> labels = y.to_int64();
+  EXPECT_EQ(std::set<std::int64_t>(labels.begin(), labels.end()).size(), 10u);
+  for (float v : x.to_float()) ASSERT_TRUE(v >= 0.0f && v <= 16.0f) << v;
 }
 
 }  // namespace
