@@ -98,6 +98,16 @@ def idx(type_code, dims, payload):
     return bytes([0, 0, type_code, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims) + payload
 
 
+def npy(descr, shape, payload, major=1, fortran=False):
+    """A .npy file as np.save writes it: header padded to a 64-byte boundary."""
+    dims = ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "")
+    header = "{'descr': '%s', 'fortran_order': %s, 'shape': (%s), }" % (descr, fortran, dims)
+    prefix = 10 if major == 1 else 12
+    header += " " * (63 - (prefix + len(header)) % 64) + "\n"
+    length = struct.pack("<H" if major == 1 else "<I", len(header))
+    return b"\x93NUMPY" + bytes([major, 0]) + length + header.encode() + payload
+
+
 def main():
     for name, arch in ARCHS.items():
         out("fuzz_architecture", name + ".json", json.dumps(arch).encode())
@@ -116,6 +126,30 @@ def main():
         out("fuzz_idx", name + ".idx", data)
         out("fuzz_idx", name + ".idx.gz", gzip.compress(data, mtime=0))
     out("fuzz_idx", "two_members.gz", gzip.compress(labels[:5], mtime=0) + gzip.compress(labels[5:], mtime=0))
+
+    matrix = npy("<f4", [2, 3], struct.pack("<6f", 1.5, -2, 0.25, 3e10, 0, 7))
+    out("fuzz_npy", "f4_matrix.npy", matrix)
+    out("fuzz_npy", "f4_matrix.npy.gz", gzip.compress(matrix, mtime=0))
+    out("fuzz_npy", "f8_v2.npy", npy("<f8", [3], struct.pack("<3d", 0.1, -1e300, 2.5), major=2))
+    out("fuzz_npy", "u1_images.npy", npy("|u1", [2, 1, 2, 2], bytes(range(0, 240, 30))))
+    out("fuzz_npy", "i4_v3.npy", npy("<i4", [2, 2], struct.pack("<4i", -1, 2, -(2 ** 31), 9), major=3))
+    out("fuzz_npy", "i8_labels.npy", npy("<i8", [3], struct.pack("<3q", 0, 9, 4)))
+    out("fuzz_npy", "empty.npy", npy("<f4", [0, 3], b""))
+    out("fuzz_npy", "big_endian.npy", npy(">f4", [1], b"\0\0\0\0"))
+    out("fuzz_npy", "fortran.npy", npy("<f4", [1, 1], b"\0\0\0\0", fortran=True))
+    out("fuzz_npy", "truncated.npy", matrix[:-3])
+    out("fuzz_npy", "zero_d.npy", npy("<i8", [], struct.pack("<q", 5)))
+
+    iris = (b"sepal_length,sepal_width,petal_length,petal_width,species\n"
+            b"5.1,3.5,1.4,0.2,setosa\n7.0,3.2,4.7,1.4,versicolor\n6.3,3.3,6.0,2.5,virginica\n")
+    out("fuzz_csv", "iris.csv", iris)
+    out("fuzz_csv", "iris.csv.gz", gzip.compress(iris, mtime=0))
+    out("fuzz_csv", "quoted_crlf_bom.csv", b'\xef\xbb\xbf"name","note, with ""quotes""",x\r\n'
+                                           b'"a","two\r\nlines",+7\r\n\r\nb, spaced ,-2.5e3\r\n')
+    out("fuzz_csv", "non_finite.csv", b"x,y\nnan,1\n-Infinity,1e999\n0x10,.5\n")
+    out("fuzz_csv", "ragged.csv", b"a,b,c\n1,2,3\n4,5\n")
+    out("fuzz_csv", "unterminated.csv", b'a,b\n1,"2\n3,4\n')
+    out("fuzz_csv", "header_only.csv", b"a,b,a\n")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_model_file fuzz_idx fuzz_architecture)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_model_file fuzz_idx fuzz_architecture fuzz_csv fuzz_npy)
 
 cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DBNORM_FUZZ=ON -DBNORM_BUILD_TESTS=OFF -DBNORM_BUILD_BENCH=OFF >/dev/null
