@@ -133,6 +133,7 @@ TEST(NpyReader, ReadsZeroSizedArray) {
   EXPECT_EQ(a.shape, (std::vector<std::int64_t>{0, 3}));
   EXPECT_EQ(a.numel(), 0);
   EXPECT_TRUE(a.to_float().empty());
+  EXPECT_EQ(parse(npy_file(npy_dict("<f4", "(3000000000, 0, 5)"), "")).numel(), 0);
 }
 
 TEST(NpyReader, ReadsPlainAndGzippedFiles) {
@@ -228,6 +229,7 @@ TEST(NpyReader, RefusesShapeOverflow) {
   EXPECT_NPY_ERROR(npy_file(npy_dict("<f4", "(4611686018427387904, 4)"), ""),
                    "shape (4611686018427387904, 4) of float32 overflows a 64-bit size");
   EXPECT_NPY_ERROR(npy_file(npy_dict("<f8", "(3037000500, 3037000500)"), ""), "overflows a 64-bit size");
+  EXPECT_NPY_ERROR(npy_file(npy_dict("<f4", "(4611686018427387904, 0, 4)"), ""), "overflows a 64-bit size");
   EXPECT_NPY_ERROR(npy_file(npy_dict("<f4", "(99999999999999999999,)"), ""), "dimension too large");
 }
 

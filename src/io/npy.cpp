@@ -1,5 +1,6 @@
 #include "bnorm/io/npy.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -219,18 +220,17 @@ NpyArray parse_header(std::span<const unsigned char> bytes, const std::string& n
     fail_file(name, "fortran_order is True (column-major data is not supported): save np.ascontiguousarray(arr)");
   if (a.shape.empty()) fail_file(name, "0-d array (shape ()): bnorm needs at least one dimension");
 
-  const std::uint64_t itemsize = npy_itemsize(a.dtype);
-  std::uint64_t needed = itemsize;
-  bool empty = false;
-  for (std::int64_t d : a.shape) empty = empty || d == 0;
-  if (empty) needed = 0;
+  // The nonzero dimensions' product must fit an int64 even when a zero makes
+  // the array empty, so numel() cannot overflow on the way to that zero.
+  std::uint64_t needed = npy_itemsize(a.dtype);
   for (std::int64_t d : a.shape) {
-    if (empty) break;
+    if (d == 0) continue;
     const auto u = static_cast<std::uint64_t>(d);
     if (needed > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) / u)
       fail_file(name, "shape " + shape_text(a.shape) + " of " + npy_dtype_name(a.dtype) + " overflows a 64-bit size");
     needed *= u;
   }
+  if (std::find(a.shape.begin(), a.shape.end(), 0) != a.shape.end()) needed = 0;
   data_offset = prefix + static_cast<std::size_t>(header_len);
   const std::uint64_t held = bytes.size() - data_offset;
   if (held != needed) {
