@@ -2,7 +2,8 @@
 # Sets up bnorm on Debian 12: installs what it needs from Debian's archive
 # (as root; skipped otherwise) and builds it in build/.
 #   scripts/setup.sh            the library, the bnorm tool (with OpenMPI for --distributed) and Fashion-MNIST
-#   scripts/setup.sh --tests    also PyTorch, for the tests that compare with it, and
+#   scripts/setup.sh --tests    also PyTorch, for the tests that compare with it, scikit-learn
+#                               (its small real datasets, for the tests on CSV and NumPy data), and
 #                               gnuplot (pngcairo), for the test that runs the experiments
 # Environment: BNORM_BUILD_DIR (default build), BNORM_CMAKE_FLAGS (e.g.
 # "-DBNORM_NATIVE=ON" for this machine's instruction set, "-DBNORM_SANITIZE=ON").
@@ -13,7 +14,7 @@ packages=(g++ cmake make libopenblas-dev zlib1g-dev nlohmann-json3-dev libcli11-
           openmpi-bin libopenmpi-dev
           dataset-fashion-mnist)
 if [ "${1:-}" = "--tests" ]; then
-  packages+=(python3-torch python3-numpy gnuplot-nox)
+  packages+=(python3-torch python3-numpy python3-sklearn gnuplot-nox)
 fi
 
 if [ "$(id -u)" = 0 ]; then

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "bnorm/io/dataset.hpp"
 #include "bnorm/nn/arch.hpp"
 #include "bnorm/tensor.hpp"
 #include "bnorm/train/optimizer.hpp"
@@ -45,16 +46,16 @@ void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::f
 namespace bnorm {
 namespace {
 
-ImageDataset synthetic_images(std::int64_t count, std::int64_t rows, std::int64_t cols) {
+Dataset synthetic_images(std::int64_t count, std::int64_t rows, std::int64_t cols) {
   Rng rng(4);
-  ImageDataset d;
+  Dataset d;
   d.count = count;
-  d.rows = rows;
-  d.cols = cols;
+  d.example_shape = {1, rows, cols};
+  d.num_classes = kFashionMnistClasses;
   d.features = rows * cols;
   for (std::int64_t i = 0; i < count; ++i) {
-    d.labels.push_back(static_cast<std::uint8_t>(rng.below(kNumClasses)));
-    for (std::int64_t f = 0; f < d.features; ++f) d.pixels.push_back(static_cast<std::uint8_t>(rng.below(256)));
+    d.labels.push_back(static_cast<std::uint8_t>(rng.below(kFashionMnistClasses)));
+    for (std::int64_t f = 0; f < d.features; ++f) d.bytes.push_back(static_cast<std::uint8_t>(rng.below(256)));
   }
   return d;
 }
@@ -66,7 +67,7 @@ std::vector<long> allocations_between_reports(const std::string& spec, const Sha
   Rng rng(1);
   model.init_parameters(rng);
   auto opt = make_optimizer(optimizer, 0.01f, 0.9f, 1e-4f);
-  const ImageDataset data = synthetic_images(64 * 61 + 1, 28, 28);  // a last batch of one is dropped
+  const Dataset data = synthetic_images(64 * 61 + 1, 28, 28);  // a last batch of one is dropped
   const InputNormalization norm = InputNormalization::fit(data, "pixel");
   std::vector<long> counts;
   long at_last_report = 0;

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bnorm/io/dataset.hpp"
 #include "bnorm/dist/mpi.hpp"
 #include "bnorm/error.hpp"
 #include "bnorm/nn/arch.hpp"
@@ -29,17 +30,18 @@ namespace {
 using namespace bnorm;
 
 // Pixels with a different mean and spread per position, labels at random.
-ImageDataset make_data(std::int64_t count) {
-  ImageDataset d;
+Dataset make_data(std::int64_t count) {
+  Dataset d;
   d.count = count;
-  d.rows = d.cols = 6;
+  d.example_shape = {1, 6, 6};
+  d.num_classes = 10;
   d.features = 36;
   std::mt19937 gen(1234);
-  d.pixels.resize(static_cast<std::size_t>(count * d.features));
+  d.bytes.resize(static_cast<std::size_t>(count * d.features));
   for (std::int64_t i = 0; i < count; ++i)
     for (std::int64_t f = 0; f < d.features; ++f) {
       std::normal_distribution<double> pixel(60.0 + 3.0 * static_cast<double>(f), 20.0 + static_cast<double>(f % 7) * 5.0);
-      d.pixels[static_cast<std::size_t>(i * d.features + f)] =
+      d.bytes[static_cast<std::size_t>(i * d.features + f)] =
           static_cast<std::uint8_t>(std::clamp(pixel(gen), 0.0, 255.0));
     }
   std::uniform_int_distribution<int> label(0, 9);
@@ -63,8 +65,8 @@ Model build(const Case& c) {
 }
 
 void train(Model& model, const Case& c, DataParallel* dist) {
-  const ImageDataset data = make_data(c.count);
-  const ImageDataset none;
+  const Dataset data = make_data(c.count);
+  const Dataset none;
   const InputNormalization norm = InputNormalization::fit(data, "pixel");
   Sgd sgd(0.05f, 0.9f, 1e-4f);
   TrainConfig tc;

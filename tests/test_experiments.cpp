@@ -9,6 +9,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "bnorm/io/dataset.hpp"
 #include "bnorm/error.hpp"
 #include "bnorm/nn/batchnorm.hpp"
 #include "experiments.hpp"
@@ -50,17 +51,18 @@ TEST(ExperimentPlot, ScriptSelectsRunsAndRefusesCommasInTheirNames) {
 }
 
 // Random 4x4 "images" with 10 labels, so a small net trains on them.
-ImageDataset synthetic(std::int64_t n, std::uint64_t seed) {
-  ImageDataset d;
+Dataset synthetic(std::int64_t n, std::uint64_t seed) {
+  Dataset d;
   d.count = n;
-  d.rows = d.cols = 4;
+  d.example_shape = {1, 4, 4};
+  d.num_classes = 10;
   d.features = 16;
   Rng rng(seed);
   for (std::int64_t i = 0; i < n; ++i) {
     const auto label = static_cast<std::uint8_t>(rng.below(10));
     d.labels.push_back(label);
     for (int f = 0; f < 16; ++f)
-      d.pixels.push_back(
+      d.bytes.push_back(
           static_cast<std::uint8_t>(std::min<std::uint64_t>(255, rng.below(120) + (f == label ? 120 : 0))));
   }
   return d;
@@ -70,7 +72,7 @@ ImageDataset synthetic(std::int64_t n, std::uint64_t seed) {
 // the mean and biased variance of its input over the whole set, computed
 // here directly from one eval-mode forward of all of it.
 void check_population_statistics(const std::string& arch, const Shape& input) {
-  const ImageDataset data = synthetic(333, 7);
+  const Dataset data = synthetic(333, 7);
   const InputNormalization norm = InputNormalization::fit(data, "pixel");
   exp::RunConfig rc;
   rc.arch = arch;
@@ -78,14 +80,14 @@ void check_population_statistics(const std::string& arch, const Shape& input) {
   rc.steps = 30;
   rc.batch_size = 16;
   Model model = exp::build_model(rc, input);
-  const exp::RunResult r = exp::train_run(model, rc, data, ImageDataset{}, norm);
+  const exp::RunResult r = exp::train_run(model, rc, data, Dataset{}, norm);
   ASSERT_FALSE(r.diverged());
   exp::recompute_population_statistics(model, data, norm, 50);  // batches of 50: 7 of them, the last short
 
   Tensor x;
   std::vector<std::int64_t> all(static_cast<std::size_t>(data.count));
   std::iota(all.begin(), all.end(), 0);
-  norm.apply(x, data.pixels.data(), model.input_shape(), all);
+  norm.apply(x, data, model.input_shape(), all);
   model.forward(x, Mode::eval);
   const auto bns = exp::batchnorm_layers(model);
   ASSERT_EQ(bns.size(), 2u);
@@ -113,14 +115,14 @@ TEST(ExperimentPopulationStatistics, PerChannelForConvolutions) {
 // The running averages after 30 steps are not the population's: the check
 // above would catch a recomputation that left them alone.
 TEST(ExperimentPopulationStatistics, DifferFromTheRunningAverages) {
-  const ImageDataset data = synthetic(333, 7);
+  const Dataset data = synthetic(333, 7);
   const InputNormalization norm = InputNormalization::fit(data, "pixel");
   exp::RunConfig rc;
   rc.arch = "fc:12,bn,relu,fc:10";
   rc.steps = 30;
   rc.batch_size = 16;
   Model model = exp::build_model(rc, {16});
-  exp::train_run(model, rc, data, ImageDataset{}, norm);
+  exp::train_run(model, rc, data, Dataset{}, norm);
   auto& bn = dynamic_cast<BatchNorm&>(model.layer(exp::batchnorm_layers(model).front()));
   const std::vector<float> before(bn.running_var().begin(), bn.running_var().end());
   exp::recompute_population_statistics(model, data, norm);

@@ -286,7 +286,7 @@ TEST(GradCheck, DropoutBackwardUsesTheForwardMask) {
 
 // Whole models, loss included: every parameter gradient of the flat buffer.
 // Parameters are moved off their init so that no gradient is trivially 0.
-void check_model_gradients(Model& model, const Shape& x_shape, const std::vector<std::uint8_t>& labels,
+void check_model_gradients(Model& model, const Shape& x_shape, const std::vector<std::int32_t>& labels,
                            std::uint64_t seed, const std::string& description) {
   Rng rng(seed);
   model.init_parameters(rng);

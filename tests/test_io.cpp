@@ -379,30 +379,36 @@ TEST(Dataset, LoadsGzippedAndPlainFiles) {
   const std::string images_path = dir.file("images.gz"), labels_path = dir.file("labels");
   write_gzip_file(images_path, idx_u8({3, 2, 2}, pixels));
   write_file(labels_path, idx_u8({3}, labels));
-  const ImageDataset d = load_image_dataset(images_path, labels_path);
+  const Dataset d = load_image_dataset(images_path, labels_path);
   EXPECT_EQ(d.count, 3);
   EXPECT_EQ(d.features, 4);
-  EXPECT_EQ(d.pixels, pixels);
-  EXPECT_EQ(d.labels, labels);
+  EXPECT_EQ(d.bytes, pixels);
+  EXPECT_EQ(d.labels, std::vector<std::int32_t>(labels.begin(), labels.end()));
+  EXPECT_EQ(d.example_shape, (Shape{1, 2, 2}));
+  EXPECT_EQ(d.num_classes, 10);
 
   // The Fashion-MNIST layout: the .gz name first, the plain name as a fallback.
   fs::create_directory(dir.path() / "fm");
   write_gzip_file(dir.file("fm/train-images-idx3-ubyte.gz"), idx_u8({3, 2, 2}, pixels));
   write_file(dir.file("fm/train-labels-idx1-ubyte"), idx_u8({3}, labels));
-  const ImageDataset train = load_fashion_mnist(dir.file("fm"), Split::train);
+  const Dataset train = load_fashion_mnist(dir.file("fm"), IdxSplit::train);
   EXPECT_EQ(train.count, 3);
-  EXPECT_EQ(train.pixels, pixels);
-  EXPECT_EQ(train.labels, labels);
+  EXPECT_EQ(train.bytes, pixels);
+  EXPECT_EQ(train.labels, std::vector<std::int32_t>(labels.begin(), labels.end()));
   // The test labels are absent: the message names the file it looked for.
   write_file(dir.file("fm/t10k-images-idx3-ubyte"), idx_u8({3, 2, 2}, pixels));
   const std::string missing = (dir.path() / "fm" / "t10k-labels-idx1-ubyte.gz").string();
-  EXPECT_FILE_ERROR(load_fashion_mnist(dir.file("fm"), Split::test), missing, "not found");
+  EXPECT_FILE_ERROR(load_fashion_mnist(dir.file("fm"), IdxSplit::test), missing, "not found");
 }
 
-TEST(Dataset, LabelOutOfRange) {
+// Labels past Fashion-MNIST's ten are more classes, not an error.
+TEST(Dataset, ClassCountFromTheLabels) {
   TempDir dir;
-  const auto f = write_dataset(dir, idx_u8({3, 2, 2}, iota_bytes(12)), idx_u8({3}, {0, 10, 3}));
-  EXPECT_FILE_ERROR(load_image_dataset(f.images, f.labels), f.labels, "label 10 at index 1");
+  const auto f = write_dataset(dir, idx_u8({3, 2, 2}, iota_bytes(12)), idx_u8({3}, {0, 11, 3}));
+  const Dataset d = load_image_dataset(f.images, f.labels);
+  EXPECT_EQ(d.num_classes, 12);
+  EXPECT_EQ(d.class_names.back(), "11");
+  d.validate(f.images);
 }
 
 TEST(Dataset, CountMismatch) {

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 
+#include "bnorm/io/dataset.hpp"
 #include "bnorm/error.hpp"
 #include "bnorm/io/model_file.hpp"
 #include "bnorm/nn/arch.hpp"
@@ -91,7 +92,7 @@ void train_a_little(Model& m, Rng& rng, std::int64_t steps = 20) {
   Tensor dlogits;
   for (std::int64_t s = 0; s < steps; ++s) {
     const Tensor x = random_tensor({16, m.input_shape()[0]}, rng, 1.0, 2.0);
-    std::vector<std::uint8_t> labels(16);
+    std::vector<std::int32_t> labels(16);
     for (auto& l : labels) l = static_cast<std::uint8_t>(rng.below(3));
     softmax_cross_entropy(m.forward(x, Mode::train), labels, &dlogits);
     m.backward(dlogits);
@@ -133,7 +134,7 @@ TEST(Model, CnnOneExampleAtATimeEqualsTheWholeBatchInEvalMode) {
   Tensor dlogits;
   for (int s = 0; s < 10; ++s) {
     const Tensor x = random_tensor({8, 2, 6, 6}, rng, 1.0, 2.0);
-    const std::vector<std::uint8_t> labels = {0, 1, 2, 0, 1, 2, 0, 1};
+    const std::vector<std::int32_t> labels = {0, 1, 2, 0, 1, 2, 0, 1};
     softmax_cross_entropy(m.forward(x, Mode::train), labels, &dlogits);
     m.backward(dlogits);
     sgd.step(m.parameters(), m.gradients());
@@ -172,7 +173,7 @@ TEST(Model, FusedBatchNormReluGivesTheSameBitsAsSeparateLayers) {
     Tensor d1, d2;
     for (int step = 0; step < 5; ++step) {
       const Tensor x = random_tensor(batch, data, 0.5, 1.5);
-      std::vector<std::uint8_t> labels(16);
+      std::vector<std::int32_t> labels(16);
       for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<std::uint8_t>((i * 7 + step) % 3);
       softmax_cross_entropy(fused.forward(x, Mode::train), labels, &d1);
       softmax_cross_entropy(plain.forward(x, Mode::train), labels, &d2);
@@ -211,7 +212,7 @@ TEST(Model, FoldingBatchNormKeepsEvalOutputs) {
     batch.insert(batch.end(), input.begin(), input.end());
     for (int s = 0; s < 10; ++s) {  // running statistics and γ/β away from their init
       const Tensor x = random_tensor(batch, rng, 0.5, 2.0);
-      softmax_cross_entropy(m.forward(x, Mode::train), std::vector<std::uint8_t>{0, 1, 2, 0, 1, 2, 0, 1}, &dlogits);
+      softmax_cross_entropy(m.forward(x, Mode::train), std::vector<std::int32_t>{0, 1, 2, 0, 1, 2, 0, 1}, &dlogits);
       m.backward(dlogits);
       sgd.step(m.parameters(), m.gradients());
     }
@@ -227,25 +228,27 @@ TEST(Model, FoldingBatchNormKeepsEvalOutputs) {
   }
 }
 
-ImageDataset synthetic_images(std::int64_t count, std::int64_t features, std::uint64_t seed) {
+Dataset synthetic_images(std::int64_t count, std::int64_t features, std::uint64_t seed) {
   Rng rng(seed);
-  ImageDataset d;
+  Dataset d;
   d.count = count;
   d.features = features;
+  d.example_shape = {features};
+  d.num_classes = kFashionMnistClasses;
   for (std::int64_t i = 0; i < count; ++i) {
-    const auto label = static_cast<std::uint8_t>(rng.below(kNumClasses));
+    const auto label = static_cast<std::uint8_t>(rng.below(kFashionMnistClasses));
     d.labels.push_back(label);
     // Each class brightens its own band of pixels, so the task is learnable.
     for (std::int64_t f = 0; f < features; ++f) {
-      const bool band = f % kNumClasses == label;
-      d.pixels.push_back(static_cast<std::uint8_t>(rng.below(band ? 256 : 96)));
+      const bool band = f % kFashionMnistClasses == label;
+      d.bytes.push_back(static_cast<std::uint8_t>(rng.below(band ? 256 : 96)));
     }
   }
   return d;
 }
 
 TEST(Model, EvaluateDoesNotDependOnBatchSize) {
-  const ImageDataset data = synthetic_images(300, 20, 3);
+  const Dataset data = synthetic_images(300, 20, 3);
   const InputNormalization norm = InputNormalization::fit(data, "global");
   Model m = mlp(BnPlacement::before, {20, 16, 10});
   Rng rng(4);
@@ -284,7 +287,7 @@ TEST(Model, SaveLoadGivesIdenticalPredictions) {
 }
 
 TEST(Model, SameSeedSameBitsOtherSeedOtherBits) {
-  const ImageDataset data = synthetic_images(200, 12, 6);
+  const Dataset data = synthetic_images(200, 12, 6);
   const InputNormalization norm = InputNormalization::fit(data, "global");
   auto run = [&](std::uint64_t seed) {
     Model m = mlp(BnPlacement::before, {12, 8, 10});
@@ -354,10 +357,12 @@ TEST(Batches, DropsOnlyALastBatchOfOneAndShufflesAPermutation) {
 }
 
 TEST(InputNormalization, FitsTrainingStatisticsGlobalAndPerPixel) {
-  ImageDataset d;
+  Dataset d;
   d.count = 2;
   d.features = 2;
-  d.pixels = {0, 255, 255, 255};  // pixel 0: {0, 1}; pixel 1: {1, 1}
+  d.example_shape = {2};
+  d.num_classes = 2;
+  d.bytes = {0, 255, 255, 255};  // pixel 0: {0, 1}; pixel 1: {1, 1}
   d.labels = {0, 1};
   const auto global = InputNormalization::fit(d, "global");
   ASSERT_EQ(global.mean.size(), 1u);
@@ -370,7 +375,7 @@ TEST(InputNormalization, FitsTrainingStatisticsGlobalAndPerPixel) {
   EXPECT_FLOAT_EQ(pixel.std[1], 1e-3f);  // constant pixel: floored, not zero
   Tensor out;
   const std::int64_t idx[] = {0};
-  pixel.apply(out, d.pixels.data(), Shape{2}, idx);
+  pixel.apply(out, d, Shape{2}, idx);
   EXPECT_FLOAT_EQ(out[0], (0.0f - 0.5f) / 0.5f);
   EXPECT_THROW(InputNormalization::fit(d, "median"), Error);
 }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bnorm/io/dataset.hpp"
 #include "bnorm/error.hpp"
 #include "bnorm/io/checkpoint.hpp"
 #include "bnorm/io/safetensors.hpp"
@@ -31,13 +32,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
-ImageDataset synthetic(std::int64_t count, std::int64_t features, std::uint64_t seed) {
+Dataset synthetic(std::int64_t count, std::int64_t features, std::uint64_t seed) {
   Rng rng(seed);
-  ImageDataset d;
+  Dataset d;
   d.count = count;
   d.features = features;
-  for (std::int64_t i = 0; i < count * features; ++i) d.pixels.push_back(static_cast<std::uint8_t>(rng.below(256)));
-  for (std::int64_t i = 0; i < count; ++i) d.labels.push_back(static_cast<std::uint8_t>(rng.below(kNumClasses)));
+  d.example_shape = {features};
+  d.num_classes = kFashionMnistClasses;
+  for (std::int64_t i = 0; i < count * features; ++i) d.bytes.push_back(static_cast<std::uint8_t>(rng.below(256)));
+  for (std::int64_t i = 0; i < count; ++i) d.labels.push_back(static_cast<std::uint8_t>(rng.below(kFashionMnistClasses)));
   return d;
 }
 
@@ -91,7 +94,7 @@ Model model_with_injector(std::vector<int> bad) {
 const InputNormalization kNorm{"global", {0.5f}, {0.25f}};
 
 TEST(NumericFault, StopNamesTheStepAndTheFirstBadLayer) {
-  const ImageDataset data = synthetic(40, 16, 3);  // batch 8: 5 batches per epoch
+  const Dataset data = synthetic(40, 16, 3);  // batch 8: 5 batches per epoch
   Model model = model_with_injector({7});          // epoch 2, batch 2, global step 7
   Sgd sgd(0.01f, 0.9f, 0.0f);
   Trainer trainer(model, sgd, kNorm, {3, 8, 0, true, OnNan::stop});
@@ -106,7 +109,7 @@ TEST(NumericFault, StopNamesTheStepAndTheFirstBadLayer) {
 }
 
 TEST(NumericFault, SkipBatchDropsTheUpdateAndRestoresRunningStatistics) {
-  const ImageDataset data = synthetic(16, 16, 4);  // batch 8: 2 batches
+  const Dataset data = synthetic(16, 16, 4);  // batch 8: 2 batches
   Model model = model_with_injector({1});
   Sgd sgd(0.01f, 0.9f, 0.0f);
   TrainConfig config{1, 8, 0, true, OnNan::skip_batch};
@@ -130,7 +133,7 @@ TEST(NumericFault, SkipBatchDropsTheUpdateAndRestoresRunningStatistics) {
 }
 
 TEST(NumericFault, SkipBatchEveryBatchBadIsAnError) {
-  const ImageDataset data = synthetic(16, 16, 4);
+  const Dataset data = synthetic(16, 16, 4);
   Model model = model_with_injector({1, 2});
   Sgd sgd(0.01f, 0.9f, 0.0f);
   Trainer trainer(model, sgd, kNorm, {1, 8, 0, true, OnNan::skip_batch});
@@ -138,7 +141,7 @@ TEST(NumericFault, SkipBatchEveryBatchBadIsAnError) {
 }
 
 TEST(NumericFault, HugeLearningRateWithoutBatchNormIsCaught) {
-  const ImageDataset data = synthetic(256, 16, 5);
+  const Dataset data = synthetic(256, 16, 5);
   Model model(Shape{16}, mlp(BnPlacement::none));
   Rng rng(init_rng_seed(0));
   model.init_parameters(rng);
@@ -223,7 +226,7 @@ const TrainConfig kResumeConfig{3, 8, 9, true, OnNan::stop};  // 45 examples: 6 
 // Trains 3 epochs; if checkpoint_at > 0, saves a checkpoint after that step.
 Snapshot run_uninterrupted(const std::string& opt, std::int64_t checkpoint_at, const std::string& path,
                            std::vector<EpochReport>* reports) {
-  const ImageDataset data = synthetic(45, 16, 11);
+  const Dataset data = synthetic(45, 16, 11);
   Model model = fresh_model();
   auto optimizer = make_optimizer(opt, 0.01f, 0.9f, 1e-4f);
   Trainer trainer(model, *optimizer, kNorm, kResumeConfig);
@@ -238,7 +241,7 @@ Snapshot run_uninterrupted(const std::string& opt, std::int64_t checkpoint_at, c
 }
 
 Snapshot run_resumed(const std::string& path, std::vector<EpochReport>* reports) {
-  const ImageDataset data = synthetic(45, 16, 11);
+  const Dataset data = synthetic(45, 16, 11);
   Checkpoint c = load_checkpoint(path);
   auto optimizer = make_optimizer(c.optimizer_name, 0.01f, 0.9f, 1e-4f);
   optimizer->import_state(c.optimizer_state, c.model.model.parameters().size());
@@ -371,9 +374,9 @@ TEST(Resume, PositionInconsistentWithTheDataIsRefused) {
   TempDir dir;
   const std::string ckpt = dir.file("run.ckpt");
   run_uninterrupted("sgd", 4, ckpt, nullptr);
-  const ImageDataset data = synthetic(45, 16, 11);
-  const ImageDataset other = synthetic(44, 16, 11);
-  auto attempt = [&](const ImageDataset& d, auto&& edit) {
+  const Dataset data = synthetic(45, 16, 11);
+  const Dataset other = synthetic(44, 16, 11);
+  auto attempt = [&](const Dataset& d, auto&& edit) {
     Checkpoint c = load_checkpoint(ckpt);
     edit(c.position);
     Sgd sgd(0.01f, 0.9f, 1e-4f);

@@ -22,12 +22,12 @@ struct RunResult {
 
 RunResult train_subset(BnPlacement bn, std::int64_t train_size, std::int64_t epochs, float lr,
                        const std::string& arch = "mlp") {
-  ImageDataset train = load_fashion_mnist(kDefaultDataDir, Split::train);
-  ImageDataset test = load_fashion_mnist(kDefaultDataDir, Split::test);
+  Dataset train = load_fashion_mnist(kDefaultDataDir, IdxSplit::train);
+  Dataset test = load_fashion_mnist(kDefaultDataDir, IdxSplit::test);
   train.truncate(train_size);
   test.truncate(2000);
   const InputNormalization norm = InputNormalization::fit(train, "pixel");  // the CLI default
-  Model model = Model::from_architecture(parse_arch(arch, {1, train.rows, train.cols}, bn, BatchNormOptions{}));
+  Model model = Model::from_architecture(parse_arch(arch, train.example_shape, bn, BatchNormOptions{}));
   Rng init(init_rng_seed(0));
   model.init_parameters(init);
   Sgd sgd(lr, 0.9f, 0.0f);

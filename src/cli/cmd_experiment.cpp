@@ -64,8 +64,8 @@ void run_experiments(const ExperimentOptions& o) {
   ctx.seed = o.seed;
   ctx.threads = o.threads;
   ctx.command_line = command_line();
-  ctx.train = load_fashion_mnist(o.data, Split::train);
-  ctx.test = load_fashion_mnist(o.data, Split::test);
+  ctx.train = load_fashion_mnist(o.data, IdxSplit::train);
+  ctx.test = load_fashion_mnist(o.data, IdxSplit::test);
   for (const exp::Experiment* e : chosen) {
     const std::string dir = o.out + "/" + e->name;
     std::error_code ec;

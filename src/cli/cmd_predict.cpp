@@ -6,6 +6,8 @@
 #include "bnorm/error.hpp"
 #include "bnorm/io/idx.hpp"
 #include "bnorm/io/model_file.hpp"
+#include "bnorm/io/npy.hpp"
+#include "bnorm/io/table_dataset.hpp"
 #include "commands.hpp"
 
 namespace bnorm::cli {
@@ -17,6 +19,7 @@ constexpr const char* kClassNames[] = {"T-shirt/top", "Trouser", "Pullover", "Dr
 struct PredictOptions {
   std::string model;
   std::string input;
+  std::string output;
   std::int64_t limit = 0;
   bool batch_stats = false;
   bool json = false;
@@ -67,8 +70,23 @@ std::vector<std::vector<float>> read_text_rows(const std::vector<std::uint8_t>& 
   return rows;
 }
 
-// Either an IDX file of unsigned-byte images (count, rows, cols) or text rows.
-std::vector<std::vector<float>> read_examples(const std::string& path, std::int64_t features) {
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// A CSV table (the model's feature columns, by name), a NumPy array, an IDX
+// file of unsigned-byte images (count, rows, cols) or text rows.
+std::vector<std::vector<float>> read_examples(const std::string& path, const LoadedModel& loaded) {
+  const std::int64_t features = numel(loaded.model.input_shape());
+  if (ends_with(path, ".csv") || ends_with(path, ".csv.gz") || ends_with(path, ".npy")) {
+    const Dataset d = ends_with(path, ".npy") ? load_npy_features(path, features)
+                                              : load_csv_features(path, loaded.task.feature_names, features);
+    if (d.count == 0) fail_file(path, "holds no examples");
+    std::vector<std::vector<float>> rows(static_cast<std::size_t>(d.count));
+    for (std::int64_t n = 0; n < d.count; ++n)
+      rows[static_cast<std::size_t>(n)].assign(d.values.begin() + n * features, d.values.begin() + (n + 1) * features);
+    return rows;
+  }
   const auto bytes = read_file_maybe_gzip(path, std::uint64_t{1} << 32);
   if (bytes.size() >= 4 && bytes[0] == 0 && bytes[1] == 0) {
     const IdxArray a = parse_idx(bytes, path);
@@ -96,7 +114,7 @@ void run_predict(const PredictOptions& o) {
   if (o.limit < 0) throw Error("--limit must be >= 0");
   LoadedModel loaded = load_model(o.model);
   const std::int64_t features = numel(loaded.model.input_shape());
-  auto rows = read_examples(o.input, features);
+  auto rows = read_examples(o.input, loaded);
   if (o.limit > 0 && static_cast<std::int64_t>(rows.size()) > o.limit) rows.resize(static_cast<std::size_t>(o.limit));
 
   const Mode mode = o.batch_stats ? Mode::eval_batch_stats : Mode::eval;
@@ -110,20 +128,49 @@ void run_predict(const PredictOptions& o) {
   Shape one{1};
   one.insert(one.end(), loaded.model.input_shape().begin(), loaded.model.input_shape().end());
   Tensor x(one);
+  const ModelTask& task = loaded.task;
+  const std::int64_t outputs = numel(loaded.model.output_shape());
+  std::vector<float> all_outputs;  // for --output
   for (std::size_t n = 0; n < rows.size(); ++n) {
     loaded.input_normalization.apply_row(x.data(), rows[n].data(), features);
-    const Tensor& logits = loaded.model.forward(x, mode);
+    const Tensor& out = loaded.model.forward(x, mode);
+    std::vector<float> v(out.data(), out.data() + out.size());
+    if (task.kind == Task::regress) {
+      // Back to the targets' own units.
+      for (std::size_t t = 0; t < v.size(); ++t)
+        v[t] = v[t] * loaded.target_normalization.std[t] + loaded.target_normalization.mean[t];
+      if (!o.output.empty()) all_outputs.insert(all_outputs.end(), v.begin(), v.end());
+      if (o.json) {
+        std::printf("%s\n", nlohmann::json{{"index", n}, {"prediction", v}}.dump().c_str());
+      } else {
+        std::printf("%zu:", n);
+        for (const float p : v) std::printf(" %.6g", static_cast<double>(p));
+        std::printf("\n");
+      }
+      continue;
+    }
+    if (!o.output.empty()) all_outputs.insert(all_outputs.end(), v.begin(), v.end());
     std::int64_t label = 0;
-    for (std::int64_t k = 1; k < logits.size(); ++k)
-      if (logits[k] > logits[label]) label = k;
+    for (std::int64_t k = 1; k < out.size(); ++k)
+      if (out[k] > out[label]) label = k;
+    // The label as the training data wrote it: "setosa", or the integer.
+    const std::string name = task.class_names.empty() ? std::to_string(label)
+                                                      : task.class_names[static_cast<std::size_t>(label)];
     if (o.json) {
-      std::vector<float> v(logits.data(), logits.data() + logits.size());
-      std::printf("%s\n", nlohmann::json{{"index", n}, {"label", label}, {"logits", v}}.dump().c_str());
+      nlohmann::json line = {{"index", n}, {"logits", v}};
+      if (task.class_names.empty() || task.integer_labels)
+        line["label"] = task.class_names.empty() ? label : std::stoll(name);
+      else
+        line["label"] = name;
+      std::printf("%s\n", line.dump().c_str());
     } else {
-      const char* name = logits.size() == 10 ? kClassNames[label] : "";
-      std::printf("%zu: %lld %s\n", n, static_cast<long long>(label), name);
+      // Fashion-MNIST's own labels are digits; its class names make them readable.
+      const bool fashion = outputs == 10 && features == 784 && (task.class_names.empty() || task.integer_labels);
+      std::printf("%zu: %s%s%s\n", n, name.c_str(), fashion ? " " : "", fashion ? kClassNames[label] : "");
     }
   }
+  if (!o.output.empty())
+    write_npy_f32(o.output, std::vector<std::int64_t>{static_cast<std::int64_t>(rows.size()), outputs}, all_outputs);
 }
 
 }  // namespace
@@ -133,15 +180,21 @@ Runner add_predict_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("predict", "Classify examples one at a time with a saved model (running statistics)");
   cmd->add_option("--model", o->model, "Model file written by 'bnorm train'")->required();
   cmd->add_option("--input", o->input,
-                  "Examples: an IDX image file (gzipped or not), or a text file with one example per line "
-                  "(784 pixel values 0..255 separated by spaces or commas)")
+                  "Examples: a CSV file (.csv or .csv.gz; the model's feature columns by name, a target column is "
+                  "ignored), a NumPy .npy array (N, ...), an IDX image file (gzipped or not), or a text file with "
+                  "one example per line (raw values separated by spaces or commas)")
       ->required();
+  cmd->add_option("--output", o->output,
+                  "Also write the raw outputs as a float32 NumPy array (N, outputs): logits, or predictions in the "
+                  "targets' units");
   cmd->add_option("--limit", o->limit, "Classify only the first N examples (0 = all)")->capture_default_str();
   cmd->add_flag("--batch-stats", o->batch_stats,
                 "Demonstration of what goes wrong: normalize each single example with its own statistics "
                 "instead of the running ones (prints a warning)");
   cmd->add_option("--threads", o->threads, "Threads for the matrix products (0 = one per core)")->capture_default_str();
-  cmd->add_flag("--json", o->json, "One JSON object per example: index, label, logits");
+  cmd->add_flag("--json", o->json,
+                "One JSON object per example: index, label (as the training data wrote it) and logits; or index "
+                "and prediction for regression");
   return [o] { run_predict(*o); };
 }
 

@@ -35,9 +35,9 @@ double mean(const std::vector<double>& v) {
 std::string words(BnPlacement p) { return p == BnPlacement::none ? "no BN" : "BN " + bn_placement_name(p) + " ReLU"; }
 
 // A copy of data with every pixel p replaced by round(scale*p + offset).
-ImageDataset shifted(const ImageDataset& data, double scale, double offset) {
-  ImageDataset out = data;
-  for (auto& p : out.pixels) p = static_cast<std::uint8_t>(std::clamp(std::lround(scale * p + offset), 0L, 255L));
+Dataset shifted(const Dataset& data, double scale, double offset) {
+  Dataset out = data;
+  for (auto& p : out.bytes) p = static_cast<std::uint8_t>(std::clamp(std::lround(scale * p + offset), 0L, 255L));
   return out;
 }
 
@@ -49,7 +49,7 @@ struct Traced {
   std::size_t last_hidden = 0;
 };
 
-Traced traced_run(BnPlacement placement, const RunConfig& base, const ImageDataset& train, const ImageDataset& test,
+Traced traced_run(BnPlacement placement, const RunConfig& base, const Dataset& train, const Dataset& test,
                   const InputNormalization& norm, const Tensor& probe_x, std::int64_t probe_every) {
   RunConfig rc = base;
   rc.placement = placement;
@@ -132,7 +132,7 @@ Report run_covariate_shift(const Context& ctx, const std::string& dir) {
   Tensor probe_x;
   std::vector<std::int64_t> probe_idx(static_cast<std::size_t>(probe_n));
   std::iota(probe_idx.begin(), probe_idx.end(), 0);
-  norm.apply(probe_x, test.pixels.data(), {train.features}, probe_idx);
+  norm.apply(probe_x, test, {train.features}, probe_idx);
 
   std::vector<Traced> runs;
   for (const BnPlacement p : {BnPlacement::before, BnPlacement::after, BnPlacement::none}) {
@@ -177,8 +177,8 @@ Report run_covariate_shift(const Context& ctx, const std::string& dir) {
 
   // Part 3: train on shifted images, test on the real ones.
   const double shift_scale = 0.4, shift_offset = 100;
-  const ImageDataset train_shifted = shifted(train, shift_scale, shift_offset);
-  const ImageDataset test_shifted = shifted(test, shift_scale, shift_offset);
+  const Dataset train_shifted = shifted(train, shift_scale, shift_offset);
+  const Dataset test_shifted = shifted(test, shift_scale, shift_offset);
   const InputNormalization norm_shifted = InputNormalization::fit(train_shifted, "pixel");
   struct ShiftRow {
     BnPlacement placement;

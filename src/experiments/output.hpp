@@ -18,13 +18,13 @@ struct Context {
   std::uint64_t seed = 0;
   int threads = 1;
   std::string command_line;  // as typed, for the report
-  ImageDataset train, test;
+  Dataset train, test;
 };
 
 // The data an experiment trains and tests on: all of ctx's, or with --quick
 // the first quick_train training and 1000 test examples.
 struct Datasets {
-  ImageDataset train, test;
+  Dataset train, test;
 };
 Datasets datasets(const Context& ctx, std::int64_t quick_train);
 

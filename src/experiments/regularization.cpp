@@ -26,7 +26,7 @@ struct Cell {
 }  // namespace
 
 Report run_regularization(const Context& ctx, const std::string& dir) {
-  ImageDataset train = ctx.train, test = ctx.test;
+  Dataset train = ctx.train, test = ctx.test;
   train.truncate(ctx.quick ? 4000 : 10000);
   if (ctx.quick) test.truncate(1000);
   const std::int64_t epochs = ctx.quick ? 5 : 30;

@@ -35,7 +35,7 @@ Model build_model(const RunConfig& config, const Shape& input) {
   return model;
 }
 
-RunResult train_run(Model& model, const RunConfig& config, const ImageDataset& train, const ImageDataset& test,
+RunResult train_run(Model& model, const RunConfig& config, const Dataset& train, const Dataset& test,
                     const InputNormalization& norm, const StepHook& hook) {
   const auto start = std::chrono::steady_clock::now();
   RunResult result;
@@ -44,7 +44,7 @@ RunResult train_run(Model& model, const RunConfig& config, const ImageDataset& t
   Rng rng(config.seed);
   BatchOrder order(train.count, config.batch_size, true);
   Tensor x, dlogits;
-  std::vector<std::uint8_t> labels;
+  std::vector<std::int32_t> labels;
   double loss_sum = 0.0;
   std::int64_t loss_count = 0, batch = order.num_batches();
   auto evaluate_now = [&](std::int64_t step) {
@@ -58,7 +58,7 @@ RunResult train_run(Model& model, const RunConfig& config, const ImageDataset& t
       batch = 0;
     }
     const auto idx = order.batch(batch++);
-    norm.apply(x, train.pixels.data(), model.input_shape(), idx);
+    norm.apply(x, train, model.input_shape(), idx);
     labels.resize(idx.size());
     for (std::size_t i = 0; i < idx.size(); ++i) labels[i] = train.labels[static_cast<std::size_t>(idx[i])];
     const LossResult r = softmax_cross_entropy(model.forward(x, Mode::train), labels, &dlogits);
@@ -132,7 +132,7 @@ const Tensor& layer_input(const Model& model, std::size_t i, const Tensor& x) {
   return i == 0 ? x : model.layer_output(i - 1);
 }
 
-void recompute_population_statistics(Model& model, const ImageDataset& data, const InputNormalization& norm,
+void recompute_population_statistics(Model& model, const Dataset& data, const InputNormalization& norm,
                                      std::int64_t batch_size) {
   if (data.count < 2) throw Error("population statistics need at least 2 examples");
   Tensor x;
@@ -143,7 +143,7 @@ void recompute_population_statistics(Model& model, const ImageDataset& data, con
       n = std::min(batch_size, data.count - begin);
       idx.resize(static_cast<std::size_t>(n));
       std::iota(idx.begin(), idx.end(), begin);
-      norm.apply(x, data.pixels.data(), model.input_shape(), idx);
+      norm.apply(x, data, model.input_shape(), idx);
       model.forward(x, Mode::eval);
       f(layer_input(model, i, x));
     }
@@ -183,6 +183,7 @@ void recompute_population_statistics(Model& model, const ImageDataset& data, con
 InputNormalization unstandardized_inputs(float scale) {
   InputNormalization n;
   n.mode = "global";
+  n.divisor = 255.0f;
   n.mean = {0.0f};
   n.std = {scale / 255.0f};
   return n;

@@ -71,7 +71,7 @@ using StepHook = std::function<void(std::int64_t step)>;
 
 // Trains for config.steps mini-batches (reshuffling every epoch). A
 // non-finite loss or gradient ends the run there, recorded in diverged_at.
-RunResult train_run(Model& model, const RunConfig& config, const ImageDataset& train, const ImageDataset& test,
+RunResult train_run(Model& model, const RunConfig& config, const Dataset& train, const Dataset& test,
                     const InputNormalization& norm, const StepHook& hook = {});
 
 // Per channel of a (N, C) or (N, C, H, W) tensor: mean and standard deviation
@@ -91,7 +91,7 @@ const Tensor& layer_input(const Model& model, std::size_t i, const Tensor& x);
 // eval mode, layer by layer: each layer sees the inputs produced with the
 // population statistics already set in the layers before it. Two passes per
 // layer (mean, then squared deviations), in double.
-void recompute_population_statistics(Model& model, const ImageDataset& data, const InputNormalization& norm,
+void recompute_population_statistics(Model& model, const Dataset& data, const InputNormalization& norm,
                                      std::int64_t batch_size = 500);
 
 // The inputs as they were before standardization: pixel/scale (scale 255

@@ -96,10 +96,10 @@ Checkpoint parse_checkpoint(const SafetensorsFile& file, const std::string& path
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, Model& model, const InputNormalization& norm,
+void save_checkpoint(const std::string& path, Model& model, const Preprocessing& prep,
                      const nlohmann::json& training, const nlohmann::json& config, const Optimizer& optimizer,
-                     const TrainPosition& position) {
-  SafetensorsFile file = model_to_safetensors(model, norm, training);
+                     const TrainPosition& position, const ModelTask& task) {
+  SafetensorsFile file = model_to_safetensors(model, prep, training, task);
   file.metadata["format"] = kCheckpointFormat;
   file.metadata["version"] = kCheckpointFormatVersion;
   file.metadata["config"] = config.dump();

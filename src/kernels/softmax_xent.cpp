@@ -5,7 +5,7 @@
 
 namespace bnorm::kernels {
 
-double softmax_cross_entropy(float* dlogits, const float* logits, const std::uint8_t* labels,
+double softmax_cross_entropy(float* dlogits, const float* logits, const std::int32_t* labels,
                              std::int64_t N, std::int64_t K) {
   double total = 0.0;
   const float inv_n = 1.0f / static_cast<float>(N);
@@ -34,6 +34,18 @@ void argmax_rows(std::int64_t* predicted, const float* logits, std::int64_t N, s
     const float* z = logits + n * K;
     predicted[n] = std::max_element(z, z + K) - z;
   }
+}
+
+double mean_squared_error(float* dpred, const float* pred, const float* target, std::int64_t N, std::int64_t T) {
+  const std::int64_t count = N * T;
+  const float scale = 2.0f / static_cast<float>(count);
+  double total = 0.0;
+  for (std::int64_t i = 0; i < count; ++i) {
+    const float diff = pred[i] - target[i];
+    total += static_cast<double>(diff) * static_cast<double>(diff);
+    if (dpred) dpred[i] = scale * diff;
+  }
+  return total / static_cast<double>(count);
 }
 
 }  // namespace bnorm::kernels

@@ -44,6 +44,9 @@ Model::Model(Shape input_shape, std::vector<LayerPtr> layers)
   activations_.resize(layers_.size());
   input_grads_.resize(layers_.size());
   set_fusion(true);
+  // Usable as built: a forgotten init_parameters call must not train from zeros.
+  Rng rng(kDefaultInitSeed);
+  init_parameters(rng);
 }
 
 void Model::set_fusion(bool on) {

@@ -23,69 +23,149 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-void gather_labels(std::vector<std::uint8_t>& out, const ImageDataset& data, std::span<const std::int64_t> idx) {
-  out.resize(idx.size());
-  for (std::size_t i = 0; i < idx.size(); ++i) out[i] = data.labels[static_cast<std::size_t>(idx[i])];
+// A batch's targets as the loss wants them: class indices, or regression
+// targets standardized with the training set's statistics. The buffers keep
+// their capacity, so a training step allocates nothing.
+struct BatchTargets {
+  std::vector<std::int32_t> labels;
+  std::vector<float> targets;
+
+  LossResult loss(const Tensor& out, const Dataset& data, const TargetNormalization& tn,
+                  std::span<const std::int64_t> idx, Tensor* grad) {
+    if (data.task == Task::classify) {
+      labels.resize(idx.size());
+      for (std::size_t i = 0; i < idx.size(); ++i) labels[i] = data.labels[static_cast<std::size_t>(idx[i])];
+      return softmax_cross_entropy(out, labels, grad);
+    }
+    const std::int64_t T = data.target_dims;
+    targets.resize(idx.size() * static_cast<std::size_t>(T));
+    for (std::size_t i = 0; i < idx.size(); ++i)
+      for (std::int64_t t = 0; t < T; ++t)
+        targets[i * static_cast<std::size_t>(T) + static_cast<std::size_t>(t)] =
+            (data.targets[static_cast<std::size_t>(idx[i] * T + t)] - tn.mean[static_cast<std::size_t>(t)]) /
+            tn.std[static_cast<std::size_t>(t)];
+    return mean_squared_error(out, targets, grad);
+  }
+};
+
+void check_model_fits(const Model& model, const Dataset& data, const Preprocessing& prep) {
+  if (numel(model.input_shape()) != data.features)
+    throw Error("the model takes inputs " + shape_str(model.input_shape()) + " but the examples have " +
+                std::to_string(data.features) + " values " + shape_str(data.example_shape));
+  if (model.output_shape() != Shape{data.outputs()})
+    throw Error("the model ends with outputs " + shape_str(model.output_shape()) + " but the data has " +
+                std::to_string(data.outputs()) +
+                (data.task == Task::classify ? " classes" : " regression targets"));
+  prep.input.validate(data.features);
+  if (data.task == Task::regress) prep.target.validate(data.target_dims);
 }
 
+// Per-evaluation totals; for regression also the errors in the targets' own units.
 struct EvalSums {
   double loss_sum = 0.0;
   std::int64_t correct = 0;
+  double abs_error = 0.0;
+  std::vector<double> squared_error;  // per target
+
+  // As one list of doubles, for a sum across processes.
+  std::vector<double> flat() const {
+    std::vector<double> v = {loss_sum, static_cast<double>(correct), abs_error};
+    v.insert(v.end(), squared_error.begin(), squared_error.end());
+    return v;
+  }
+  static EvalSums from_flat(const std::vector<double>& v) {
+    EvalSums s;
+    s.loss_sum = v[0];
+    s.correct = static_cast<std::int64_t>(v[1]);
+    s.abs_error = v[2];
+    s.squared_error.assign(v.begin() + 3, v.end());
+    return s;
+  }
 };
 
-// Loss sum and correct count over examples [begin, end), in batches of batch_size.
-EvalSums eval_sums(Model& model, const ImageDataset& data, const InputNormalization& norm, std::int64_t begin_at,
+// Loss sum, correct count and errors over examples [begin, end), in batches of batch_size.
+EvalSums eval_sums(Model& model, const Dataset& data, const Preprocessing& prep, std::int64_t begin_at,
                    std::int64_t end_at, std::int64_t batch_size, Mode mode) {
-  if (numel(model.input_shape()) != data.features)
-    throw Error("the model takes inputs " + shape_str(model.input_shape()) + " but the images have " +
-                std::to_string(data.features) + " pixels");
+  check_model_fits(model, data, prep);
+  if (batch_size < 1) throw Error("evaluation batch size must be at least 1");
   Tensor x;
   std::vector<std::int64_t> idx;
-  std::vector<std::uint8_t> labels;
+  BatchTargets targets;
   EvalSums sums;
-  if (batch_size < 1) throw Error("evaluation batch size must be at least 1");
+  const std::int64_t T = data.task == Task::regress ? data.target_dims : 0;
+  sums.squared_error.assign(static_cast<std::size_t>(T), 0.0);
   // Steps by n, not batch_size: begin + batch_size could overflow for a huge batch.
   for (std::int64_t begin = begin_at, n = 0; begin < end_at; begin += n) {
     n = std::min(batch_size, end_at - begin);
     idx.resize(static_cast<std::size_t>(n));
     std::iota(idx.begin(), idx.end(), begin);
-    norm.apply(x, data.pixels.data(), model.input_shape(), idx);
-    gather_labels(labels, data, idx);
-    const LossResult batch = softmax_cross_entropy(model.forward(x, mode), labels, nullptr);
+    prep.input.apply(x, data, model.input_shape(), idx);
+    const Tensor& out = model.forward(x, mode);
+    const LossResult batch = targets.loss(out, data, prep.target, idx, nullptr);
     sums.loss_sum += batch.loss * static_cast<double>(n);
     sums.correct += batch.correct;
+    for (std::int64_t i = 0; i < n; ++i)
+      for (std::int64_t t = 0; t < T; ++t) {
+        const auto k = static_cast<std::size_t>(t);
+        const double predicted = static_cast<double>(out[i * T + t]) * prep.target.std[k] + prep.target.mean[k];
+        const double error = predicted - data.targets[static_cast<std::size_t>((begin + i) * T + t)];
+        sums.squared_error[k] += error * error;
+        sums.abs_error += std::abs(error);
+      }
   }
   return sums;
 }
 
-EvalResult eval_result(const EvalSums& sums, std::int64_t count) {
+EvalResult eval_result(const EvalSums& sums, const Dataset& data) {
   EvalResult r;
+  const std::int64_t count = data.count;
   r.examples = count;
   r.loss = sums.loss_sum / static_cast<double>(count);
-  r.accuracy = static_cast<double>(sums.correct) / static_cast<double>(count);
+  if (data.task == Task::classify) {
+    r.accuracy = static_cast<double>(sums.correct) / static_cast<double>(count);
+    return r;
+  }
+  const std::int64_t T = data.target_dims;
+  double sse_total = 0.0, r2_sum = 0.0;
+  for (std::int64_t t = 0; t < T; ++t) {
+    double mean = 0.0, sst = 0.0;
+    for (std::int64_t i = 0; i < count; ++i) mean += data.targets[static_cast<std::size_t>(i * T + t)];
+    mean /= static_cast<double>(count);
+    for (std::int64_t i = 0; i < count; ++i) {
+      const double d = data.targets[static_cast<std::size_t>(i * T + t)] - mean;
+      sst += d * d;
+    }
+    const double sse = sums.squared_error[static_cast<std::size_t>(t)];
+    sse_total += sse;
+    // A constant target: a perfect prediction scores 1, anything else 0 (scikit-learn's rule).
+    r2_sum += sst > 0.0 ? 1.0 - sse / sst : (sse == 0.0 ? 1.0 : 0.0);
+  }
+  const double values = static_cast<double>(count * T);
+  r.rmse = std::sqrt(sse_total / values);
+  r.mae = sums.abs_error / values;
+  r.r2 = r2_sum / static_cast<double>(T);
   return r;
 }
 
 // Each process evaluates its contiguous share of the set; one small sum combines them.
-EvalResult evaluate_shared(Model& model, const ImageDataset& data, const InputNormalization& norm,
-                           DataParallel& dist) {
+EvalResult evaluate_shared(Model& model, const Dataset& data, const Preprocessing& prep, DataParallel& dist) {
   const Share share = share_of(data.count, dist.rank(), dist.size());
-  const EvalSums local = eval_sums(model, data, norm, share.begin, share.begin + share.count, kEvalBatchSize, Mode::eval);
-  double totals[2] = {local.loss_sum, static_cast<double>(local.correct)};
+  std::vector<double> totals =
+      eval_sums(model, data, prep, share.begin, share.begin + share.count, kEvalBatchSize, Mode::eval).flat();
   dist.allreduce_sum(std::span<double>(totals));
-  return eval_result({totals[0], static_cast<std::int64_t>(totals[1])}, data.count);
+  return eval_result(EvalSums::from_flat(totals), data);
 }
 
 }  // namespace
 
-EvalResult evaluate(Model& model, const ImageDataset& data, const InputNormalization& norm,
-                    std::int64_t batch_size, Mode mode) {
+EvalResult evaluate(Model& model, const Dataset& data, const Preprocessing& prep, std::int64_t batch_size,
+                    Mode mode) {
   if (data.count == 0) return {};
-  return eval_result(eval_sums(model, data, norm, 0, data.count, batch_size, mode), data.count);
+  return eval_result(eval_sums(model, data, prep, 0, data.count, batch_size, mode), data);
 }
 
-Trainer::Trainer(Model& model, Optimizer& optimizer, const InputNormalization& norm, TrainConfig config)
-    : model_(model), optimizer_(optimizer), norm_(norm), config_(config) {
+Trainer::Trainer(Model& model, Optimizer& optimizer, Preprocessing prep, TrainConfig config)
+    : model_(model), optimizer_(optimizer), prep_(std::move(prep)), config_(config) {
   if (config_.epochs < 0) throw Error("epochs must be >= 0");
   if (config_.batch_size < 2) throw Error("batch size must be at least 2: batch norm needs a spread to normalize");
 }
@@ -220,21 +300,21 @@ void Trainer::restore_position(const TrainPosition& pos, BatchOrder& order, Rng&
   rng.set_state(pos.rng);
 }
 
-void Trainer::check_resume(const ImageDataset& train) const {
+void Trainer::check_resume(const Dataset& train) const {
   if (!resume_) return;
   BatchOrder order(train.count, config_.batch_size, config_.drop_singleton_batch);
   Rng rng(config_.seed);
   restore_position(*resume_, order, rng);
 }
 
-void Trainer::fit(const ImageDataset& train, const ImageDataset& test,
+void Trainer::fit(const Dataset& train, const Dataset& test,
                   const std::function<void(const Progress&)>& on_progress,
                   const std::function<void(const EpochReport&)>& on_epoch) {
   if (train.count < 2) throw Error("the training set needs at least 2 examples");
-  norm_.validate(train.features);
-  if (numel(model_.input_shape()) != train.features)
-    throw Error("the model takes inputs " + shape_str(model_.input_shape()) + " but the images have " +
-                std::to_string(train.features) + " pixels");
+  check_model_fits(model_, train, prep_);
+  if (test.count > 0 && (test.task != train.task || test.outputs() != train.outputs() ||
+                         test.features != train.features))
+    throw Error("the test set does not match the training set (task, number of outputs or features)");
   Rng rng(config_.seed);
 
   BatchOrder order(train.count, config_.batch_size, config_.drop_singleton_batch);
@@ -272,7 +352,7 @@ void Trainer::fit(const ImageDataset& train, const ImageDataset& test,
   }
 
   Tensor x, dlogits;
-  std::vector<std::uint8_t> labels;
+  BatchTargets targets;
   for (std::int64_t epoch = resuming ? pos.epoch : 1; epoch <= config_.epochs; ++epoch) {
     if (!resuming) {
       order.shuffle(rng);
@@ -293,9 +373,8 @@ void Trainer::fit(const ImageDataset& train, const ImageDataset& test,
       if (skip_mode) snapshot.save();
       LossResult r;
       if (share.count > 0) {
-        norm_.apply(x, train.pixels.data(), model_.input_shape(), idx);
-        gather_labels(labels, train, idx);
-        r = softmax_cross_entropy(model_.forward(x, Mode::train), labels, &dlogits);
+        prep_.input.apply(x, train, model_.input_shape(), idx);
+        r = targets.loss(model_.forward(x, Mode::train), train, prep_.target, idx, &dlogits);
         // dlogits is of this share's mean loss; share / batch makes it the whole batch's.
         if (dist && share.count != global_n) {
           const float scale = static_cast<float>(static_cast<double>(share.count) / static_cast<double>(global_n));
@@ -351,6 +430,7 @@ void Trainer::fit(const ImageDataset& train, const ImageDataset& test,
       throw NumericFault("every batch of epoch " + std::to_string(epoch) + " had a non-finite loss or gradient");
     EpochReport report;
     report.epoch = epoch;
+    report.task = train.task;
     report.seconds = seconds_since(start);
     report.samples_per_s = static_cast<double>(totals.seen) / std::max(report.seconds, 1e-9);
     report.train_loss = totals.loss_sum / static_cast<double>(totals.seen);
@@ -368,10 +448,13 @@ void Trainer::fit(const ImageDataset& train, const ImageDataset& test,
                             "after epoch " + std::to_string(epoch) + ", the parameters or running statistics");
     }
     if (test.count > 0) {
-      const EvalResult e = dist ? evaluate_shared(model_, test, norm_, *dist)
-                                : evaluate(model_, test, norm_, kEvalBatchSize, Mode::eval);
+      const EvalResult e = dist ? evaluate_shared(model_, test, prep_, *dist)
+                                : evaluate(model_, test, prep_, kEvalBatchSize, Mode::eval);
       report.test_loss = e.loss;
       report.test_accuracy = e.accuracy;
+      report.test_rmse = e.rmse;
+      report.test_mae = e.mae;
+      report.test_r2 = e.r2;
     }
     if (on_epoch) on_epoch(report);
   }

@@ -32,9 +32,9 @@ struct Checkpoint {
   TrainPosition position;          // checked against the data by Trainer::fit
 };
 
-void save_checkpoint(const std::string& path, Model& model, const InputNormalization& norm,
+void save_checkpoint(const std::string& path, Model& model, const Preprocessing& prep,
                      const nlohmann::json& training, const nlohmann::json& config, const Optimizer& optimizer,
-                     const TrainPosition& position);
+                     const TrainPosition& position, const ModelTask& task = {});
 // Throws Error naming the file for anything that is not a complete,
 // consistent checkpoint of a known version.
 Checkpoint load_checkpoint(const std::string& path);

@@ -7,17 +7,23 @@
 
 namespace bnorm {
 
+// The stream a new model's parameters are drawn from: the one `bnorm train
+// --seed 0` uses (init_rng_seed(0) in train/trainer.hpp).
+inline constexpr std::uint64_t kDefaultInitSeed = 0x9E3779B97F4A7C15ull;
+
 class Model {
  public:
-  // input_shape is one example's shape, e.g. {784}. Allocates the flat buffers
-  // and binds every layer's slice. Throws Error if the layers do not chain.
+  // input_shape is one example's shape, e.g. {784}. Allocates the flat buffers,
+  // binds every layer's slice and initializes the parameters from
+  // kDefaultInitSeed (γ = 1, β = 0; init_parameters draws them anew). Throws
+  // Error if the layers do not chain.
   Model(Shape input_shape, std::vector<LayerPtr> layers);
   Model(Model&&) = default;
   Model& operator=(Model&&) = default;
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
-  // Rebuilds a model from architecture(); parameters are left at their init.
+  // Rebuilds a model from architecture(); parameters are at their default init.
   // Throws Error, before allocating, if the layers' saved state would take
   // more than max_state_bytes (a loader passes what its file holds).
   static Model from_architecture(const nlohmann::json& architecture,

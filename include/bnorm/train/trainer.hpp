@@ -2,6 +2,8 @@
 // The training loop: mini-batches in a fresh order every epoch, each
 // normalized with its own statistics in Mode::train, and an evaluation on the
 // test set with the running estimates (Mode::eval) after every epoch.
+// Classification trains with softmax cross-entropy, regression with the mean
+// squared error of targets standardized with the training set's statistics.
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -9,8 +11,8 @@
 #include <vector>
 
 #include "bnorm/error.hpp"
-#include "bnorm/io/dataset.hpp"
 #include "bnorm/nn/model.hpp"
+#include "bnorm/train/dataset.hpp"
 #include "bnorm/train/optimizer.hpp"
 
 namespace bnorm {
@@ -64,7 +66,8 @@ struct TrainPosition {
   std::int64_t global_step = 0;      // batches done since the run began, skipped ones included
   std::string rng;                   // Rng::state() after this epoch's shuffle
   std::vector<std::int64_t> order;   // this epoch's permutation of the training set
-  // This epoch's running totals, so its report matches an uninterrupted run.
+  // This epoch's running totals, so its report matches an uninterrupted run
+  // (correct stays 0 for regression).
   double loss_sum = 0.0;
   std::int64_t correct = 0, seen = 0, skipped = 0;
 };
@@ -72,23 +75,30 @@ struct TrainPosition {
 // The parameters draw from their own stream, derived from the run's seed, so
 // that changing the data order (another dataset size, say) leaves the
 // initialization alone.
-inline std::uint64_t init_rng_seed(std::uint64_t seed) { return seed ^ 0x9E3779B97F4A7C15ull; }
+inline std::uint64_t init_rng_seed(std::uint64_t seed) { return seed ^ kDefaultInitSeed; }
 
-struct EpochReport {
-  std::int64_t epoch = 0;  // 1-based
-  double train_loss = 0.0;
-  double train_accuracy = 0.0;
-  double test_loss = 0.0;
-  double test_accuracy = 0.0;
-  double samples_per_s = 0.0;  // training loop only
-  double seconds = 0.0;        // training loop only
-  std::int64_t skipped_batches = 0;  // non-finite batches dropped (OnNan::skip_batch)
-};
-
+// Test-set figures. Classification: mean cross-entropy and accuracy.
+// Regression: loss is the mean squared error of the standardized targets (what
+// training minimizes); rmse, mae and r2 are of the predictions in the targets'
+// own units, r2 averaged over the targets (1 - SSE/SST each).
 struct EvalResult {
   double loss = 0.0;
   double accuracy = 0.0;
+  double rmse = 0.0, mae = 0.0, r2 = 0.0;
   std::int64_t examples = 0;
+};
+
+struct EpochReport {
+  std::int64_t epoch = 0;  // 1-based
+  Task task = Task::classify;
+  double train_loss = 0.0;
+  double train_accuracy = 0.0;  // classification only
+  double test_loss = 0.0;
+  double test_accuracy = 0.0;   // classification only
+  double test_rmse = 0.0, test_mae = 0.0, test_r2 = 0.0;  // regression only
+  double samples_per_s = 0.0;  // training loop only
+  double seconds = 0.0;        // training loop only
+  std::int64_t skipped_batches = 0;  // non-finite batches dropped (OnNan::skip_batch)
 };
 
 struct Progress {
@@ -102,17 +112,19 @@ inline constexpr std::int64_t kEvalBatchSize = 100;
 
 // Evaluates in the given mode with batches of batch_size; in Mode::eval the
 // result does not depend on batch_size (checked by a test).
-EvalResult evaluate(Model& model, const ImageDataset& data, const InputNormalization& norm,
+EvalResult evaluate(Model& model, const Dataset& data, const Preprocessing& prep,
                     std::int64_t batch_size = kEvalBatchSize, Mode mode = Mode::eval);
 
 class Trainer {
  public:
-  Trainer(Model& model, Optimizer& optimizer, const InputNormalization& norm, TrainConfig config);
+  // prep: the input normalization (and for regression the targets'), fitted
+  // on the training set; the model must end in data.outputs() values.
+  Trainer(Model& model, Optimizer& optimizer, Preprocessing prep, TrainConfig config);
 
   // Trains the model from its current parameters (initialize them first, see
   // init_rng_seed). Runs every epoch; on_progress is called every few batches, on_epoch after
   // each epoch's evaluation. test may be empty (no evaluation then).
-  void fit(const ImageDataset& train, const ImageDataset& test,
+  void fit(const Dataset& train, const Dataset& test,
            const std::function<void(const Progress&)>& on_progress,
            const std::function<void(const EpochReport&)>& on_epoch);
 
@@ -121,7 +133,7 @@ class Trainer {
   // position against the data and config (Error otherwise).
   void resume_from(TrainPosition position) { resume_ = std::move(position); }
   // The checks fit makes on that position, ahead of time (throws Error).
-  void check_resume(const ImageDataset& train) const;
+  void check_resume(const Dataset& train) const;
   // Called after every `every` steps (global_step a multiple of it) with the
   // position after that step; the model and optimizer are in step with it.
   void on_checkpoint(std::int64_t every, std::function<void(const TrainPosition&)> callback) {
@@ -136,7 +148,7 @@ class Trainer {
 
   Model& model_;
   Optimizer& optimizer_;
-  const InputNormalization& norm_;
+  Preprocessing prep_;
   TrainConfig config_;
   std::optional<TrainPosition> resume_;
   std::int64_t checkpoint_every_ = 0;
