@@ -4,11 +4,12 @@
 //
 // Memory traffic is the cost: training forward reads x twice (statistics, then
 // normalize) and writes y once; backward reads x and dy twice and writes dx once.
-// The training passes take a group of channels at a time (about 512 KB of
+// The training passes take a group of channels at a time (an L2's worth of
 // data: runs of whole channels, or a block of columns for S == 1) and run the
 // second pass while the group is still in the core's cache, so memory sees x
-// read once. A pass that touches 12 MiB or more writes its output with
-// streaming stores, which skip reading the old contents first.
+// read once. A pass whose tensors would crowd the L3 writes its output with
+// streaming stores, which skip reading the old contents first. Both sizes
+// follow the caches of the machine (batchnorm_tuning).
 //
 // Layouts: for S == 1, an (N, C) input, a channel's values are strided by C, so
 // the loops walk rows and keep C accumulators, vectorized across channels; the
@@ -25,17 +26,64 @@
 // target_clones), so the portable build is fast on new machines too.
 #include "bnorm/kernels/batchnorm.hpp"
 
-#include <immintrin.h>
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
+// The vectorized paths store around the caches and fence with SSE
+// instructions, which every x86-64 has (a 32-bit x86 need not); elsewhere the
+// entry points run the plain reference (batchnorm_reference.cpp).
+#if defined(__x86_64__)
+#define BNORM_BN_VECTORIZED 1
+#include <immintrin.h>
+#include <omp.h>
+
 #include "multiversion.hpp"
+#else
+#define BNORM_BN_VECTORIZED 0
+#include "bnorm/kernels/batchnorm_reference.hpp"
+#endif
 
 namespace bnorm::kernels {
+
+// The rules, each from the one cache that limits it. Sizes are as the
+// machine reports them: the AMD EPYC (Zen 4) these were measured on reports
+// L1d 32 KiB, L2 512 KiB per core and L3 32 MiB, where the rules give
+// today's measured values (512 KiB, 12 MiB, 4 KiB).
+BatchnormTuning batchnorm_tuning(const CacheSizes& caches) {
+  BatchnormTuning tuning{};
+  // A group the size of the L2: its sums read it once, and the second pass,
+  // last example first, starts with what the sums read last, so that what
+  // its own output pushes out of the L2 is what it needs last. (The 512 KiB
+  // the machine above reports is the budget these kernels were tuned with.)
+  tuning.group_bytes = caches.l2_bytes;
+  // Stream when the pass's tensors come to 3/8 of the L3 or more: a smaller pass
+  // leaves its output in the L3, with room for the layer's other data and
+  // the other cores, for the next layer to read. With 4 MiB tensors
+  // (256x4096, below the 12 MiB this gives on a 32 MiB L3) inference took
+  // 0.71 and the training forward 0.86 of the streamed time; the backward,
+  // with three tensors, was faster streamed, and the default CNN's first
+  // batch norm (6.4 MB tensors) streams in both directions.
+  tuning.stream_footprint_bytes = caches.l3_bytes / 8 * 3;
+  // Ask for data an eighth of the L1d ahead (at least a line): enough lines
+  // in flight to cover the memory's latency, while the lines asked for and
+  // the two streams of a backward stay a small part of the L1d. One example
+  // ahead was too short for 128x256x14x14 (stretches of 1.5-3.9 KB): two,
+  // that is at least 4 KiB, made forward+backward 13 % faster there; for
+  // 32x64x56x56 (12.5 KB stretches) one is enough.
+  tuning.prefetch_bytes = std::max<std::int64_t>(caches.l1d_bytes / 8, 64);
+  return tuning;
+}
+
+const BatchnormTuning& batchnorm_tuning() {
+  static const BatchnormTuning tuning = batchnorm_tuning(cpu_caches());
+  return tuning;
+}
+
+std::int64_t batchnorm_work_doubles(std::int64_t C) { return 4 * C; }
+
+#if BNORM_BN_VECTORIZED
 namespace {
 
 constexpr std::int64_t kLanes = 16;             // independent float accumulators: one AVX-512 register
@@ -49,40 +97,31 @@ constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at mos
 // waiting for it at the barrier when another process holds that core, can
 // take milliseconds.
 constexpr std::int64_t kParallelMin = std::int64_t{1} << 18;
-// Data a fused training pass takes at a time (a channel group, or a block of
-// columns for S == 1): its statistics pass leaves the group's values in the
-// core's cache for the pass that follows.
-constexpr std::int64_t kGroupBytes = std::int64_t{1} << 19;
 
-// Channels per group: as many as fit kGroupBytes, at least one, and no more
-// than a thread's share of C, so every thread has work.
+// Channels per group: as many as fit the group budget (batchnorm_tuning), at
+// least one, and no more than a thread's share of C, so every thread has work.
 std::int64_t channels_per_group(std::int64_t bytes_per_channel, std::int64_t C, bool parallel) {
   const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
-  const std::int64_t fit = kGroupBytes / std::max<std::int64_t>(bytes_per_channel, 1);
+  const std::int64_t fit = batchnorm_tuning().group_bytes / std::max<std::int64_t>(bytes_per_channel, 1);
   return std::clamp<std::int64_t>(std::min(fit, (C + threads - 1) / threads), 1, kChannelBlockMax);
 }
 
 // How far ahead (in values) the sums over a group's stretch of example n ask
-// for data: the same stretch of a later example, at least kPrefetchBytes on,
-// so that enough lines are in flight to cover the memory's latency; 0 near
-// the end of the batch. One example ahead was too short for 128x256x14x14
-// (stretches of 1.5-3.9 KB): two made forward+backward 13 % faster there, and
-// for 32x64x56x56 (12.5 KB stretches) one is enough.
-constexpr std::int64_t kPrefetchBytes = 4096;
-
+// for data: the same stretch of a later example, at least the tuning's
+// prefetch distance on; 0 near the end of the batch.
 std::int64_t prefetch_ahead(std::int64_t n, std::int64_t N, std::int64_t C, std::int64_t S, std::int64_t count) {
   const std::int64_t stretch = count * S * std::int64_t{sizeof(float)};
-  const std::int64_t examples = (kPrefetchBytes + stretch - 1) / stretch;
+  const std::int64_t examples = (batchnorm_tuning().prefetch_bytes + stretch - 1) / stretch;
   return n + examples < N ? examples * C * S : 0;
 }
 
 // Columns per block in the fused (N, C) passes: whole groups of 64 (the
-// register path), as many as fit kGroupBytes, from 64 up to kRowWidth, and
+// register path), as many as fit the group budget, from 64 up to kRowWidth, and
 // no more than a thread's share of C, so every thread has work.
 std::int64_t row_block_width(std::int64_t bytes_per_column, std::int64_t C, bool parallel) {
   constexpr std::int64_t unit = kRowChunk * kLanes;
   const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
-  const std::int64_t fit = kGroupBytes / std::max<std::int64_t>(bytes_per_column, 1);
+  const std::int64_t fit = batchnorm_tuning().group_bytes / std::max<std::int64_t>(bytes_per_column, 1);
   const std::int64_t share = ((C + threads - 1) / threads + unit - 1) / unit * unit;
   return std::clamp<std::int64_t>(std::min(fit / unit * unit, share), unit, kRowWidth);
 }
@@ -101,16 +140,6 @@ typedef std::int32_t LaneBits __attribute__((vector_size(kLanes * sizeof(std::in
   Lanes var;                       \
   std::memcpy(&var, (ptr), sizeof var)
 
-// A pass whose tensors (x and y; or x, dy and dx) come to at least this many
-// bytes writes its output with non-temporal stores: the store then skips
-// reading the old line first (a third of a normalize pass's traffic).
-// Smaller passes fit this machine's 32 MiB L3 with room to spare, and their
-// output stays there for the next layer: with 4 MiB tensors (256x4096)
-// inference took 0.71 and the training forward 0.86 of the streamed time,
-// while the backward, with three tensors, was faster streamed. The default
-// CNN's first batch norm (6.4 MB) streams in both directions.
-constexpr std::int64_t kStreamFootprintBytes = std::int64_t{12} << 20;
-
 // Sixteen lanes stored around the caches to p (a whole cache line): four SSE
 // streaming stores, which every x86-64 copy of the kernels can use.
 __attribute__((always_inline)) inline void stream_lanes(float* p, const Lanes& v) {
@@ -128,9 +157,10 @@ __attribute__((always_inline)) inline void store_lanes(float* p, const Lanes& v,
     std::memcpy(p, &v, sizeof v);
 }
 
+// Whether a pass writes its output with streaming stores (batchnorm_tuning);
 // tensors: how many tensors of N*C*S floats the pass reads or writes.
 inline bool streams(std::int64_t N, std::int64_t C, std::int64_t S, std::int64_t tensors) {
-  return tensors * N * C * S * static_cast<std::int64_t>(sizeof(float)) >= kStreamFootprintBytes;
+  return tensors * N * C * S * static_cast<std::int64_t>(sizeof(float)) >= batchnorm_tuning().stream_footprint_bytes;
 }
 
 // Sixteen normalized values to y: with relu, max(0, v) as the plain loops
@@ -960,8 +990,6 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
 
 }  // namespace
 
-std::int64_t batchnorm_work_doubles(std::int64_t C) { return 4 * C; }
-
 void batchnorm_forward_train(float* y, float* mean, float* var, float* inv_std, const float* x, const float* gamma,
                              const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S,
                              double* work) {
@@ -1063,5 +1091,72 @@ void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_m
   grad_coefficients(k, u, v, nullptr, nullptr, sum_dy, sum_dy_xc, inv_std, gamma, m, C);  // as in backward
   apply_grad(dx, dy, x, relu_mask, mean, k, u, v, N, C, S);
 }
+
+#else  // !BNORM_BN_VECTORIZED: the plain formulas, in float
+
+void batchnorm_forward_train(float* y, float* mean, float* var, float* inv_std, const float* x, const float* gamma,
+                             const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S, double*) {
+  reference::batchnorm_forward_train(y, nullptr, false, mean, var, inv_std, x, gamma, beta, eps, N, C, S);
+}
+
+void batchnorm_forward_inference(float* y, const float* x, const float* mean, const float* var, const float* gamma,
+                                 const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S,
+                                 double*) {
+  reference::batchnorm_forward_inference(y, false, x, mean, var, gamma, beta, eps, N, C, S);
+}
+
+void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x, const float* mean,
+                        const float* inv_std, const float* gamma, std::int64_t N, std::int64_t C, std::int64_t S,
+                        double*) {
+  reference::batchnorm_backward(dx, dgamma, dbeta, dy, nullptr, x, mean, inv_std, gamma, N, C, S);
+}
+
+void batchnorm_relu_forward_train(float* y, std::uint8_t* mask, float* mean, float* var, float* inv_std, const float* x,
+                                  const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
+                                  std::int64_t S, double*) {
+  reference::batchnorm_forward_train(y, mask, true, mean, var, inv_std, x, gamma, beta, eps, N, C, S);
+}
+
+void batchnorm_relu_forward_inference(float* y, const float* x, const float* mean, const float* var, const float* gamma,
+                                      const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S,
+                                      double*) {
+  reference::batchnorm_forward_inference(y, true, x, mean, var, gamma, beta, eps, N, C, S);
+}
+
+void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std::uint8_t* mask,
+                             const float* x, const float* mean, const float* inv_std, const float* gamma,
+                             std::int64_t N, std::int64_t C, std::int64_t S, double*) {
+  reference::batchnorm_backward(dx, dgamma, dbeta, dy, mask, x, mean, inv_std, gamma, N, C, S);
+}
+
+void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var, double f,
+                              double var_scale, std::int64_t C) {
+  reference::batchnorm_update_running(running_mean, running_var, mean, var, f, var_scale, C);
+}
+
+void batchnorm_channel_moments(double* mean, double* m2, const float* x, std::int64_t N, std::int64_t C, std::int64_t S,
+                               double*) {
+  reference::batchnorm_channel_moments(mean, m2, x, N, C, S);
+}
+
+void batchnorm_normalize_with(float* y, std::uint8_t* relu_mask, bool relu, float* mean_out, float* var_out,
+                              float* inv_std, const float* x, const double* mean, const double* var, const float* gamma,
+                              const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S, double*) {
+  reference::batchnorm_normalize_with(y, relu_mask, relu, mean_out, var_out, inv_std, x, mean, var, gamma, beta, eps,
+                                      N, C, S);
+}
+
+void batchnorm_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, const std::uint8_t* relu_mask,
+                         const float* x, const float* mean, std::int64_t N, std::int64_t C, std::int64_t S) {
+  reference::batchnorm_grad_sums(sum_dy, sum_dy_xc, dy, relu_mask, x, mean, N, C, S);
+}
+
+void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_mask, const float* x, const float* mean,
+                          const float* inv_std, const float* gamma, const double* sum_dy, const double* sum_dy_xc,
+                          double m, std::int64_t N, std::int64_t C, std::int64_t S, double*) {
+  reference::batchnorm_apply_grad(dx, dy, relu_mask, x, mean, inv_std, gamma, sum_dy, sum_dy_xc, m, N, C, S);
+}
+
+#endif  // BNORM_BN_VECTORIZED
 
 }  // namespace bnorm::kernels
