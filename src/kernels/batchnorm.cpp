@@ -86,6 +86,11 @@ std::int64_t batchnorm_work_doubles(std::int64_t C) { return 4 * C; }
 #if BNORM_BN_VECTORIZED
 namespace {
 
+// These stay fixed on every machine: kRowBlock and kRunBlock set where float
+// sums merge into double, so the results' bits depend on them; kLanes,
+// kRowChunk, kRowWidth and kChannelBlockMax are register and stack-array
+// shapes (a block's coefficients and lanes, 4-32 KB, sit in any L1d); and
+// kParallelMin is the cost of waking threads, not of memory.
 constexpr std::int64_t kLanes = 16;             // independent float accumulators: one AVX-512 register
 constexpr std::int64_t kRowBlock = 16;          // rows summed in float before merging into double (S == 1)
 constexpr std::int64_t kRowWidth = 256;         // most columns in one block (S == 1)
@@ -877,23 +882,51 @@ void update_running(float* __restrict running_mean, float* __restrict running_va
 
 // The three entry points, each with an optional ReLU after the batch norm.
 
-// The caller's scratch (batchnorm_work_doubles(C)), carved into per-channel arrays.
-struct Work {
-  double* sum_a;  // (C)
-  double* sum_b;  // (C)
-  float* f[4];    // four (C) float arrays
-  Work(double* work, std::int64_t C) : sum_a(work), sum_b(work + C) {
-    float* base = reinterpret_cast<float*>(work + 2 * C);
-    for (std::int64_t i = 0; i < 4; ++i) f[i] = base + i * C;
-  }
+// The caller's scratch (batchnorm_work_doubles(C) doubles) as per-channel
+// arrays (C each): two of doubles, then up to four of floats.
+inline float* scratch_floats(double* work, std::int64_t C, std::int64_t which) {
+  return reinterpret_cast<float*>(work + 2 * C) + which * C;
+}
+
+// A forward's: the shifted sums (then the mean and variance), the shift, and
+// normalize's coefficients with the float mean's remainder.
+struct ForwardScratch {
+  double* sum;
+  double* sumsq;
+  float* shift;
+  float* scale;
+  float* offset;
+  float* mean_lo;
+  ForwardScratch(double* work, std::int64_t C)
+      : sum(work),
+        sumsq(work + C),
+        shift(scratch_floats(work, C, 0)),
+        scale(scratch_floats(work, C, 1)),
+        offset(scratch_floats(work, C, 2)),
+        mean_lo(scratch_floats(work, C, 3)) {}
+};
+
+// A backward's: the gradient sums and dx's coefficients k, u, v (see backward).
+struct BackwardScratch {
+  double* sum_dy;
+  double* sum_dy_xc;
+  float* k;
+  float* u;
+  float* v;
+  BackwardScratch(double* work, std::int64_t C)
+      : sum_dy(work),
+        sum_dy_xc(work + C),
+        k(scratch_floats(work, C, 0)),
+        u(scratch_floats(work, C, 1)),
+        v(scratch_floats(work, C, 2)) {}
 };
 
 void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* var, float* inv_std, const float* x,
                    const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S,
                    double* work) {
-  Work w(work, C);
-  double *sum = w.sum_a, *sumsq = w.sum_b;
-  float *shift = w.f[0], *scale = w.f[1], *offset = w.f[2], *mean_lo = w.f[3];
+  const ForwardScratch w(work, C);
+  double *sum = w.sum, *sumsq = w.sumsq;
+  float *shift = w.shift, *scale = w.scale, *offset = w.offset, *mean_lo = w.mean_lo;
   // One sample of each channel as its shift: close to the mean in practice.
   for (std::int64_t c = 0; c < C; ++c) shift[c] = x[c * S];
   const double m = static_cast<double>(N * S);
@@ -935,8 +968,8 @@ void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* 
 
 void forward_inference(float* y, bool relu, const float* x, const float* mean, const float* var, const float* gamma,
                        const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S, double* work) {
-  Work w(work, C);
-  float *scale = w.f[0], *offset = w.f[1], *no_remainder = w.f[2];  // a given float mean is exact as it stands
+  const ForwardScratch w(work, C);
+  float *scale = w.scale, *offset = w.offset, *no_remainder = w.mean_lo;  // a given float mean is exact as it stands
   std::fill(no_remainder, no_remainder + C, 0.0f);
   inference_coefficients(scale, offset, var, gamma, beta, eps, C);
   normalize(y, nullptr, relu, x, mean, no_remainder, scale, offset, N, C, S);
@@ -945,9 +978,9 @@ void forward_inference(float* y, bool relu, const float* x, const float* mean, c
 void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std::uint8_t* mask, const float* x,
               const float* mean, const float* inv_std, const float* gamma, std::int64_t N, std::int64_t C,
               std::int64_t S, double* work) {
-  Work w(work, C);
-  double *sum_dy = w.sum_a, *sum_dy_xc = w.sum_b;
-  float *k = w.f[0], *u = w.f[1], *v = w.f[2];
+  const BackwardScratch w(work, C);
+  double *sum_dy = w.sum_dy, *sum_dy_xc = w.sum_dy_xc;
+  float *k = w.k, *u = w.u, *v = w.v;
   const double m = static_cast<double>(N * S);
   // Pass 1: Σ dy and Σ dy·(x − mean) together; Σ dy·x̂ = inv_std · Σ dy·(x − mean).
   // Pass 2: dx = gamma·inv_std · (dy − mean(dy) − x̂ · mean(dy·x̂))
@@ -1042,9 +1075,9 @@ void batchnorm_channel_moments(double* mean, double* m2, const float* x, std::in
     std::fill(m2, m2 + C, 0.0);
     return;
   }
-  Work w(work, C);
-  double *sum = w.sum_a, *sumsq = w.sum_b;
-  float* shift = w.f[0];
+  const ForwardScratch w(work, C);
+  double *sum = w.sum, *sumsq = w.sumsq;
+  float* shift = w.shift;
   for (std::int64_t c = 0; c < C; ++c) shift[c] = x[c * S];
   channel_moments(sum, sumsq, shift, x, N, C, S);
   // With d = x - shift: mean = shift + Σd/m and M2 = Σd² - (Σd)²/m.
@@ -1059,8 +1092,8 @@ void batchnorm_normalize_with(float* y, std::uint8_t* relu_mask, bool relu, floa
                               float* inv_std, const float* x, const double* mean, const double* var, const float* gamma,
                               const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S,
                               double* work) {
-  Work w(work, C);
-  float *scale = w.f[0], *offset = w.f[1], *mean_lo = w.f[2];
+  const ForwardScratch w(work, C);
+  float *scale = w.scale, *offset = w.offset, *mean_lo = w.mean_lo;
   normalize_coefficients(mean_out, mean_lo, var_out, inv_std, scale, offset, mean, var, gamma, beta, eps, C);
   if (N * S > 0) normalize(y, relu_mask, relu, x, mean_out, mean_lo, scale, offset, N, C, S);
 }
@@ -1086,8 +1119,8 @@ void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_m
                           const float* inv_std, const float* gamma, const double* sum_dy, const double* sum_dy_xc,
                           double m, std::int64_t N, std::int64_t C, std::int64_t S, double* work) {
   if (N * S == 0) return;
-  Work w(work, C);
-  float *k = w.f[0], *u = w.f[1], *v = w.f[2];
+  const BackwardScratch w(work, C);
+  float *k = w.k, *u = w.u, *v = w.v;
   grad_coefficients(k, u, v, nullptr, nullptr, sum_dy, sum_dy_xc, inv_std, gamma, m, C);  // as in backward
   apply_grad(dx, dy, x, relu_mask, mean, k, u, v, N, C, S);
 }
