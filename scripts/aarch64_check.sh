@@ -12,19 +12,11 @@ started=$SECONDS
 
 packages=(g++-aarch64-linux-gnu qemu-user libopenblas-dev:arm64 zlib1g-dev:arm64 libgtest-dev:arm64 libgomp1:arm64
           libstdc++6:arm64)
-if [ "$(id -u)" = 0 ]; then
-  missing=()
-  for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-  fi
-else
-  echo "aarch64_check.sh: not root, so not installing packages; needed: ${packages[*]}" >&2
+# The arm64 packages can be named only once dpkg knows the architecture.
+if [ "$(id -u)" = 0 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  dpkg --add-architecture arm64
 fi
+bash scripts/install_missing.sh aarch64_check.sh "${packages[@]}"
 
 build_dir=${BNORM_AARCH64_BUILD_DIR:-build-aarch64}
 tests=(test_bn_kernels test_gradcheck test_bn_golden test_cpu_caches)
