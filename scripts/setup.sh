@@ -17,18 +17,7 @@ if [ "${1:-}" = "--tests" ]; then
   packages+=(python3-torch python3-numpy python3-sklearn gnuplot-nox)
 fi
 
-if [ "$(id -u)" = 0 ]; then
-  missing=()
-  for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-  fi
-else
-  echo "setup.sh: not root, so not installing packages; needed: ${packages[*]}" >&2
-fi
+bash scripts/install_missing.sh setup.sh "${packages[@]}"
 
 build_dir=${BNORM_BUILD_DIR:-build}
 # shellcheck disable=SC2086

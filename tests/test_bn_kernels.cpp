@@ -1,4 +1,4 @@
-// The batch-norm kernels against a naive float64 reference written straight
+// The batch-norm kernels against the plain float64 reference written straight
 // from the formulas, on odd sizes, batch 2 and far-from-zero means; and the
 // layer's semantics (modes, running-average conventions, refusals).
 #include <gtest/gtest.h>
@@ -6,6 +6,7 @@
 #include "bnorm/error.hpp"
 #include "bnorm/kernels/activation.hpp"
 #include "bnorm/kernels/batchnorm.hpp"
+#include "bnorm/kernels/batchnorm_reference.hpp"
 #include "bnorm/nn/batchnorm.hpp"
 #include "test_util.hpp"
 
@@ -20,56 +21,34 @@ double* scratch(std::int64_t C) {
   return work.data();
 }
 
-// Reference: layout (N, C, S), everything in double, two passes, no tricks.
+// The plain reference in double (kernels/batchnorm_reference.hpp): forward,
+// then backward with its own statistics.
 struct Reference {
-  std::vector<double> y, dx, dgamma, dbeta, mean, var;
+  std::vector<double> y, dx, dgamma, dbeta, mean, var, inv_std;
 };
 
 Reference reference_batchnorm(const Tensor& x, const Tensor& dy, const std::vector<float>& gamma,
-                              const std::vector<float>& beta, double eps, std::int64_t N, std::int64_t C,
+                              const std::vector<float>& beta, float eps, std::int64_t N, std::int64_t C,
                               std::int64_t S) {
   Reference r;
-  const auto total = static_cast<std::size_t>(N * C * S);
+  const auto total = static_cast<std::size_t>(N * C * S), channels = static_cast<std::size_t>(C);
   r.y.resize(total);
   r.dx.resize(total);
-  r.dgamma.assign(static_cast<std::size_t>(C), 0);
-  r.dbeta.assign(static_cast<std::size_t>(C), 0);
-  r.mean.assign(static_cast<std::size_t>(C), 0);
-  r.var.assign(static_cast<std::size_t>(C), 0);
-  const double m = static_cast<double>(N * S);
-  auto at = [&](std::int64_t n, std::int64_t c, std::int64_t s) {
-    return static_cast<std::size_t>((n * C + c) * S + s);
-  };
-  for (std::int64_t c = 0; c < C; ++c) {
-    double sum = 0;
-    for (std::int64_t n = 0; n < N; ++n)
-      for (std::int64_t s = 0; s < S; ++s) sum += x[static_cast<std::int64_t>(at(n, c, s))];
-    const double mu = sum / m;
-    double sq = 0;
-    for (std::int64_t n = 0; n < N; ++n)
-      for (std::int64_t s = 0; s < S; ++s) sq += std::pow(x[static_cast<std::int64_t>(at(n, c, s))] - mu, 2);
-    const double var = sq / m, inv_std = 1.0 / std::sqrt(var + eps);
-    r.mean[c] = mu;
-    r.var[c] = var;
-    double sdy = 0, sdyx = 0;
-    for (std::int64_t n = 0; n < N; ++n)
-      for (std::int64_t s = 0; s < S; ++s) {
-        const auto i = at(n, c, s);
-        const double x_hat = (x[static_cast<std::int64_t>(i)] - mu) * inv_std;
-        r.y[i] = gamma[c] * x_hat + beta[c];
-        sdy += dy[static_cast<std::int64_t>(i)];
-        sdyx += dy[static_cast<std::int64_t>(i)] * x_hat;
-      }
-    r.dbeta[c] = sdy;
-    r.dgamma[c] = sdyx;
-    for (std::int64_t n = 0; n < N; ++n)
-      for (std::int64_t s = 0; s < S; ++s) {
-        const auto i = at(n, c, s);
-        const double x_hat = (x[static_cast<std::int64_t>(i)] - mu) * inv_std;
-        r.dx[i] = gamma[c] * inv_std / m * (m * dy[static_cast<std::int64_t>(i)] - sdy - x_hat * sdyx);
-      }
-  }
+  for (auto* per_channel : {&r.dgamma, &r.dbeta, &r.mean, &r.var, &r.inv_std}) per_channel->resize(channels);
+  kernels::reference::batchnorm_forward_train(r.y.data(), nullptr, false, r.mean.data(), r.var.data(),
+                                              r.inv_std.data(), x.data(), gamma.data(), beta.data(), eps, N, C, S);
+  kernels::reference::batchnorm_backward(r.dx.data(), r.dgamma.data(), r.dbeta.data(), dy.data(), nullptr, x.data(),
+                                         r.mean.data(), r.inv_std.data(), gamma.data(), N, C, S);
   return r;
+}
+
+// At least N examples, and as many more as make a pass over `tensors`
+// tensors of (N, C, S) floats write around the caches on this machine
+// (the threshold follows its L3).
+std::int64_t examples_to_stream(std::int64_t N, std::int64_t C, std::int64_t S, std::int64_t tensors) {
+  const std::int64_t bytes_per_example = tensors * C * S * std::int64_t{sizeof(float)};
+  const std::int64_t threshold = kernels::batchnorm_tuning().stream_footprint_bytes;
+  return std::max(N, (threshold + bytes_per_example - 1) / bytes_per_example);
 }
 
 double worst_error(const float* got, const std::vector<double>& want) {
@@ -98,14 +77,14 @@ TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
                            // (N, C) with C >= 64: register chunks of 64 channels plus a tail, and past 256
                            {20, 100, 1, 2, 1.5},
                            {17, 300, 1, -1, 1},
-                           // over 6 MiB, so that forward (x, y: 12 MiB) and backward both write
-                           // around the caches: runs of 196 (whole lines every fourth run) and of an
-                           // odd length (runs start at every alignment); rows of whole lines, and
-                           // rows that are not (plain stores)
-                           {88, 256, 196, 1, 2},
-                           {5, 173, 4913, -2, 1},
-                           {1550, 1024, 1, 3, 1},
-                           {1051, 1500, 1, 0, 1}};
+                           // large enough that forward (x, y) and backward both write around the
+                           // caches: runs of 196 (whole lines every fourth run) and of an odd
+                           // length (runs start at every alignment); rows of whole lines, and rows
+                           // that are not (plain stores)
+                           {examples_to_stream(88, 256, 196, 2), 256, 196, 1, 2},
+                           {examples_to_stream(5, 173, 4913, 2), 173, 4913, -2, 1},
+                           {examples_to_stream(1550, 1024, 1, 2), 1024, 1, 3, 1},
+                           {examples_to_stream(1051, 1500, 1, 2), 1500, 1, 0, 1}};
   for (const Shape3& sh : shapes) {
     SCOPED_TRACE("N=" + std::to_string(sh.N) + " C=" + std::to_string(sh.C) + " S=" + std::to_string(sh.S) +
                  " mean=" + std::to_string(sh.mean));
@@ -115,7 +94,7 @@ TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
     std::vector<float> gamma(static_cast<std::size_t>(sh.C)), beta(static_cast<std::size_t>(sh.C));
     for (auto& g : gamma) g = static_cast<float>(0.5 + rng.uniform());
     for (auto& b : beta) b = static_cast<float>(rng.normal());
-    const auto ref = reference_batchnorm(x, dy, gamma, beta, 1e-5, sh.N, sh.C, sh.S);
+    const auto ref = reference_batchnorm(x, dy, gamma, beta, 1e-5f, sh.N, sh.C, sh.S);
 
     Tensor y(x.shape()), dx(x.shape());
     std::vector<float> mean(gamma.size()), var(gamma.size()), inv_std(gamma.size()), dgamma(gamma.size()),
@@ -134,6 +113,15 @@ TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
     // stretches around a shift, whose rounding scales with the spread.
     EXPECT_LE(worst_error(mean.data(), ref.mean), 1e-7 * (1 + std::abs(sh.mean)) + 1e-6 * sh.sd) << "mean";
     EXPECT_LE(worst_error(var.data(), ref.var), 1e-6) << "var";
+    // Inference with the reference's statistics, rounded to float as a layer keeps them.
+    const std::vector<float> ref_mean(ref.mean.begin(), ref.mean.end()), ref_var(ref.var.begin(), ref.var.end());
+    std::vector<double> ref_y_inference(ref.y.size());
+    kernels::reference::batchnorm_forward_inference(ref_y_inference.data(), false, x.data(), ref_mean.data(),
+                                                    ref_var.data(), gamma.data(), beta.data(), 1e-5f, sh.N, sh.C,
+                                                    sh.S);
+    kernels::batchnorm_forward_inference(y.data(), x.data(), ref_mean.data(), ref_var.data(), gamma.data(),
+                                         beta.data(), 1e-5f, sh.N, sh.C, sh.S, scratch(sh.C));
+    EXPECT_LE(worst_error(y.data(), ref_y_inference), tol) << "inference y";
   }
 }
 
@@ -151,7 +139,7 @@ TEST(BatchNormKernels, LargeMeanNormalizesAccurately) {
     kernels::batchnorm_forward_train(y.data(), mean.data(), var.data(), inv_std.data(), x.data(), nullptr, nullptr,
                                      1e-5f, sh.N, sh.C, sh.S, scratch(sh.C));
     const std::vector<float> ones(Cs, 1.0f), zeros(Cs, 0.0f);
-    const auto ref = reference_batchnorm(x, x, ones, zeros, 1e-5, sh.N, sh.C, sh.S);
+    const auto ref = reference_batchnorm(x, x, ones, zeros, 1e-5f, sh.N, sh.C, sh.S);
     for (std::int64_t i = 0; i < x.size(); ++i)
       ASSERT_NEAR(y[i], ref.y[static_cast<std::size_t>(i)], 1e-3) << "S " << sh.S << " value " << i;
   }
@@ -185,7 +173,7 @@ Tensor column_batch(std::initializer_list<float> values) {
 TEST(BatchNormKernels, FusedReluIsBitIdenticalToSeparateLayers) {
   const Shape3 shapes[] = {{7, 37, 1, 0.3, 1.0},     {64, 512, 1, -0.5, 2.0}, {3, 5, 17, 0.0, 1.0},
                            {4, 19, 196, 1.0, 3.0},   {2, 3, 1030, -1.0, 1.0}, {5, 173, 4913, 0.0, 1.0},
-                           {1550, 1024, 1, 0.0, 1.0}};  // over 6 MiB: streamed
+                           {examples_to_stream(1550, 1024, 1, 2), 1024, 1, 0.0, 1.0}};  // streamed
   for (const Shape3& sh : shapes) {
     const std::int64_t N = sh.N, C = sh.C, S = sh.S, total = N * C * S;
     Rng rng(static_cast<std::uint64_t>(N * 1000 + C * 10 + S));

@@ -1,4 +1,6 @@
 // bnorm bench bn: times the batch-norm layer alone on a given shape.
+#include <cblas.h>
+
 #include <algorithm>
 #include <charconv>
 #include <chrono>
@@ -7,6 +9,8 @@
 
 #include "bnorm/error.hpp"
 #include "bnorm/kernels/activation.hpp"
+#include "bnorm/kernels/batchnorm.hpp"
+#include "bnorm/kernels/cpu_caches.hpp"
 #include "bnorm/nn/activation.hpp"
 #include "bnorm/nn/batchnorm.hpp"
 #include "commands.hpp"
@@ -59,6 +63,33 @@ double median_ms(std::int64_t iterations, F&& body) {
   return ms[ms.size() / 2];
 }
 
+// The caches the kernels found, where from, what the batch norm made of them,
+// and OpenBLAS's kernel choice: a time means little without the blocking it
+// was measured with.
+nlohmann::json machine_facts() {
+  const kernels::CacheSizes& caches = kernels::cpu_caches();
+  const kernels::BatchnormTuning& tuning = kernels::batchnorm_tuning();
+  const std::string sources = std::string(kernels::cpu_cache_source(0)) + "," + kernels::cpu_cache_source(1) + "," +
+                              kernels::cpu_cache_source(2);
+  return {{"l1d_bytes", caches.l1d_bytes},
+          {"l2_bytes", caches.l2_bytes},
+          {"l3_bytes", caches.l3_bytes},
+          {"caches_from", sources},
+          {"bn_group_bytes", tuning.group_bytes},
+          {"bn_stream_from_bytes", tuning.stream_footprint_bytes},
+          {"bn_prefetch_bytes", tuning.prefetch_bytes},
+          {"openblas_core", openblas_get_corename()}};
+}
+
+void print_machine_facts(const nlohmann::json& facts) {
+  const auto kib = [&](const char* key) { return static_cast<long long>(facts.at(key).get<std::int64_t>() >> 10); };
+  std::printf("caches (%s): L1d %lld KiB, L2 %lld KiB, L3 %lld KiB; batch norm: groups of %lld KiB, streamed from "
+              "%lld KiB, prefetch %lld KiB ahead; OpenBLAS core %s\n",
+              facts.at("caches_from").get<std::string>().c_str(), kib("l1d_bytes"), kib("l2_bytes"), kib("l3_bytes"),
+              kib("bn_group_bytes"), kib("bn_stream_from_bytes"), kib("bn_prefetch_bytes"),
+              facts.at("openblas_core").get<std::string>().c_str());
+}
+
 void run_bench(const BenchOptions& o) {
   apply_threads(o.threads);
   if (o.iterations < 1 || o.iterations > 100000) throw Error("--iterations must be in 1..100000");
@@ -88,7 +119,7 @@ void run_bench(const BenchOptions& o) {
   // ReLU's byte mask, written and read once more, is not counted).
   const double gbps = 5.0 * 4.0 * static_cast<double>(x.size()) / (fwdbwd * 1e-3) / 1e9;
   nlohmann::json result{{"shape", o.shape}, {"fwd_train_ms", fwd}, {"fwdbwd_train_ms", fwdbwd},
-                        {"infer_ms", infer}, {"gbps", gbps}, {"relu", o.relu}};
+                        {"infer_ms", infer}, {"gbps", gbps}, {"relu", o.relu}, {"machine", machine_facts()}};
   double sep_fwd = 0, sep_fwdbwd = 0, sep_infer = 0;
   if (o.relu) {
     bn.set_fused_relu(false);
@@ -116,6 +147,7 @@ void run_bench(const BenchOptions& o) {
     std::printf("%s\n", result.dump().c_str());
     return;
   }
+  print_machine_facts(result["machine"]);
   std::printf("batchnorm%s %s: train forward %.3f ms, train forward+backward %.3f ms, inference %.3f ms, %.1f GB/s "
               "(median of %lld)\n",
               o.relu ? "+relu fused" : "", o.shape.c_str(), fwd, fwdbwd, infer, gbps,
@@ -178,7 +210,7 @@ Runner add_bench_command(CLI::App& app) {
   cmd->add_option("--iterations", o->iterations, "Timed repetitions (median reported)")->capture_default_str();
   cmd->add_option("--threads", o->threads, "Threads (0 = one per core)")->capture_default_str();
   cmd->add_flag("--relu", o->relu, "Time batch norm + ReLU fused, and as two layers for comparison");
-  cmd->add_flag("--json", o->json, "One JSON object: shape, fwd_train_ms, fwdbwd_train_ms, infer_ms, gbps");
+  cmd->add_flag("--json", o->json, "One JSON object: shape, fwd_train_ms, fwdbwd_train_ms, infer_ms, gbps, machine");
 
   auto so = std::make_shared<StreamOptions>();
   CLI::App* stream = bench->add_subcommand("stream", "Memory bandwidth (STREAM-style copy and triad), in GB/s");

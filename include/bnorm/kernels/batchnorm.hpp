@@ -24,7 +24,20 @@
 // nothing; its contents on entry do not matter.
 #include <cstdint>
 
+#include "bnorm/kernels/cpu_caches.hpp"
+
 namespace bnorm::kernels {
+
+// How the kernels size their work to a machine's caches; the rules and their
+// reasons are at the definition (src/kernels/batchnorm.cpp).
+struct BatchnormTuning {
+  std::int64_t group_bytes;             // data a fused training pass takes at a time
+  std::int64_t stream_footprint_bytes;  // a pass whose tensors come to this much writes around the caches (x86)
+  std::int64_t prefetch_bytes;          // how far ahead the per-channel sums ask for data, at least
+};
+BatchnormTuning batchnorm_tuning(const CacheSizes& caches);
+// For cpu_caches(): what the kernels below use.
+const BatchnormTuning& batchnorm_tuning();
 
 // Size of the scratch every function below needs, in doubles.
 std::int64_t batchnorm_work_doubles(std::int64_t C);

@@ -1,0 +1,379 @@
+// The batch-norm passes over an (N, C, S) input with S > 1: each (n, c) pair
+// is a contiguous run of S values; the threads split the channels (or, for a
+// pass with given coefficients, the (example, channel) pairs) and vectorize
+// within runs. Terms and shared pieces: bn_lanes.hpp.
+#include "bn_lanes.hpp"
+
+#if BNORM_BN_VECTORIZED
+namespace bnorm::kernels::vectorized {
+namespace {
+
+// Adds Σ (x - shift[c]) and Σ (x - shift[c])^2 over `runs` consecutive runs of
+// S values (channels c0.. of one example): whole lane-widths into the float
+// lanes s[r] and q[r] (a run's last partial lane-width masked, or, for
+// S < 16, its values into the doubles). One call covers a block of channels,
+// so the dispatch and the lane loads happen per block, not per run.
+// `ahead` (in values, from prefetch_ahead) is where the same block of a later
+// example lies: the stretches of one block are short and far apart, and the
+// hardware prefetchers lose the first lines of each, so this asks for them
+// early (0: nothing to ask for).
+BNORM_MULTIVERSION
+void block_moments(Lanes* s_out, Lanes* q_out, double* tail_sum, double* tail_sumsq, const float* x, std::int64_t runs,
+                   std::int64_t S, const float* shift, std::int64_t ahead) {
+  for (std::int64_t r = 0; r < runs; ++r) {
+    // Local copies: through the pointers the compiler must assume x may alias
+    // the lanes and would store them back on every step.
+    Lanes s = s_out[r], q = q_out[r];
+    const float* run = x + r * S;
+    const float k = shift[r];
+    std::int64_t i = 0;
+    for (; i + kLanes <= S; i += kLanes) {
+      __builtin_prefetch(run + i + ahead);
+      BNORM_LOAD_LANES(v, run + i);
+      const Lanes d = v - k;
+      s += d;
+      q += d * d;
+    }
+    if (i < S && S >= kLanes) {  // the run's last lane-width, less the lanes counted above
+      BNORM_LOAD_LANES(v, run + S - kLanes);
+      Lanes d = v - k;
+      keep_lanes_from(d, kLanes - (S - i));
+      s += d;
+      q += d * d;
+    } else if (i < S) {  // a run shorter than a lane-width
+      double ts = 0.0, tq = 0.0;
+      for (; i < S; ++i) {
+        const double d = static_cast<double>(run[i] - k);
+        ts += d;
+        tq += d * d;
+      }
+      tail_sum[r] += ts;
+      tail_sumsq[r] += tq;
+    }
+    s_out[r] = s;
+    q_out[r] = q;
+  }
+}
+
+// Adds Σ dy and Σ dy * (x - mean[c]) over `runs` consecutive runs, as block_moments does.
+// With a ReLU mask (fused BN + ReLU) dy counts only where the mask is 1: the
+// gradient that reaches the batch norm's output is dy where ReLU let it pass.
+// `ahead` as in block_moments.
+BNORM_MULTIVERSION
+void block_grad_sums(Lanes* s_out, Lanes* q_out, double* tail_dy, double* tail_dy_xc, const float* dy, const float* x,
+                     const std::uint8_t* mask, std::int64_t runs, std::int64_t S, const float* mean,
+                     std::int64_t ahead) {
+  for (std::int64_t r = 0; r < runs; ++r) {
+    Lanes s = s_out[r], q = q_out[r];
+    const float* dyr = dy + r * S;
+    const float* xr = x + r * S;
+    const std::uint8_t* mr = mask ? mask + r * S : nullptr;
+    const float mu = mean[r];
+    std::int64_t i = 0;
+    if (mr) {
+      for (; i + kLanes <= S; i += kLanes) {
+        __builtin_prefetch(dyr + i + ahead);
+        __builtin_prefetch(xr + i + ahead);
+        BNORM_LOAD_LANES(g, dyr + i);
+        BNORM_LOAD_LANES(v, xr + i);
+        keep_where_mask(g, mr + i);
+        s += g;
+        q += g * (v - mu);
+      }
+    } else {
+      for (; i + kLanes <= S; i += kLanes) {
+        __builtin_prefetch(dyr + i + ahead);
+        __builtin_prefetch(xr + i + ahead);
+        BNORM_LOAD_LANES(g, dyr + i);
+        BNORM_LOAD_LANES(v, xr + i);
+        s += g;
+        q += g * (v - mu);
+      }
+    }
+    if (i < S && S >= kLanes) {  // the last lane-width, as in block_moments
+      BNORM_LOAD_LANES(g, dyr + S - kLanes);
+      BNORM_LOAD_LANES(v, xr + S - kLanes);
+      if (mr) keep_where_mask(g, mr + S - kLanes);
+      keep_lanes_from(g, kLanes - (S - i));
+      s += g;
+      q += g * (v - mu);
+    } else if (i < S) {
+      double ts = 0.0, tq = 0.0;
+      for (; i < S; ++i) {
+        const float d = dyr[i];
+        const float g = mr && !mr[i] ? 0.0f : d;
+        ts += g;
+        tq += static_cast<double>(g) * static_cast<double>(xr[i] - mu);
+      }
+      tail_dy[r] += ts;
+      tail_dy_xc[r] += tq;
+    }
+    s_out[r] = s;
+    q_out[r] = q;
+  }
+}
+
+// Two per-channel sums over one group of `count` consecutive channels of
+// (N, C, S) data with S > 1, walking the group example by example.
+// add_run_block(lanes_a, lanes_b, sums_a, sums_b, n) adds the group's runs of
+// example n. Float lanes merge into the double sums every kRunBlock values of
+// a channel; that schedule depends on N and S only, so a channel's sums do not
+// depend on the group it falls in, and neither the thread count nor the group
+// size changes the results.
+template <class AddRunBlock>
+void group_sums(double* sum_a, double* sum_b, std::int64_t N, std::int64_t S, std::int64_t count,
+                AddRunBlock add_run_block) {
+  Lanes a[kChannelBlockMax], b[kChannelBlockMax];
+  for (std::int64_t r = 0; r < count; ++r) {
+    sum_a[r] = sum_b[r] = 0.0;
+    a[r] = b[r] = Lanes{};
+  }
+  std::int64_t since_merge = 0;
+  for (std::int64_t n = 0; n < N; ++n) {
+    add_run_block(a, b, sum_a, sum_b, n);
+    since_merge += S;
+    if (since_merge >= kRunBlock || n + 1 == N) {
+      for (std::int64_t r = 0; r < count; ++r) {
+        sum_a[r] += lane_sum(a[r]);
+        sum_b[r] += lane_sum(b[r]);
+        a[r] = b[r] = Lanes{};
+      }
+      since_merge = 0;
+    }
+  }
+}
+
+// group_sums over all channels when nothing else is to be done with them:
+// each thread takes one block of consecutive channels (up to
+// kChannelBlockMax), so it reads its block's part of every example as one
+// long stretch. With blocks of 16 channels, 128x256x14x14 read 12.5 KB
+// stretches 200 KB apart and the hardware prefetchers restarted at each jump.
+// add_run_block(lanes_a, lanes_b, sums_a, sums_b, n, c0, count) as above for
+// channels c0..c0+count-1.
+template <class AddRunBlock>
+void block_sums(double* sum_a, double* sum_b, std::int64_t N, std::int64_t C, std::int64_t S,
+                AddRunBlock add_run_block) {
+  const bool parallel = N * C * S >= kParallelMin;
+  const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
+  const std::int64_t block = std::clamp<std::int64_t>((C + threads - 1) / threads, 1, kChannelBlockMax);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (std::int64_t c0 = 0; c0 < C; c0 += block) {
+    const std::int64_t count = std::min(C - c0, block);
+    group_sums(sum_a + c0, sum_b + c0, N, S, count, [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n) {
+      add_run_block(a, b, sa, sb, n, c0, count);
+    });
+  }
+}
+
+// `count` runs of S > 1 values, run r with channel r's coefficients; with
+// `stream`, whole cache lines are written with streaming stores.
+BNORM_MULTIVERSION
+void normalize_segment(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
+                       const float* mean_lo, const float* scale, const float* offset, std::int64_t count,
+                       std::int64_t S, bool stream) {
+  // Values [from, to) of the segment, all in run r, one at a time.
+  const auto plain = [&](std::int64_t from, std::int64_t to, std::int64_t r) {
+    const float hi = mean_hi[r], lo = mean_lo[r], a = scale[r], b = offset[r];
+    if (!relu) {
+      for (std::int64_t i = from; i < to; ++i) y[i] = ((x[i] - hi) - lo) * a + b;
+    } else if (!mask) {
+      for (std::int64_t i = from; i < to; ++i) {
+        const float v = ((x[i] - hi) - lo) * a + b;
+        y[i] = v > 0.0f ? v : 0.0f;
+      }
+    } else {
+      for (std::int64_t i = from; i < to; ++i) {
+        const float v = ((x[i] - hi) - lo) * a + b;
+        y[i] = v > 0.0f ? v : 0.0f;
+        mask[i] = v > 0.0f;
+      }
+    }
+  };
+  if (S < kLanes) {
+    for (std::int64_t r = 0; r < count; ++r) plain(r * S, (r + 1) * S, r);
+    return;
+  }
+  // The runs lie end to end, so the segment goes by lane-widths that start at
+  // cache lines of y, whatever S is; a lane-width across the end of a run is
+  // computed with both runs' coefficients and each lane takes its own run's
+  // (S >= 16: at most one end per lane-width). Every line but the segment's
+  // first and last is then whole, and no run has a head or tail of its own.
+  const std::int64_t total = count * S;
+  std::int64_t i = std::min(total, until_line(y));  // fewer than 16 values: inside run 0
+  plain(0, i, 0);
+  LaneBits lane;
+  lane_numbers(lane);
+  for (std::int64_t r = 0; r < count; ++r) {
+    const std::int64_t end = (r + 1) * S;
+    const float hi = mean_hi[r], lo = mean_lo[r], a = scale[r], b = offset[r];
+    for (; i + kLanes <= end; i += kLanes) {
+      BNORM_LOAD_LANES(v, x + i);
+      store_normalized(y + i, mask ? mask + i : nullptr, relu, ((v - hi) - lo) * a + b, stream);
+    }
+    if (i < end && i + kLanes <= total) {
+      BNORM_LOAD_LANES(v, x + i);
+      Lanes out = ((v - hi) - lo) * a + b;
+      blend(out, ((v - mean_hi[r + 1]) - mean_lo[r + 1]) * scale[r + 1] + offset[r + 1],
+            lane >= static_cast<std::int32_t>(end - i));
+      store_normalized(y + i, mask ? mask + i : nullptr, relu, out, stream);
+      i += kLanes;
+    }
+  }
+  plain(i, total, count - 1);
+}
+
+// dx = k*dy + (x - mean)*u + v, the backward's closing pass (coefficients per
+// channel), over `count` channels of one example as in normalize_segment;
+// with a mask, dy is taken as 0 where the mask is 0.
+BNORM_MULTIVERSION
+void apply_grad_segment(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
+                        const float* k, const float* u, const float* v, std::int64_t count, std::int64_t S,
+                        bool stream) {
+  const auto plain = [&](std::int64_t from, std::int64_t to, std::int64_t r) {
+    const float mu = mean[r], kc = k[r], uc = u[r], vc = v[r];
+    if (mask) {
+      for (std::int64_t i = from; i < to; ++i) {
+        const float d = dy[i];  // loaded unconditionally, so the select needs no branch
+        dx[i] = kc * (mask[i] ? d : 0.0f) + (x[i] - mu) * uc + vc;
+      }
+    } else {
+      for (std::int64_t i = from; i < to; ++i) dx[i] = kc * dy[i] + (x[i] - mu) * uc + vc;
+    }
+  };
+  if (S < kLanes) {
+    for (std::int64_t r = 0; r < count; ++r) plain(r * S, (r + 1) * S, r);
+    return;
+  }
+  // By lane-widths across the runs, as in normalize_segment.
+  const std::int64_t total = count * S;
+  std::int64_t i = std::min(total, until_line(dx));
+  plain(0, i, 0);
+  LaneBits lane;
+  lane_numbers(lane);
+  for (std::int64_t r = 0; r < count; ++r) {
+    const std::int64_t end = (r + 1) * S;
+    const float mu = mean[r], kc = k[r], uc = u[r], vc = v[r];
+    for (; i + kLanes <= end; i += kLanes) {
+      BNORM_LOAD_LANES(g, dy + i);
+      BNORM_LOAD_LANES(xv, x + i);
+      if (mask) keep_where_mask(g, mask + i);
+      store_lanes(dx + i, kc * g + (xv - mu) * uc + vc, stream);
+    }
+    if (i < end && i + kLanes <= total) {
+      BNORM_LOAD_LANES(g, dy + i);
+      BNORM_LOAD_LANES(xv, x + i);
+      if (mask) keep_where_mask(g, mask + i);
+      Lanes out = kc * g + (xv - mu) * uc + vc;
+      blend(out, k[r + 1] * g + (xv - mean[r + 1]) * u[r + 1] + v[r + 1], lane >= static_cast<std::int32_t>(end - i));
+      store_lanes(dx + i, out, stream);
+      i += kLanes;
+    }
+  }
+  plain(i, total, count - 1);
+}
+
+// Splits the N*C (example, channel) pairs into one contiguous share per
+// thread and calls segment(n, c0, count) for each piece of a share that lies
+// in one example. Shares follow memory, so a batch of one still splits.
+// With stream, each thread fences once at the end, as in parallel_blocks.
+template <class Segment>
+void parallel_segments(std::int64_t N, std::int64_t C, bool parallel, bool stream, Segment segment) {
+#pragma omp parallel if (parallel)
+  {
+    const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const std::int64_t first = N * C * t / threads, last = N * C * (t + 1) / threads;
+    for (std::int64_t p = first; p < last;) {
+      const std::int64_t n = p / C, c0 = p % C, count = std::min(C - c0, last - p);
+      segment(n, c0, count);
+      p += count;
+    }
+    if (stream) _mm_sfence();  // as in parallel_blocks
+  }
+}
+
+}  // namespace
+
+void planes_channel_moments(double* sum, double* sumsq, const float* shift, const float* x, std::int64_t N,
+                            std::int64_t C, std::int64_t S) {
+  block_sums(sum, sumsq, N, C, S,
+             [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {
+               const float* xn = x + (n * C + c0) * S;
+               block_moments(a, b, sa, sb, xn, count, S, shift + c0, prefetch_ahead(n, N, C, S, count));
+             });
+}
+
+void planes_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, const float* x, const std::uint8_t* mask,
+                      const float* mean, std::int64_t N, std::int64_t C, std::int64_t S) {
+  block_sums(sum_dy, sum_dy_xc, N, C, S,
+             [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {
+               const std::int64_t at = (n * C + c0) * S;
+               block_grad_sums(a, b, sa, sb, dy + at, x + at, mask ? mask + at : nullptr, count, S, mean + c0,
+                               prefetch_ahead(n, N, C, S, count));
+             });
+}
+
+void planes_normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
+                      const float* mean_lo, const float* scale, const float* offset, std::int64_t N, std::int64_t C,
+                      std::int64_t S, bool parallel, bool stream) {
+  parallel_segments(N, C, parallel, stream, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
+    const std::int64_t at = (n * C + c0) * S;
+    normalize_segment(y + at, mask ? mask + at : nullptr, relu, x + at, mean_hi + c0, mean_lo + c0, scale + c0,
+                      offset + c0, count, S, stream);
+  });
+}
+
+void planes_apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
+                       const float* k, const float* u, const float* v, std::int64_t N, std::int64_t C,
+                       std::int64_t S, bool parallel, bool stream) {
+  parallel_segments(N, C, parallel, stream, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
+    const std::int64_t at = (n * C + c0) * S;
+    apply_grad_segment(dx + at, dy + at, x + at, mask ? mask + at : nullptr, mean + c0, k + c0, u + c0, v + c0, count,
+                       S, stream);
+  });
+}
+
+// A group's sums, its coefficients, then its second pass while its values
+// are still in the cache: x comes from memory once.
+void planes_forward_train(const ForwardTrain& a, const ForwardScratch& w, bool parallel, bool stream) {
+  const std::int64_t N = a.N, C = a.C, S = a.S;
+  const std::int64_t group = channels_per_group(N * S * sizeof(float), C, parallel);
+  parallel_blocks(C, group, parallel, stream, [&](std::int64_t c0) {
+    const std::int64_t count = std::min(C - c0, group);
+    group_sums(w.sum + c0, w.sumsq + c0, N, S, count,
+               [&](Lanes* lanes_a, Lanes* lanes_b, double* sa, double* sb, std::int64_t n) {
+                 block_moments(lanes_a, lanes_b, sa, sb, a.x + (n * C + c0) * S, count, S, w.shift + c0,
+                               prefetch_ahead(n, N, C, S, count));
+               });
+    forward_group_coefficients(a, w, c0, count);
+    // Last example first: what the sums read last is what the cache still
+    // holds when a group (or one channel) is larger than it.
+    for (std::int64_t n = N; n-- > 0;) {
+      const std::int64_t at = (n * C + c0) * S;
+      normalize_segment(a.y + at, a.mask ? a.mask + at : nullptr, a.relu, a.x + at, a.mean + c0, w.mean_lo + c0,
+                        w.scale + c0, w.offset + c0, count, S, stream);
+    }
+  });
+}
+
+void planes_backward(const Backward& a, const BackwardScratch& w, bool parallel, bool stream) {
+  const std::int64_t N = a.N, C = a.C, S = a.S;
+  const std::int64_t group = channels_per_group(backward_bytes_per_channel(a), C, parallel);
+  parallel_blocks(C, group, parallel, stream, [&](std::int64_t c0) {
+    const std::int64_t count = std::min(C - c0, group);
+    group_sums(w.sum_dy + c0, w.sum_dy_xc + c0, N, S, count,
+               [&](Lanes* lanes_a, Lanes* lanes_b, double* sa, double* sb, std::int64_t n) {
+                 const std::int64_t at = (n * C + c0) * S;
+                 block_grad_sums(lanes_a, lanes_b, sa, sb, a.dy + at, a.x + at, a.mask ? a.mask + at : nullptr, count,
+                                 S, a.mean + c0, prefetch_ahead(n, N, C, S, count));
+               });
+    backward_group_coefficients(a, w, c0, count);
+    for (std::int64_t n = N; n-- > 0;) {  // last example first, as in planes_forward_train
+      const std::int64_t at = (n * C + c0) * S;
+      apply_grad_segment(a.dx + at, a.dy + at, a.x + at, a.mask ? a.mask + at : nullptr, a.mean + c0, w.k + c0,
+                         w.u + c0, w.v + c0, count, S, stream);
+    }
+  });
+}
+
+}  // namespace bnorm::kernels::vectorized
+#endif  // BNORM_BN_VECTORIZED

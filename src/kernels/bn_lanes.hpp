@@ -1,0 +1,313 @@
+#pragma once
+// What the vectorized batch-norm files share: batchnorm.cpp (the entry points
+// and the per-channel coefficients), batchnorm_rows.cpp (the (N, C) layout)
+// and batchnorm_planes.cpp (the (N, C, S) layout, S > 1). Their terms:
+//   lanes    sixteen floats computed side by side, one Lanes value
+//   row      the C values of one example of an (N, C) input
+//   run      the S contiguous values of one channel of one example (S > 1)
+//   segment  consecutive runs of one example: channels c0..c0+count-1
+//   block    the channels (or columns, for S == 1) that one call or one
+//            thread takes at a time
+//   group    a block that a fused training pass takes through both of its
+//            passes, sized by the group budget (batchnorm_tuning)
+//
+// The vectorized paths store around the caches and fence with SSE
+// instructions, which every x86-64 has (a 32-bit x86 need not); elsewhere
+// BNORM_BN_VECTORIZED is 0 and the entry points run the plain reference
+// (batchnorm_reference.cpp).
+#if defined(__x86_64__)
+#define BNORM_BN_VECTORIZED 1
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "bnorm/kernels/batchnorm.hpp"
+#include "multiversion.hpp"
+
+namespace bnorm::kernels::vectorized {
+
+// These stay fixed on every machine: kRowBlock and kRunBlock set where float
+// sums merge into double, so the results' bits depend on them; kLanes,
+// kRowChunk, kRowWidth and kChannelBlockMax are register and stack-array
+// shapes (a block's coefficients and lanes, 4-32 KB, sit in any L1d); and
+// kParallelMin is the cost of waking threads, not of memory.
+constexpr std::int64_t kLanes = 16;             // independent float accumulators: one AVX-512 register
+constexpr std::int64_t kRowBlock = 16;          // rows summed in float before merging into double (S == 1)
+constexpr std::int64_t kRowWidth = 256;         // most columns in one block (S == 1)
+constexpr int kRowChunk = 4;                    // lane groups summed in registers at a time (S == 1)
+constexpr std::int64_t kRunBlock = 1024;        // values of a run summed in float before merging (S > 1)
+constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at most (S > 1): 32 KB of lanes
+// Below this many values a parallel region costs more than it saves: a hidden
+// layer of 64x256 takes microseconds, while waking a second thread, and
+// waiting for it at the barrier when another process holds that core, can
+// take milliseconds.
+constexpr std::int64_t kParallelMin = std::int64_t{1} << 18;
+
+// Channels per group: as many as fit the group budget (batchnorm_tuning), at
+// least one, and no more than a thread's share of C, so every thread has work.
+inline std::int64_t channels_per_group(std::int64_t bytes_per_channel, std::int64_t C, bool parallel) {
+  const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
+  const std::int64_t fit = batchnorm_tuning().group_bytes / std::max<std::int64_t>(bytes_per_channel, 1);
+  return std::clamp<std::int64_t>(std::min(fit, (C + threads - 1) / threads), 1, kChannelBlockMax);
+}
+
+// How far ahead (in values) the sums over a group's stretch of example n ask
+// for data: the same stretch of a later example, at least the tuning's
+// prefetch distance on; 0 near the end of the batch.
+inline std::int64_t prefetch_ahead(std::int64_t n, std::int64_t N, std::int64_t C, std::int64_t S, std::int64_t count) {
+  const std::int64_t stretch = count * S * std::int64_t{sizeof(float)};
+  const std::int64_t examples = (batchnorm_tuning().prefetch_bytes + stretch - 1) / stretch;
+  return n + examples < N ? examples * C * S : 0;
+}
+
+// Columns per block in the fused (N, C) passes: whole groups of 64 (the
+// register path), as many as fit the group budget, from 64 up to kRowWidth, and
+// no more than a thread's share of C, so every thread has work.
+inline std::int64_t row_block_width(std::int64_t bytes_per_column, std::int64_t C, bool parallel) {
+  constexpr std::int64_t unit = kRowChunk * kLanes;
+  const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
+  const std::int64_t fit = batchnorm_tuning().group_bytes / std::max<std::int64_t>(bytes_per_column, 1);
+  const std::int64_t share = ((C + threads - 1) / threads + unit - 1) / unit * unit;
+  return std::clamp<std::int64_t>(std::min(fit / unit * unit, share), unit, kRowWidth);
+}
+
+// Sixteen float lanes as one value (GCC/Clang vector extension): one zmm
+// register in the AVX-512 copy, two ymm or four xmm in the others. Every copy
+// adds the same values in the same lane order, so all give identical bits;
+// an auto-vectorized scalar loop gave GCC room to shuffle lanes and ran at a
+// third of the speed.
+typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
+typedef std::int32_t LaneBits __attribute__((vector_size(kLanes * sizeof(std::int32_t))));
+
+// Loads through memcpy (unaligned-safe). A macro rather than a function: a
+// function returning Lanes by value has a different ABI in each copy.
+#define BNORM_LOAD_LANES(var, ptr) \
+  Lanes var;                       \
+  std::memcpy(&var, (ptr), sizeof var)
+
+// Sixteen lanes stored around the caches to p (a whole cache line): four SSE
+// streaming stores, which every x86-64 copy of the kernels can use.
+__attribute__((always_inline)) inline void stream_lanes(float* p, const Lanes& v) {
+  _mm_stream_ps(p, __builtin_shufflevector(v, v, 0, 1, 2, 3));
+  _mm_stream_ps(p + 4, __builtin_shufflevector(v, v, 4, 5, 6, 7));
+  _mm_stream_ps(p + 8, __builtin_shufflevector(v, v, 8, 9, 10, 11));
+  _mm_stream_ps(p + 12, __builtin_shufflevector(v, v, 12, 13, 14, 15));
+}
+
+// Sixteen lanes to p: streamed (p is then a whole cache line) or stored plainly.
+__attribute__((always_inline)) inline void store_lanes(float* p, const Lanes& v, bool stream) {
+  if (stream)
+    stream_lanes(p, v);
+  else
+    std::memcpy(p, &v, sizeof v);
+}
+
+// Whether a pass writes its output with streaming stores (batchnorm_tuning);
+// tensors: how many tensors of N*C*S floats the pass reads or writes.
+inline bool streams(std::int64_t N, std::int64_t C, std::int64_t S, std::int64_t tensors) {
+  return tensors * N * C * S * static_cast<std::int64_t>(sizeof(float)) >= batchnorm_tuning().stream_footprint_bytes;
+}
+
+// Sixteen normalized values to y: with relu, max(0, v) as the plain loops
+// compute it, and the mask bytes when mask is given.
+__attribute__((always_inline)) inline void store_normalized(float* y, std::uint8_t* mask, bool relu, const Lanes& value,
+                                                            bool stream) {
+  Lanes v = value;  // by reference: clang refuses a 64-byte vector argument in the baseline copy
+  if (relu) {
+    const LaneBits positive = v > 0.0f;
+    v = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(v) & positive);
+    if (mask)
+      for (std::int64_t l = 0; l < kLanes; ++l) mask[l] = static_cast<std::uint8_t>(-positive[l]);
+  }
+  store_lanes(y, v, stream);
+}
+
+// Lane l's number, l, in each lane.
+__attribute__((always_inline)) inline void lane_numbers(LaneBits& index) {
+  for (std::int64_t l = 0; l < kLanes; ++l) index[l] = static_cast<std::int32_t>(l);
+}
+
+// b in the lanes where take_b is all ones, a where it is 0.
+__attribute__((always_inline)) inline void blend(Lanes& a, const Lanes& b, const LaneBits& take_b) {
+  a = reinterpret_cast<Lanes>((reinterpret_cast<LaneBits>(a) & ~take_b) | (reinterpret_cast<LaneBits>(b) & take_b));
+}
+
+// Lanes below `first` set to 0 (those values were counted already).
+__attribute__((always_inline)) inline void keep_lanes_from(Lanes& d, std::int64_t first) {
+  LaneBits lane;
+  lane_numbers(lane);
+  d = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(d) & (lane >= static_cast<std::int32_t>(first)));
+}
+
+// Values before p starts a cache line (p is float-aligned): 0 to 15. Only
+// whole lines are streamed; a line that two runs share is written with plain
+// stores, since mixing the two kinds in one line makes the memory controller
+// merge a partial line.
+inline std::int64_t until_line(const float* p) {
+  return static_cast<std::int64_t>((64 - (reinterpret_cast<std::uintptr_t>(p) & 63)) & 63) / 4;
+}
+
+// g = 0 where the ReLU mask is 0: the gradient that reaches a fused batch
+// norm's output is dy where its ReLU let the value pass. Always inlined, so
+// each compiled copy of a caller keeps its own vector width.
+__attribute__((always_inline)) inline void keep_where_mask(Lanes& g, const std::uint8_t* mask) {
+  LaneBits keep;
+  for (std::int64_t l = 0; l < kLanes; ++l) keep[l] = -static_cast<std::int32_t>(mask[l]);
+  g = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(g) & keep);
+}
+
+inline double lane_sum(const Lanes& v) {
+  double sum = 0.0;
+  for (std::int64_t l = 0; l < kLanes; ++l) sum += v[l];
+  return sum;
+}
+
+// body(i) for i = 0, step, 2*step, ... below end, split statically across the
+// threads when parallel. With stream, each thread then fences once: streamed
+// stores are weakly ordered, and they must reach memory before the threads
+// join (a fence per block stalled on every block's stores).
+template <class Body>
+void parallel_blocks(std::int64_t end, std::int64_t step, bool parallel, bool stream, Body body) {
+#pragma omp parallel if (parallel)
+  {
+#pragma omp for schedule(static) nowait
+    for (std::int64_t i = 0; i < end; i += step) body(i);
+    if (stream) _mm_sfence();
+  }
+}
+
+// The caller's scratch (batchnorm_work_doubles(C) doubles) as per-channel
+// arrays (C each): two of doubles, then up to four of floats.
+inline float* scratch_floats(double* work, std::int64_t C, std::int64_t which) {
+  return reinterpret_cast<float*>(work + 2 * C) + which * C;
+}
+
+// A forward's: the shifted sums (then the mean and variance), the shift, and
+// normalize's coefficients with the float mean's remainder.
+struct ForwardScratch {
+  double* sum;
+  double* sumsq;
+  float* shift;
+  float* scale;
+  float* offset;
+  float* mean_lo;
+  ForwardScratch(double* work, std::int64_t C)
+      : sum(work),
+        sumsq(work + C),
+        shift(scratch_floats(work, C, 0)),
+        scale(scratch_floats(work, C, 1)),
+        offset(scratch_floats(work, C, 2)),
+        mean_lo(scratch_floats(work, C, 3)) {}
+};
+
+// A backward's: the gradient sums and dx's coefficients k, u, v (see backward).
+struct BackwardScratch {
+  double* sum_dy;
+  double* sum_dy_xc;
+  float* k;
+  float* u;
+  float* v;
+  BackwardScratch(double* work, std::int64_t C)
+      : sum_dy(work),
+        sum_dy_xc(work + C),
+        k(scratch_floats(work, C, 0)),
+        u(scratch_floats(work, C, 1)),
+        v(scratch_floats(work, C, 2)) {}
+};
+
+// A training forward's arguments, and a backward's, as the entry points take them.
+struct ForwardTrain {
+  float* y;
+  std::uint8_t* mask;  // with relu, may be nullptr
+  bool relu;
+  float* mean;
+  float* var;
+  float* inv_std;
+  const float* x;
+  const float* gamma;
+  const float* beta;
+  float eps;
+  std::int64_t N, C, S;
+};
+
+struct Backward {
+  float* dx;
+  float* dgamma;
+  float* dbeta;
+  const float* dy;
+  const std::uint8_t* mask;  // the fused ReLU's, or nullptr
+  const float* x;
+  const float* mean;
+  const float* inv_std;
+  const float* gamma;
+  std::int64_t N, C, S;
+};
+
+// Bytes a backward reads per channel: x and dy, and the fused ReLU's mask.
+inline std::int64_t backward_bytes_per_channel(const Backward& a) {
+  return a.N * a.S * (2 * sizeof(float) + (a.mask ? 1 : 0));
+}
+
+// The step between a group's two passes, channels c0..c0+count-1
+// (batchnorm.cpp): a forward's shifted sums to the statistics and
+// normalize's coefficients; a backward's gradient sums to dgamma, dbeta and
+// dx's coefficients.
+void forward_group_coefficients(const ForwardTrain& a, const ForwardScratch& w, std::int64_t c0, std::int64_t count);
+void backward_group_coefficients(const Backward& a, const BackwardScratch& w, std::int64_t c0, std::int64_t count);
+
+// Each layout's passes: rows_* in batchnorm_rows.cpp (S == 1), planes_* in
+// batchnorm_planes.cpp (S > 1). parallel: split across the threads; stream:
+// write the output with streaming stores (see streams).
+//
+// The training passes, group by group.
+void rows_forward_train(const ForwardTrain& a, const ForwardScratch& w, bool parallel, bool stream);
+void planes_forward_train(const ForwardTrain& a, const ForwardScratch& w, bool parallel, bool stream);
+void rows_backward(const Backward& a, const BackwardScratch& w, bool parallel, bool stream);
+void planes_backward(const Backward& a, const BackwardScratch& w, bool parallel, bool stream);
+
+// Per-channel Σ (x - shift) and Σ (x - shift)^2, in double.
+void rows_channel_moments(double* sum, double* sumsq, const float* shift, const float* x, std::int64_t N,
+                          std::int64_t C);
+void planes_channel_moments(double* sum, double* sumsq, const float* shift, const float* x, std::int64_t N,
+                            std::int64_t C, std::int64_t S);
+
+// Per-channel Σ dy and Σ dy * (x - mean), in double (dy masked when mask is given).
+void rows_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, const float* x, const std::uint8_t* mask,
+                    const float* mean, std::int64_t N, std::int64_t C);
+void planes_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, const float* x, const std::uint8_t* mask,
+                      const float* mean, std::int64_t N, std::int64_t C, std::int64_t S);
+
+// y = ((x - mean_hi[c]) - mean_lo[c]) * scale[c] + offset[c].
+// The mean is split into a float and the float of its remainder: near 1e6 a
+// float mean alone is off by up to 0.03, which is 3 % of a unit spread, while
+// x - mean_hi is exact there (both within a factor of two) and mean_lo removes
+// the rest. Subtracting before scaling keeps the same precision for y.
+//
+// With relu, y = max(0, that), as the separate ReLU computes it (r > 0 ? r : 0,
+// so fused and unfused give the same bits), and mask, when given, records
+// r > 0 per value: one byte where the ReLU's backward would read a float.
+// Each variant has its own loop so the inner loops stay branch-free.
+void rows_normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
+                    const float* mean_lo, const float* scale, const float* offset, std::int64_t N, std::int64_t C,
+                    bool parallel, bool stream);
+void planes_normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
+                      const float* mean_lo, const float* scale, const float* offset, std::int64_t N, std::int64_t C,
+                      std::int64_t S, bool parallel, bool stream);
+
+// dx = k*dy + (x - mean)*u + v, the backward's closing pass with given
+// per-channel coefficients; with a mask, dy is taken as 0 where it is 0.
+void rows_apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
+                     const float* k, const float* u, const float* v, std::int64_t N, std::int64_t C, bool parallel,
+                     bool stream);
+void planes_apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
+                       const float* k, const float* u, const float* v, std::int64_t N, std::int64_t C,
+                       std::int64_t S, bool parallel, bool stream);
+
+}  // namespace bnorm::kernels::vectorized
+
+#else
+#define BNORM_BN_VECTORIZED 0
+#endif
