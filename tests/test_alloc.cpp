@@ -60,6 +60,24 @@ Dataset synthetic_images(std::int64_t count, std::int64_t rows, std::int64_t col
   return d;
 }
 
+// A table of float features with two regression targets: the other path
+// through the trainer (float inputs, standardized targets, squared error).
+Dataset synthetic_table(std::int64_t count, std::int64_t features) {
+  Rng rng(5);
+  Dataset d;
+  d.count = count;
+  d.example_shape = {features};
+  d.features = features;
+  d.task = Task::regress;
+  d.target_dims = 2;
+  for (std::int64_t i = 0; i < count; ++i) {
+    for (std::int64_t f = 0; f < features; ++f) d.values.push_back(static_cast<float>(rng.normal()));
+    d.targets.push_back(d.values[static_cast<std::size_t>(i * features)] * 3.0f + 7.0f);
+    d.targets.push_back(static_cast<float>(rng.normal()));
+  }
+  return d;
+}
+
 // Allocations between consecutive progress reports of one epoch (20 steps each).
 std::vector<long> allocations_between_reports(const std::string& spec, const Shape& input, BnPlacement bn,
                                               const std::string& optimizer) {
@@ -67,8 +85,11 @@ std::vector<long> allocations_between_reports(const std::string& spec, const Sha
   Rng rng(1);
   model.init_parameters(rng);
   auto opt = make_optimizer(optimizer, 0.01f, 0.9f, 1e-4f);
-  const Dataset data = synthetic_images(64 * 61 + 1, 28, 28);  // a last batch of one is dropped
-  const InputNormalization norm = InputNormalization::fit(data, "pixel");
+  // A last batch of one is dropped.
+  const Dataset data = input.size() == 1 && input[0] == 30 ? synthetic_table(64 * 61 + 1, 30)
+                                                           : synthetic_images(64 * 61 + 1, 28, 28);
+  const Preprocessing norm(InputNormalization::fit(data, data.has_bytes() ? "pixel" : "feature"),
+                           TargetNormalization::fit(data));
   std::vector<long> counts;
   long at_last_report = 0;
   Trainer trainer(model, *opt, norm, {1, 64, 0, true});
@@ -100,6 +121,8 @@ TEST(Allocation, TrainingStepsAllocateNothingOnceRunning) {
       {"conv3x3:8,bn,relu,maxpool2,conv3x3:8,bn,relu,gap,dropout:0.2,fc:10", {1, 28, 28}, BnPlacement::before, "sgd"},
       // 64 x 24 x 28 x 28 floats: 4.8 MB activations, so storage of their own
       {"conv3x3:24,bn,relu,gap,fc:10", {1, 28, 28}, BnPlacement::before, "sgd"},
+      // float features, regression (the input shape {30} selects the table)
+      {"fc:64,bn,relu,fc:2", {30}, BnPlacement::before, "adam"},
   };
   for (const Case& c : cases) {
     const std::vector<long> counts = allocations_between_reports(c.spec, c.input, c.bn, c.optimizer);
