@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cstdarg>
 #include <cmath>
 #include <cstdio>
@@ -298,6 +299,8 @@ void resolve_data_defaults(TrainOptions& o, const Dataset& train) {
   }
 }
 
+constexpr std::chrono::seconds kMinSaveInterval{5};
+
 void run_train(const TrainOptions& cli, const Cluster& cluster) {
   const int threads = threads_per_rank(cli.threads, cluster);
   apply_threads(threads);
@@ -454,16 +457,25 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
     bar.clear();
     std::fprintf(stderr, "bnorm: warning: %s\n", what.c_str());
   });
+  auto last_save = std::chrono::steady_clock::now();
+  std::int64_t saved_epoch = 0, completed_epoch = 0;
   auto on_epoch = [&](const EpochReport& r) {
     bar.clear();
+    completed_epoch = r.epoch;
     // A non-finite metric would print as null in JSON; with finite parameters
     // it means the evaluation itself overflowed, which is a fault too.
     for (const double v : {r.train_loss, r.train_accuracy, r.test_loss, r.test_accuracy, r.test_rmse, r.test_r2})
       if (!std::isfinite(v))
         throw NumericFault("epoch " + std::to_string(r.epoch) + " ended with a non-finite loss or accuracy");
     if (!cluster.root()) return;
-    // Saved every epoch, atomically: a run killed later keeps this epoch's model.
-    save_model(o.out, model, norm, training, data.task);
+    // Saved atomically at the end of an epoch, so a run killed later keeps it;
+    // but not more often than every few seconds: a small table's 200 short
+    // epochs spent most of their time in fsync.
+    if (r.epoch == o.epochs || std::chrono::steady_clock::now() - last_save >= kMinSaveInterval) {
+      save_model(o.out, model, norm, training, data.task);
+      last_save = std::chrono::steady_clock::now();
+      saved_epoch = r.epoch;
+    }
     if (o.json) {
       nlohmann::json line = {{"epoch", r.epoch},
                              {"train_loss", r.train_loss},
@@ -502,7 +514,11 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
     bar.clear();
     // The files on disk are from before the fault (save_model refuses
     // non-finite values, and nothing was written after it).
-    throw NumericFault(std::string(e.what()) + "; " + o.out + " keeps the last completed epoch's model" +
+    const std::string kept = saved_epoch == completed_epoch
+                                 ? " keeps the last completed epoch's model"
+                                 : " keeps epoch " + std::to_string(saved_epoch) + "'s model (saved every " +
+                                       std::to_string(kMinSaveInterval.count()) + " s at most)";
+    throw NumericFault(std::string(e.what()) + "; " + o.out + kept +
                        (o.checkpoint_every > 0 ? " and " + checkpoint_path + " the last checkpoint" : ""));
   }
   if (!cluster.root()) return;
