@@ -25,11 +25,42 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(cmd):
+# PyTorch's matrix products go through Debian's OpenBLAS, which falls back to
+# its slowest (Prescott) kernels on a CPU model it does not know, unless
+# OPENBLAS_CORETYPE is set (even empty): then it picks by the CPU's features.
+# Both ways are run and bnorm is compared with the faster, so that a peer
+# handicapped by its packaging does not flatter bnorm.
+TORCH_VARIANTS = {
+    "as installed": {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None},
+    "OPENBLAS_CORETYPE set": {"OPENBLAS_CORETYPE": ""},
+}
+
+
+def variant_env(changes):
+    env = dict(os.environ)
+    for key, value in changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = os.environ.get(key) or value
+    return env
+
+
+def torch_openblas_core(changes):
+    """The kernel set OpenBLAS picks inside PyTorch's process under these settings."""
+    code = ("import ctypes, ctypes.util, torch\n"
+            "lib = ctypes.CDLL(ctypes.util.find_library('openblas') or 'libopenblas.so.0')\n"
+            "lib.openblas_get_corename.restype = ctypes.c_char_p\n"
+            "print(lib.openblas_get_corename().decode())")
+    out = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True, env=variant_env(changes))
+    return out.stdout.strip() or "?"
+
+
+def run(cmd, env=None):
     """Runs cmd under /usr/bin/time -v; returns (epoch JSON objects, peak RSS in MiB)."""
     with tempfile.NamedTemporaryFile(mode="r", suffix=".time") as timing:
         proc = subprocess.run(["/usr/bin/time", "-v", "-o", timing.name] + cmd,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
         rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", timing.read())
@@ -76,7 +107,8 @@ def main():
 
 
 def measure(bnorm, arch="mlp", repeats=3, epochs=5, threads=2, bn="before", train_size=0, verbose=False):
-    """Alternating runs of bnorm and PyTorch; the medians of samples/s, accuracy, peak RSS and the per-run ratio."""
+    """Alternating runs of bnorm and PyTorch (each of TORCH_VARIANTS); the medians of samples/s, accuracy,
+    peak RSS and the per-run ratio against the faster PyTorch of that run."""
     common = ["--epochs", str(epochs), "--threads", str(threads), "--bn", bn]
     if train_size:
         common += ["--train-size", str(train_size)]
@@ -86,14 +118,20 @@ def measure(bnorm, arch="mlp", repeats=3, epochs=5, threads=2, bn="before", trai
             b_arch = ["--arch", "cnn"] if arch == "cnn" else []
             b_epochs, b_rss = run([bnorm, "train", "--json", "--out", os.path.join(tmp, "m.safetensors")] + b_arch +
                                   common)
-            t_epochs, t_rss = run(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_peer.py"),
-                                   "--arch", arch] + common)
-            (b_sps, b_acc), (t_sps, t_acc) = summarize(b_epochs), summarize(t_epochs)
+            torch = {}
+            for name, changes in TORCH_VARIANTS.items():
+                t_epochs, t_rss = run(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_peer.py"),
+                                       "--arch", arch] + common, env=variant_env(changes))
+                torch[name] = summarize(t_epochs) + (t_rss,)
+            fastest = max(torch, key=lambda n: torch[n][0])
+            (b_sps, b_acc), (t_sps, t_acc, t_rss) = summarize(b_epochs), torch[fastest]
             rows.append(dict(bnorm_sps=b_sps, torch_sps=t_sps, ratio=b_sps / t_sps, bnorm_acc=b_acc,
-                             torch_acc=t_acc, bnorm_rss=b_rss, torch_rss=t_rss))
+                             torch_acc=t_acc, bnorm_rss=b_rss, torch_rss=t_rss,
+                             **{f"torch_sps {n}": v[0] for n, v in torch.items()}))
             if verbose:
-                print(f"run {r + 1}: bnorm {b_sps:,.0f} samples/s acc {b_acc:.4f} rss {b_rss:.0f} MiB | "
-                      f"torch {t_sps:,.0f} samples/s acc {t_acc:.4f} rss {t_rss:.0f} MiB | ratio {b_sps / t_sps:.2f}x",
+                print(f"run {r + 1}: bnorm {b_sps:,.0f} samples/s acc {b_acc:.4f} rss {b_rss:.0f} MiB | torch " +
+                      ", ".join(f"{n} {v[0]:,.0f}" for n, v in torch.items()) +
+                      f" samples/s; faster: acc {t_acc:.4f} rss {t_rss:.0f} MiB | ratio {b_sps / t_sps:.2f}x",
                       flush=True)
     return {k: statistics.median(row[k] for row in rows) for k in rows[0]}
 
@@ -102,7 +140,10 @@ def print_table(med):
     print("| | samples/s (training loop) | test accuracy | peak RSS |")
     print("|---|---|---|---|")
     print(f"| bnorm | {med['bnorm_sps']:,.0f} | {med['bnorm_acc']:.4f} | {med['bnorm_rss']:.0f} MiB |")
-    print(f"| PyTorch {torch_version()} | {med['torch_sps']:,.0f} | {med['torch_acc']:.4f} | {med['torch_rss']:.0f} MiB |")
+    for name in TORCH_VARIANTS:
+        print(f"| PyTorch {torch_version()}, OpenBLAS {name} | {med[f'torch_sps {name}']:,.0f} | | |")
+    print(f"| PyTorch, the faster in each run | {med['torch_sps']:,.0f} | {med['torch_acc']:.4f} | "
+          f"{med['torch_rss']:.0f} MiB |")
     print(f"| ratio (median of per-run ratios) | {med['ratio']:.2f}x | | "
           f"{med['bnorm_rss'] / med['torch_rss']:.2f}x |")
 
