@@ -13,6 +13,7 @@
 #include "bnorm/error.hpp"
 #include "bnorm/nn/batchnorm.hpp"
 #include "experiments.hpp"
+#include "test_util.hpp"
 
 namespace bnorm::test {
 namespace {
@@ -50,29 +51,11 @@ TEST(ExperimentPlot, ScriptSelectsRunsAndRefusesCommasInTheirNames) {
   EXPECT_THROW(exp::gnuplot_script(f), Error);
 }
 
-// Random 4x4 "images" with 10 labels, so a small net trains on them.
-Dataset synthetic(std::int64_t n, std::uint64_t seed) {
-  Dataset d;
-  d.count = n;
-  d.example_shape = {1, 4, 4};
-  d.num_classes = 10;
-  d.features = 16;
-  Rng rng(seed);
-  for (std::int64_t i = 0; i < n; ++i) {
-    const auto label = static_cast<std::uint8_t>(rng.below(10));
-    d.labels.push_back(label);
-    for (int f = 0; f < 16; ++f)
-      d.bytes.push_back(
-          static_cast<std::uint8_t>(std::min<std::uint64_t>(255, rng.below(120) + (f == label ? 120 : 0))));
-  }
-  return d;
-}
-
 // After the recomputation, each BN layer's running mean and variance equal
 // the mean and biased variance of its input over the whole set, computed
 // here directly from one eval-mode forward of all of it.
 void check_population_statistics(const std::string& arch, const Shape& input) {
-  const Dataset data = synthetic(333, 7);
+  const Dataset data = synthetic_images(333, 7);
   const InputNormalization norm = InputNormalization::fit(data, "pixel");
   exp::RunConfig rc;
   rc.arch = arch;
@@ -115,7 +98,7 @@ TEST(ExperimentPopulationStatistics, PerChannelForConvolutions) {
 // The running averages after 30 steps are not the population's: the check
 // above would catch a recomputation that left them alone.
 TEST(ExperimentPopulationStatistics, DifferFromTheRunningAverages) {
-  const Dataset data = synthetic(333, 7);
+  const Dataset data = synthetic_images(333, 7);
   const InputNormalization norm = InputNormalization::fit(data, "pixel");
   exp::RunConfig rc;
   rc.arch = "fc:12,bn,relu,fc:10";

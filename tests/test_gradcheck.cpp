@@ -159,6 +159,65 @@ TEST(GradCheck, BatchNormWithoutAffine) {
   check_layer(h, random_tensor({6, 5}, rng), 24);
 }
 
+// A frozen layer with running statistics unlike the batch's, so that a
+// backward which treated them as batch statistics (terms through the mean
+// and variance) would disagree with the finite differences.
+LayerHarness frozen_bn(std::int64_t C, BnFreeze freeze, Rng& rng) {
+  BatchNormOptions o;
+  o.freeze = freeze;
+  LayerHarness h(std::make_unique<BatchNorm>(C, o), 5);
+  perturb_affine(h, rng);
+  auto& bn = dynamic_cast<BatchNorm&>(*h.layer);
+  for (std::int64_t c = 0; c < C; ++c) {
+    bn.running_mean()[c] = static_cast<float>(rng.normal());
+    bn.running_var()[c] = static_cast<float>(0.3 + rng.uniform());
+  }
+  return h;
+}
+
+TEST(GradCheck, FrozenStatsBatchNormNC) {
+  Rng rng(41);
+  LayerHarness h = frozen_bn(6, BnFreeze::stats, rng);
+  check_layer(h, random_tensor({8, 6}, rng, 2.0, 1.5), 42);
+}
+
+TEST(GradCheck, FrozenStatsBatchNormNCHW) {
+  Rng rng(43);
+  LayerHarness h = frozen_bn(3, BnFreeze::stats, rng);
+  check_layer(h, random_tensor({2, 3, 2, 3}, rng, -1.0, 0.7), 44);
+}
+
+// A batch of one is a per-channel affine map like any other when frozen.
+TEST(GradCheck, FrozenStatsBatchNormSingleExample) {
+  Rng rng(45);
+  LayerHarness h = frozen_bn(4, BnFreeze::stats, rng);
+  check_layer(h, random_tensor({1, 4}, rng), 46);
+}
+
+// freeze all: dx as for stats, and gamma and beta get exactly zero gradients
+// (so an optimizer step leaves them alone).
+TEST(GradCheck, FrozenAllBatchNormZeroesParameterGradients) {
+  Rng rng(47);
+  LayerHarness h = frozen_bn(5, BnFreeze::all, rng);
+  const Tensor x = random_tensor({6, 5}, rng);
+  const Tensor r = random_tensor({6, 5}, rng);
+  Tensor y, dx;
+  std::fill(h.grads.begin(), h.grads.end(), 7.0f);
+  h->forward(y, x, Mode::train);
+  h->backward(&dx, r);
+  for (const float g : h.grads) EXPECT_EQ(g, 0.0f);
+  Tensor xv = x;
+  auto loss_x = [&] {
+    Tensor out;
+    h->forward(out, xv, Mode::train);
+    double sum = 0.0;
+    for (std::int64_t i = 0; i < out.size(); ++i) sum += static_cast<double>(r[i]) * out[i];
+    return sum;
+  };
+  const auto bad = compare("dx", xv.data(), dx.data(), xv.size(), loss_x);
+  EXPECT_TRUE(bad.empty()) << report(bad);
+}
+
 // The checker itself must be able to fail: a gradient off by 5 % is caught.
 TEST(GradCheck, CheckerRejectsAWrongGradient) {
   Rng rng(25);
@@ -322,6 +381,29 @@ TEST(GradCheck, ModelBnAfterActivation) {
   check_model(BnPlacement::after, ActivationKind::sigmoid, 34);
 }
 TEST(GradCheck, ModelWithoutBn) { check_model(BnPlacement::none, ActivationKind::tanh, 35); }
+
+// Frozen BN in whole models through the loss, before and after the
+// activation: the MLP's BN + ReLU is fused (the mask path of the frozen
+// backward); the CNN uses tanh, whose smoothness keeps the finite differences
+// of its many conv weights off ReLU's kink (test_recalibrate checks the fused
+// (N, C, H, W) case against the unfused one).
+TEST(GradCheck, ModelsWithFrozenBatchNorm) {
+  BatchNormOptions frozen;
+  frozen.freeze = BnFreeze::stats;
+  for (BnPlacement placement : {BnPlacement::before, BnPlacement::after}) {
+    MlpSpec spec;
+    spec.widths = {5, 6, 4, 3};
+    spec.bn = placement;
+    spec.activation = ActivationKind::relu;
+    spec.bn_options = frozen;
+    Model mlp(Shape{5}, build_mlp_layers(spec));
+    check_model_gradients(mlp, {6, 5}, {0, 2, 1, 1, 0, 2}, 51, "frozen mlp, bn " + bn_placement_name(placement));
+    const auto arch =
+        parse_arch("conv3x3:3,bn,tanh,avgpool2,conv3x3:4:s2,bn,tanh,fc:3", {2, 8, 8}, placement, frozen);
+    Model cnn = Model::from_architecture(arch);
+    check_model_gradients(cnn, {4, 2, 8, 8}, {0, 2, 1, 1}, 52, "frozen cnn, bn " + bn_placement_name(placement));
+  }
+}
 
 // A small CNN through the loss: conv → BN over (N, C, H, W) → ReLU → pool, twice.
 TEST(GradCheck, ConvolutionalModelWithBatchNormBothPlacements) {

@@ -7,6 +7,7 @@
 #include <cstdarg>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -52,6 +53,8 @@ struct TrainOptions {
   bool no_affine = false;
   bool no_running_stats = false;
   std::string input_norm = "auto";
+  std::string init;              // model file to start from (fine-tuning)
+  std::string freeze_bn = "none";
   std::uint64_t seed = 0;
   int threads = 0;
   std::int64_t train_size = 0;
@@ -96,6 +99,8 @@ nlohmann::json config_json(const TrainOptions& o) {
           {"no-affine", o.no_affine},
           {"no-running-stats", o.no_running_stats},
           {"input-norm", o.input_norm},
+          {"init", o.init},
+          {"freeze-bn", o.freeze_bn},
           {"seed", o.seed},
           {"train-size", o.train_size},
           {"test-size", o.test_size}};
@@ -115,8 +120,9 @@ T config_number(const nlohmann::json& config, const char* key, const std::string
 TrainOptions options_from_checkpoint(const TrainOptions& cli, const nlohmann::json& config, const std::string& path) {
   const nlohmann::json given = config_json(cli);
   // Checkpoints from before tabular data have no data keys but --data.
-  const std::set<std::string> optional_keys = {"train", "test", "train-targets", "test-targets",
-                                               "target", "task", "val-fraction"};
+  // Checkpoints from before fine-tuning have no init or freeze-bn.
+  const std::set<std::string> optional_keys = {"train", "test", "train-targets", "test-targets", "target",
+                                               "task", "val-fraction", "init", "freeze-bn"};
   for (const auto& [key, value] : given.items()) {
     if (!config.contains(key)) {
       if (optional_keys.count(key) && !cli.explicit_flags.count(key)) continue;
@@ -138,6 +144,8 @@ TrainOptions options_from_checkpoint(const TrainOptions& cli, const nlohmann::js
     text("test-targets", o.data.test_targets);
     text("target", o.data.target);
     text("task", o.data.task);
+    text("init", o.init);
+    text("freeze-bn", o.freeze_bn);
     if (config.contains("val-fraction")) o.data.val_fraction = config_number<double>(config, "val-fraction", path);
     o.layers = config.at("layers").get<std::string>();
     o.arch = config.at("arch").get<std::string>();
@@ -299,6 +307,62 @@ void resolve_data_defaults(TrainOptions& o, const Dataset& train) {
   }
 }
 
+// The initial model's architecture with every batch-norm layer frozen as
+// --freeze-bn says (none unfreezes a layer the file had frozen).
+nlohmann::json frozen_as(nlohmann::json architecture, BnFreeze freeze) {
+  for (auto& layer : architecture.at("layers"))
+    if (layer.value("type", "") == "batchnorm") {
+      if (freeze == BnFreeze::none)
+        layer.erase("freeze");
+      else
+        layer["freeze"] = bn_freeze_name(freeze);
+    }
+  return architecture;
+}
+
+// --init: the initial model's input normalization (the weights were trained
+// on inputs scaled that way) unless --input-norm asks for another one.
+Preprocessing initial_preprocessing(const LoadedModel& init, const std::string& path, const Dataset& train,
+                                    const std::string& input_norm) {
+  InputNormalization in;
+  if (input_norm == "init") {
+    in = init.input_normalization;
+    try {
+      in.validate(train.features);
+    } catch (const Error& e) {
+      fail_file(path, std::string("its input normalization does not fit the training data: ") + e.what());
+    }
+  } else {
+    in = InputNormalization::fit(train, input_norm);
+  }
+  TargetNormalization target = TargetNormalization::fit(train);
+  if (train.task == Task::regress && init.task.kind == Task::regress &&
+      init.target_normalization.mean.size() == static_cast<std::size_t>(train.target_dims))
+    target = init.target_normalization;
+  return {in, target};
+}
+
+// Copies every tensor of from whose name, dtype and shape match one of
+// model's (running statistics included) and says which were loaded and which
+// kept their fresh initialization.
+void load_matching_tensors(Model& model, Model& from, const std::string& path, std::FILE* say) {
+  std::vector<StateEntry> source = from.state_dict();
+  std::string loaded, fresh;
+  for (const StateEntry& e : model.state_dict()) {
+    const auto it = std::find_if(source.begin(), source.end(), [&](const StateEntry& s) {
+      return s.name == e.name && s.shape == e.shape && s.dtype == e.dtype;
+    });
+    std::string& list = it == source.end() ? fresh : loaded;
+    list += (list.empty() ? "" : " ") + e.name;
+    if (it == source.end()) continue;
+    const std::size_t bytes = static_cast<std::size_t>(numel(e.shape)) * (e.dtype == StateEntry::DType::i64 ? 8 : 4);
+    std::memcpy(e.data, it->data, bytes);
+  }
+  if (loaded.empty()) fail_file(path, "no tensor matches the network by name and shape; nothing to fine-tune from");
+  std::fprintf(say, "init %s: loaded %s\n", path.c_str(), loaded.c_str());
+  if (!fresh.empty()) std::fprintf(say, "init %s: initialized (no match) %s\n", path.c_str(), fresh.c_str());
+}
+
 constexpr std::chrono::seconds kMinSaveInterval{5};
 
 void run_train(const TrainOptions& cli, const Cluster& cluster) {
@@ -329,7 +393,21 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
   const std::string checkpoint_path = o.checkpoint.empty() ? o.out + ".ckpt" : o.checkpoint;
   if (o.checkpoint_every > 0 && cluster.root()) check_output_writable(checkpoint_path);
 
+  const BnFreeze freeze = parse_bn_freeze(o.freeze_bn);
+  if (freeze != BnFreeze::none && o.no_running_stats)
+    throw Error("--freeze-bn normalizes with the running statistics; it cannot go with --no-running-stats");
+  // Weight decay moves a parameter even when its gradient is zero.
+  if (freeze == BnFreeze::all && o.weight_decay > 0.0f)
+    throw Error("--freeze-bn all fixes gamma and beta, but --weight-decay would still shrink them; drop one of the two");
+  // Without --arch or --layers a fine-tuning run keeps the initial model's
+  // network as it is; decided before the defaults fill in --layers.
+  const bool init_arch = !o.init.empty() && o.arch.empty() && o.layers.empty();
+  std::optional<LoadedModel> init;
+  if (!o.init.empty() && !checkpoint) init = load_model(o.init);
+  if (init && !o.explicit_flags.count("input-norm")) o.input_norm = "init";
+
   BatchNormOptions bn_options;
+  bn_options.freeze = freeze;
   bn_options.eps = o.eps;
   bn_options.momentum = o.bn_cumulative ? std::nullopt : std::optional<float>(o.bn_momentum);
   bn_options.unbiased_running_var = o.bn_running_var == "unbiased";
@@ -344,8 +422,11 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
   if (o.train_size > 0) train.truncate(o.train_size);
   if (o.test_size > 0) test.truncate(o.test_size);
   resolve_data_defaults(o, train);
-  Model built = arch.empty() ? mlp_from_widths(o, train, placement, bn_options)
-                             : Model::from_architecture(parse_arch(arch, train.example_shape, placement, bn_options));
+  if (init_arch) o.layers.clear();  // the network is the initial model's, whatever the defaults say
+  Model built = init_arch ? (checkpoint ? Model::from_architecture(checkpoint->model.model.architecture())
+                                        : Model::from_architecture(frozen_as(init->model.architecture(), freeze)))
+                : arch.empty() ? mlp_from_widths(o, train, placement, bn_options)
+                               : Model::from_architecture(parse_arch(arch, train.example_shape, placement, bn_options));
   if (built.output_shape() != Shape{train.outputs()})
     throw Error("the network ends with outputs " + shape_str(built.output_shape()) + " but the data has " +
                 std::to_string(train.outputs()) + (train.task == Task::classify ? " classes" : " targets") +
@@ -358,9 +439,14 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
       fail_file(cli.resume, "the checkpoint's architecture does not match its configuration");
     norm = checkpoint->model.preprocessing();
   } else {
-    norm = Preprocessing(InputNormalization::fit(train, o.input_norm), TargetNormalization::fit(train));
     Rng init_rng(init_rng_seed(o.seed));
     built.init_parameters(init_rng);
+    if (init) {
+      norm = initial_preprocessing(*init, o.init, train, o.input_norm);
+      load_matching_tensors(built, init->model, o.init, o.json ? stderr : stdout);
+    } else {
+      norm = Preprocessing(InputNormalization::fit(train, o.input_norm), TargetNormalization::fit(train));
+    }
   }
   Model model = checkpoint ? std::move(checkpoint->model.model) : std::move(built);
   auto optimizer = make_optimizer(o.optimizer, o.lr, o.momentum, o.weight_decay);
@@ -380,6 +466,8 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
                              {"weight_decay", o.weight_decay}, {"seed", o.seed},
                              {"train_size", train.count},  {"bn", o.bn}, {"data", data_description(o.data)},
                              {"task", task_name(train.task)}};
+  if (!o.init.empty()) training["init"] = o.init;
+  if (freeze != BnFreeze::none) training["freeze_bn"] = o.freeze_bn;
   if (!data.validation.is_null()) training["validation"] = data.validation;
   if (cluster.dist) {
     training["processes"] = cluster.size;
@@ -598,6 +686,16 @@ Runner add_train_command(CLI::App& app) {
                   "tables), pixel or feature (a mean/std per input value), global (one for all), channel (one per "
                   "channel of (C, H, W) examples) or none")
       ->check(CLI::IsMember({"auto", "global", "pixel", "feature", "channel", "none"}))
+      ->capture_default_str();
+  cmd->add_option("--init", o->init,
+                  "Fine-tune: start from this model file's weights and running statistics (and its input "
+                  "normalization unless --input-norm is given). Without --arch/--layers its network is kept; with "
+                  "them, tensors matching by name and shape are loaded and the rest start fresh");
+  cmd->add_option("--freeze-bn", o->freeze_bn,
+                  "stats: batch norm normalizes with its running statistics while training and does not update them "
+                  "(gamma, beta still learn); all: gamma and beta fixed too; none: ordinary batch norm. Stored in the "
+                  "model's architecture")
+      ->check(CLI::IsMember({"none", "stats", "all"}))
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed for initialization and shuffling (same seed, machine and threads: same bits)")
       ->capture_default_str();

@@ -15,6 +15,7 @@ Runner add_predict_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
 Runner add_fold_command(CLI::App& app);
 Runner add_experiment_command(CLI::App& app);
+Runner add_recalibrate_command(CLI::App& app);
 
 // Threads for OpenBLAS (the only parallel code so far): 0 means one per core.
 void apply_threads(int threads);

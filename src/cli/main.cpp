@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   const auto bench = bnorm::cli::add_bench_command(app);
   const auto fold = bnorm::cli::add_fold_command(app);
   const auto experiment = bnorm::cli::add_experiment_command(app);
+  const auto recalibrate = bnorm::cli::add_recalibrate_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("bench")) bench();
     if (app.got_subcommand("fold")) fold();
     if (app.got_subcommand("experiment")) experiment();
+    if (app.got_subcommand("recalibrate")) recalibrate();
   } catch (const bnorm::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "bnorm: error: %s\n", e.what());

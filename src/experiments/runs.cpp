@@ -11,6 +11,7 @@
 #include "bnorm/nn/loss.hpp"
 #include "bnorm/train/batches.hpp"
 #include "bnorm/train/numeric_check.hpp"
+#include "bnorm/train/recalibrate.hpp"
 #include "bnorm/train/trainer.hpp"
 
 namespace bnorm::exp {
@@ -134,50 +135,11 @@ const Tensor& layer_input(const Model& model, std::size_t i, const Tensor& x) {
 
 void recompute_population_statistics(Model& model, const Dataset& data, const InputNormalization& norm,
                                      std::int64_t batch_size) {
-  if (data.count < 2) throw Error("population statistics need at least 2 examples");
-  Tensor x;
-  std::vector<std::int64_t> idx;
-  // Calls f(input of layer i) for every batch of data, in eval mode.
-  auto for_each_batch = [&](std::size_t i, auto&& f) {
-    for (std::int64_t begin = 0, n = 0; begin < data.count; begin += n) {
-      n = std::min(batch_size, data.count - begin);
-      idx.resize(static_cast<std::size_t>(n));
-      std::iota(idx.begin(), idx.end(), begin);
-      norm.apply(x, data, model.input_shape(), idx);
-      model.forward(x, Mode::eval);
-      f(layer_input(model, i, x));
-    }
-  };
-  for (const std::size_t i : batchnorm_layers(model)) {
-    auto& bn = dynamic_cast<BatchNorm&>(model.layer(i));
-    const auto C = static_cast<std::size_t>(bn.num_features());
-    std::vector<double> sum(C, 0.0), sq(C, 0.0);
-    double count = 0.0;
-    for_each_batch(i, [&](const Tensor& t) {
-      const std::int64_t N = t.shape()[0], S = t.size() / (N * static_cast<std::int64_t>(C));
-      for (std::int64_t n = 0; n < N; ++n)
-        for (std::size_t c = 0; c < C; ++c)
-          for (std::int64_t k = 0; k < S; ++k)
-            sum[c] += t[(n * static_cast<std::int64_t>(C) + static_cast<std::int64_t>(c)) * S + k];
-      count += static_cast<double>(N * S);
-    });
-    // The forward in the second pass reads only the layers before i, whose
-    // statistics are already final, so the means stay valid while i changes.
-    for_each_batch(i, [&](const Tensor& t) {
-      const std::int64_t N = t.shape()[0], S = t.size() / (N * static_cast<std::int64_t>(C));
-      for (std::int64_t n = 0; n < N; ++n)
-        for (std::size_t c = 0; c < C; ++c)
-          for (std::int64_t k = 0; k < S; ++k) {
-            const double d =
-                t[(n * static_cast<std::int64_t>(C) + static_cast<std::int64_t>(c)) * S + k] - sum[c] / count;
-            sq[c] += d * d;
-          }
-    });
-    for (std::size_t c = 0; c < C; ++c) {
-      bn.running_mean()[c] = static_cast<float>(sum[c] / count);
-      bn.running_var()[c] = static_cast<float>(sq[c] / count);
-    }
-  }
+  RecalibrationOptions o;
+  o.mode = RecalibrationMode::exact;
+  o.batch_size = batch_size;
+  o.biased_variance = true;  // the experiment compares with the population's own variance
+  recalibrate_batchnorm(model, data, norm, o);
 }
 
 InputNormalization unstandardized_inputs(float scale) {

@@ -89,8 +89,8 @@ const Tensor& layer_input(const Model& model, std::size_t i, const Tensor& x);
 // Replaces every BatchNorm layer's running mean and variance with the exact
 // mean and (biased, population) variance of its input over all of data, in
 // eval mode, layer by layer: each layer sees the inputs produced with the
-// population statistics already set in the layers before it. Two passes per
-// layer (mean, then squared deviations), in double.
+// population statistics already set in the layers before it: the library's
+// exact recalibration (train/recalibrate.hpp) with the biased variance.
 void recompute_population_statistics(Model& model, const Dataset& data, const InputNormalization& norm,
                                      std::int64_t batch_size = 500);
 

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "bnorm/error.hpp"
+#include "bnorm/nn/batchnorm.hpp"
 
 namespace bnorm {
 namespace {
@@ -91,13 +92,8 @@ void read_options(const std::vector<std::string>& parts, std::size_t from, const
 nlohmann::json token_config(const std::string& token, const Shape& shape, bool bn_follows, const BatchNormOptions& bn) {
   const auto parts = fields(token);
   const std::string& head = parts[0];
-  if (token == "bn") {
-    nlohmann::json momentum = nullptr;
-    if (bn.momentum) momentum = *bn.momentum;
-    return {{"type", "batchnorm"}, {"num_features", shape.at(0)}, {"eps", bn.eps}, {"momentum", momentum},
-            {"affine", bn.affine}, {"track_running_stats", bn.track_running_stats},
-            {"unbiased_running_var", bn.unbiased_running_var}};
-  }
+  // The layer writes its own config, so every option (freezing included) is in it.
+  if (token == "bn") return BatchNorm(shape.at(0), bn).config();
   if (is_activation(token) || token == "flatten") return {{"type", token}};
   if (token == "gap") return {{"type", "global_avgpool"}};
   if ((head == "fc" || head == "linear") && parts.size() == 2)

@@ -47,7 +47,9 @@ std::vector<BatchNorm*> batchnorm_layers(Model& model) {
 
 int attach_batch_stats_sync(Model& model, BatchStatsSync* sync) {
   const std::vector<BatchNorm*> layers = batchnorm_layers(model);
-  for (BatchNorm* bn : layers) bn->set_stats_sync(sync);
+  // A frozen layer normalizes with its running statistics, which every
+  // process holds alike: it has nothing to exchange.
+  for (BatchNorm* bn : layers) bn->set_stats_sync(bn->options().freeze == BnFreeze::none ? sync : nullptr);
   return static_cast<int>(layers.size());
 }
 

@@ -2,6 +2,7 @@
 // is in kernels/batchnorm.cpp.
 #include "bnorm/nn/batchnorm.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -27,6 +28,22 @@ Dims batch_dims(const Shape& shape, std::int64_t C) {
 
 }  // namespace
 
+const char* bn_freeze_name(BnFreeze f) {
+  switch (f) {
+    case BnFreeze::stats: return "stats";
+    case BnFreeze::all: return "all";
+    case BnFreeze::none: break;
+  }
+  return "none";
+}
+
+BnFreeze parse_bn_freeze(const std::string& text) {
+  if (text == "none") return BnFreeze::none;
+  if (text == "stats") return BnFreeze::stats;
+  if (text == "all") return BnFreeze::all;
+  throw Error("batchnorm: freeze must be none, stats or all, got '" + text + "'");
+}
+
 double* BatchNorm::work() {
   work_.resize(static_cast<std::size_t>(kernels::batchnorm_work_doubles(C_)));  // sized once, then kept
   return work_.data();
@@ -39,6 +56,8 @@ BatchNorm::BatchNorm(std::int64_t num_features, BatchNormOptions options)
     throw Error("batchnorm: eps must be a positive finite number");
   if (options_.momentum && !(*options_.momentum >= 0.0f && *options_.momentum <= 1.0f))
     throw Error("batchnorm: momentum must be in [0, 1]");
+  if (options_.freeze != BnFreeze::none && !options_.track_running_stats)
+    throw Error("batchnorm: a frozen layer normalizes with its running statistics, so it must keep them");
   const auto Cs = static_cast<std::size_t>(C_);
   if (options_.track_running_stats) {
     running_mean_.assign(Cs, 0.0f);
@@ -49,13 +68,34 @@ BatchNorm::BatchNorm(std::int64_t num_features, BatchNormOptions options)
 nlohmann::json BatchNorm::config() const {
   nlohmann::json momentum = nullptr;
   if (options_.momentum) momentum = *options_.momentum;
-  return {{"type", "batchnorm"},
-          {"num_features", C_},
-          {"eps", options_.eps},
-          {"momentum", momentum},
-          {"affine", options_.affine},
-          {"track_running_stats", options_.track_running_stats},
-          {"unbiased_running_var", options_.unbiased_running_var}};
+  nlohmann::json c = {{"type", "batchnorm"},
+                      {"num_features", C_},
+                      {"eps", options_.eps},
+                      {"momentum", momentum},
+                      {"affine", options_.affine},
+                      {"track_running_stats", options_.track_running_stats},
+                      {"unbiased_running_var", options_.unbiased_running_var}};
+  // Absent unless frozen: files of unfrozen models stay as they were.
+  if (options_.freeze != BnFreeze::none) c["freeze"] = bn_freeze_name(options_.freeze);
+  return c;
+}
+
+void BatchNorm::reset_running_stats() {
+  std::fill(running_mean_.begin(), running_mean_.end(), 0.0f);
+  std::fill(running_var_.begin(), running_var_.end(), 1.0f);
+  num_batches_tracked_ = 0;
+}
+
+void BatchNorm::set_momentum(std::optional<float> momentum) {
+  if (momentum && !(*momentum >= 0.0f && *momentum <= 1.0f)) throw Error("batchnorm: momentum must be in [0, 1]");
+  options_.momentum = momentum;
+}
+
+void BatchNorm::set_freeze(BnFreeze freeze) {
+  if (freeze != BnFreeze::none && !options_.track_running_stats)
+    throw Error("batchnorm: a frozen layer normalizes with its running statistics, so it must keep them");
+  options_.freeze = freeze;
+  have_train_cache_ = false;  // a backward must follow a forward of the same kind
 }
 
 Shape BatchNorm::output_shape(const Shape& input) const {
@@ -104,6 +144,7 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
   const Dims d = batch_dims(x.shape(), C_);
   y.resize(x.shape());
   have_train_cache_ = false;
+  frozen_cache_ = false;
   synced_count_ = 0;
 
   const bool use_running = mode == Mode::eval && options_.track_running_stats;
@@ -114,6 +155,10 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
     else
       kernels::batchnorm_forward_inference(y.data(), x.data(), running_mean_.data(), running_var_.data(),
                                            gamma_, beta_, options_.eps, d.N, C_, d.S, work());
+    return;
+  }
+  if (mode == Mode::train && options_.freeze != BnFreeze::none) {
+    forward_frozen(y, x, d.N, d.S);
     return;
   }
   if (sync_ && mode == Mode::train) {
@@ -172,6 +217,10 @@ void BatchNorm::backward(Tensor* dx, const Tensor& dy) {
     throw Error("batchnorm: gradient " + shape_str(dy.shape()) + " does not match input " +
                 shape_str(x_->shape()));
   const Dims d = batch_dims(x_->shape(), C_);
+  if (frozen_cache_) {
+    backward_frozen(dx, dy, d.N, d.S);
+    return;
+  }
   if (synced_count_ > 0) {
     backward_synced(dx, dy, d.N, d.S);
     return;
@@ -188,6 +237,60 @@ void BatchNorm::backward(Tensor* dx, const Tensor& dy) {
   else
     kernels::batchnorm_backward(out->data(), dgamma_, dbeta_, dy.data(), x_->data(), mean_.data(),
                                 inv_std_.data(), gamma_, d.N, C_, d.S, work());
+}
+
+// Frozen training forward: the running statistics play the batch's part, so
+// the output is the eval-mode one; normalize_with also keeps what the
+// backward needs (and the ReLU mask when fused), which the inference kernels do not.
+void BatchNorm::forward_frozen(Tensor& y, const Tensor& x, std::int64_t N, std::int64_t S) {
+  const auto Cs = static_cast<std::size_t>(C_);
+  frozen_work_.resize(4 * Cs);  // sized once, then kept: a training step allocates nothing
+  double* mean = frozen_work_.data();
+  double* var = mean + Cs;
+  for (std::size_t c = 0; c < Cs; ++c) {
+    mean[c] = running_mean_[c];
+    var[c] = running_var_[c];
+  }
+  mean_.resize(Cs);
+  var_.resize(Cs);
+  inv_std_.resize(Cs);
+  if (fused_relu_) relu_mask_.resize(static_cast<std::size_t>(x.size()));
+  kernels::batchnorm_normalize_with(y.data(), fused_relu_ ? relu_mask_.data() : nullptr, fused_relu_, mean_.data(),
+                                    var_.data(), inv_std_.data(), x.data(), mean, var, gamma_, beta_, options_.eps,
+                                    N, C_, S, work());
+  x_ = &x;
+  have_train_cache_ = true;
+  frozen_cache_ = true;
+}
+
+// With fixed statistics the layer is a per-channel affine map, so
+//   dx = dy * gamma * inv_std,  dgamma = Σ dy * x_hat,  dbeta = Σ dy
+// (no terms through a batch mean or variance). The sync kernels do exactly
+// this when handed zero sums: grad_sums gives Σ dy and Σ dy (x - mean), and
+// apply_grad with sums of 0 reduces to gamma * inv_std * dy (masked when fused).
+void BatchNorm::backward_frozen(Tensor* dx, const Tensor& dy, std::int64_t N, std::int64_t S) {
+  const auto Cs = static_cast<std::size_t>(C_);
+  double* sum_dy = frozen_work_.data();
+  double* sum_dy_xc = sum_dy + Cs;
+  double* zeros = sum_dy + 2 * Cs;
+  const std::uint8_t* mask = fused_relu_ ? relu_mask_.data() : nullptr;
+  if (dgamma_) {
+    if (options_.freeze == BnFreeze::all) {
+      std::fill(dgamma_, dgamma_ + C_, 0.0f);
+      std::fill(dbeta_, dbeta_ + C_, 0.0f);
+    } else {
+      kernels::batchnorm_grad_sums(sum_dy, sum_dy_xc, dy.data(), mask, x_->data(), mean_.data(), N, C_, S);
+      for (std::size_t c = 0; c < Cs; ++c) {
+        dbeta_[c] = static_cast<float>(sum_dy[c]);
+        dgamma_[c] = static_cast<float>(sum_dy_xc[c] * static_cast<double>(inv_std_[c]));
+      }
+    }
+  }
+  if (!dx) return;
+  dx->resize(x_->shape());
+  std::fill(zeros, zeros + 2 * Cs, 0.0);
+  kernels::batchnorm_apply_grad(dx->data(), dy.data(), mask, x_->data(), mean_.data(), inv_std_.data(), gamma_, zeros,
+                                zeros + Cs, 1.0, N, C_, S, work());
 }
 
 // Synchronized forward: this process's (count, mean, M2) per channel go to

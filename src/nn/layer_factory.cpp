@@ -68,6 +68,7 @@ LayerPtr make_layer(const nlohmann::json& config) {
     o.affine = field<bool>(config, "affine");
     o.track_running_stats = field<bool>(config, "track_running_stats");
     o.unbiased_running_var = field<bool>(config, "unbiased_running_var");
+    if (config.contains("freeze")) o.freeze = parse_bn_freeze(field<std::string>(config, "freeze"));
     return std::make_unique<BatchNorm>(positive_size(config, "num_features"), o);
   }
   if (type == "conv2d") {

@@ -9,6 +9,17 @@ class BatchStatsSync;
 
 namespace bnorm {
 
+// Frozen batch norm, for fine-tuning a trained network on little or shifted
+// data, where batch statistics of small batches would be noisy and would
+// overwrite the statistics learned on the original data.
+enum class BnFreeze {
+  none,   // ordinary batch norm
+  stats,  // training mode normalizes with the running statistics and leaves them alone; gamma, beta learn
+  all,    // as stats, and gamma and beta get zero gradients
+};
+const char* bn_freeze_name(BnFreeze f);  // "none", "stats", "all"
+BnFreeze parse_bn_freeze(const std::string& text);  // throws Error on anything else
+
 // Options of a batch-norm layer, with PyTorch's defaults.
 struct BatchNormOptions {
   // Added to the variance inside the square root: 1/sqrt(var + eps).
@@ -28,6 +39,10 @@ struct BatchNormOptions {
   // false keeps no running estimates: eval mode then normalizes with batch
   // statistics too, as PyTorch does.
   bool track_running_stats = true;
+  // Part of the architecture (saved with the model), so that a resumed or
+  // reloaded run cannot quietly start updating statistics again. Needs
+  // track_running_stats. Eval mode is unaffected.
+  BnFreeze freeze = BnFreeze::none;
 };
 
 // Batch normalization over an input (N, C) or (N, C, H, W): statistics per
@@ -54,6 +69,14 @@ class BatchNorm final : public Layer {
   std::span<float> running_mean() { return running_mean_; }
   std::span<float> running_var() { return running_var_; }
   std::int64_t num_batches_tracked() const { return num_batches_tracked_; }
+  // Forgets the running estimates (mean 0, variance 1, no batches), as
+  // PyTorch's reset_running_stats(); recalibration starts from here.
+  void reset_running_stats();
+  // Changes the running-average rule (recalibration switches to the
+  // cumulative average for a while, as torch's update_bn does).
+  void set_momentum(std::optional<float> momentum);
+  // Changes the freezing (recalibration lifts it while it measures).
+  void set_freeze(BnFreeze freeze);
 
   // Fused with the ReLU that follows (the model sets this; a runtime choice,
   // not part of the architecture): forward outputs max(0, y) and keeps a byte
@@ -85,6 +108,8 @@ class BatchNorm final : public Layer {
   void forward_synced(Tensor& y, const Tensor& x, std::int64_t N, std::int64_t S);
   void backward_synced(Tensor* dx, const Tensor& dy, std::int64_t N, std::int64_t S);
   void update_running_estimates(std::int64_t m);  // from mean_ and var_ over m values
+  void forward_frozen(Tensor& y, const Tensor& x, std::int64_t N, std::int64_t S);
+  void backward_frozen(Tensor* dx, const Tensor& dy, std::int64_t N, std::int64_t S);
 
   // Saved by the training forward for the backward: x_hat is recomputed from these.
   const Tensor* x_ = nullptr;  // (N, C, S)
@@ -97,6 +122,8 @@ class BatchNorm final : public Layer {
   std::vector<double> work_;             // the kernels' scratch, kept between steps
   double* work();
   double synced_count_ = 0;  // values in the whole batch of the last synced forward; 0: not synced
+  bool frozen_cache_ = false;  // the last training forward normalized with the running statistics
+  std::vector<double> frozen_work_;  // (4C): running mean and variance in double, then the gradient sums
 };
 
 }  // namespace bnorm
