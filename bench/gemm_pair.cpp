@@ -2,10 +2,14 @@
 // timed in one process, taking turns, for the products of the default
 // networks at batch 64. Both run inside bnorm's own slicing
 // (src/kernels/gemm_slices.hpp, the code gemm.cpp runs), so each library
-// multiplies one slice on one OpenMP thread, as in training. A round times 7
-// calls of one library then 7 of the other (the order flips every round); a
+// multiplies one slice on one OpenMP thread, as in training. A round times 7 (5
+// above a GFLOP) calls of one library, then as many of the other (the order flips every round); a
 // round's ratio compares two medians taken moments apart, and the median of
 // the rounds' ratios holds still while the shared machine's speed drifts.
+// It cannot hold still where the machine has more runnable threads than
+// cores: a parallel region then waits a scheduler time slice (about 12 ms)
+// for its second thread, both libraries alike, and the ratio reads 1.00.
+// Below 2 threads that cannot happen, so read those rows first.
 //
 // It also counts, by interposing malloc and its relatives, the allocations
 // each library makes per call once warm (the library may allocate no memory
