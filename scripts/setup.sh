@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(g++ cmake make libopenblas-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
+packages=(g++ cmake make libopenblas-dev libdnnl-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libgtest-dev libbenchmark-dev
           openmpi-bin libopenmpi-dev
           libonnx-dev libprotobuf-dev
           dataset-fashion-mnist)

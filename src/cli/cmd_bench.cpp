@@ -11,6 +11,7 @@
 #include "bnorm/kernels/activation.hpp"
 #include "bnorm/kernels/batchnorm.hpp"
 #include "bnorm/kernels/cpu_caches.hpp"
+#include "bnorm/kernels/gemm.hpp"
 #include "bnorm/nn/activation.hpp"
 #include "bnorm/nn/batchnorm.hpp"
 #include "commands.hpp"
@@ -78,16 +79,17 @@ nlohmann::json machine_facts() {
           {"bn_group_bytes", tuning.group_bytes},
           {"bn_stream_from_bytes", tuning.stream_footprint_bytes},
           {"bn_prefetch_bytes", tuning.prefetch_bytes},
+          {"gemm", kernels::gemm_backend()},
           {"openblas_core", openblas_get_corename()}};
 }
 
 void print_machine_facts(const nlohmann::json& facts) {
   const auto kib = [&](const char* key) { return static_cast<long long>(facts.at(key).get<std::int64_t>() >> 10); };
   std::printf("caches (%s): L1d %lld KiB, L2 %lld KiB, L3 %lld KiB; batch norm: groups of %lld KiB, streamed from "
-              "%lld KiB, prefetch %lld KiB ahead; OpenBLAS core %s\n",
+              "%lld KiB, prefetch %lld KiB ahead; matrix products through %s; OpenBLAS core %s\n",
               facts.at("caches_from").get<std::string>().c_str(), kib("l1d_bytes"), kib("l2_bytes"), kib("l3_bytes"),
               kib("bn_group_bytes"), kib("bn_stream_from_bytes"), kib("bn_prefetch_bytes"),
-              facts.at("openblas_core").get<std::string>().c_str());
+              facts.at("gemm").get<std::string>().c_str(), facts.at("openblas_core").get<std::string>().c_str());
 }
 
 void run_bench(const BenchOptions& o) {

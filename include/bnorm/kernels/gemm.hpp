@@ -1,6 +1,7 @@
 #pragma once
 // The matrix products of the Linear and Conv2d layers, row-major, through
-// OpenBLAS (single-threaded, called from bnorm's OpenMP threads). Each
+// oneDNN or OpenBLAS (BNORM_GEMM, chosen when bnorm is configured), either one
+// single-threaded, called from bnorm's OpenMP threads. Each
 // assigns C (beta = 0) unless its name ends in _add. Names say which operand
 // is transposed.
 #include <cstdint>
@@ -22,8 +23,11 @@ void add_row_bias(float* y, const float* bias, std::int64_t M, std::int64_t N);
 void sum_rows(float* db, const float* dy, std::int64_t M, std::int64_t N);
 
 // Threads for bnorm's OpenMP loops, which also run the matrix products:
-// each thread calls single-threaded OpenBLAS on a slice of the output, so the
+// each thread calls the single-threaded library on a slice of the output, so the
 // process has one pool of threads, never two competing for the same cores.
 void set_threads(int threads);
+
+// The library the products go through in this build: "oneDNN" or "OpenBLAS".
+const char* gemm_backend();
 
 }  // namespace bnorm::kernels
