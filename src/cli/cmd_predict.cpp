@@ -70,16 +70,12 @@ std::vector<std::vector<float>> read_text_rows(const std::vector<std::uint8_t>& 
   return rows;
 }
 
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
 // A CSV table (the model's feature columns, by name), a NumPy array, an IDX
 // file of unsigned-byte images (count, rows, cols) or text rows.
 std::vector<std::vector<float>> read_examples(const std::string& path, const LoadedModel& loaded) {
   const std::int64_t features = numel(loaded.model.input_shape());
-  if (ends_with(path, ".csv") || ends_with(path, ".csv.gz") || ends_with(path, ".npy")) {
-    const Dataset d = ends_with(path, ".npy") ? load_npy_features(path, features)
+  if (path.ends_with(".csv") || path.ends_with(".csv.gz") || path.ends_with(".npy")) {
+    const Dataset d = path.ends_with(".npy") ? load_npy_features(path, features)
                                               : load_csv_features(path, loaded.task.feature_names, features);
     if (d.count == 0) fail_file(path, "holds no examples");
     std::vector<std::vector<float>> rows(static_cast<std::size_t>(d.count));

@@ -7,11 +7,7 @@
 namespace bnorm::cli {
 namespace {
 
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
-bool is_npy(const std::string& path) { return ends_with(path, ".npy"); }
+bool is_npy(const std::string& path) { return path.ends_with(".npy"); }
 
 std::optional<Task> forced_task(const std::string& task) {
   if (task == "classify") return Task::classify;
