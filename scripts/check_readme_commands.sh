@@ -16,11 +16,13 @@
 # repository (a symbolic link to each top-level entry), so a later block can
 # use what an earlier one wrote and nothing is left in the checkout. There
 # `build/bnorm` and `bnorm` (on PATH) are a wrapper around the built tool that
-# keeps the check short: to `bnorm train` it adds `--train-size 2000` and
-# `--test-size 1000`, unless the command gives that flag itself or resumes a
-# checkpoint (`--resume`, whose stored configuration wins). Everything else
-# passes through unchanged. The first failing block stops the check with its
-# file, line and output; exit status 1.
+# keeps the check short: to `bnorm train` it adds `--train-size 2000`,
+# `--test-size 1000` and `--threads 1` (small steps on two threads of a busy
+# machine spend most of their time waiting for each other), each unless the
+# command gives that flag itself or resumes a checkpoint (`--resume`, whose
+# stored configuration wins). Everything else passes through unchanged. The
+# first failing block stops the check with its file, line and output; exit
+# status 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -40,15 +42,16 @@ real="$tool"
 EOF
 cat >> "$scratch/bin/bnorm" <<'EOF'
 if [ "${1:-}" = train ]; then
-  add_train=(--train-size 2000) add_test=(--test-size 1000)
+  add_train=(--train-size 2000) add_test=(--test-size 1000) add_threads=(--threads 1)
   for a in "$@"; do
     case "$a" in
-      --resume|--resume=*) add_train=() add_test=() ;;
+      --resume|--resume=*) add_train=() add_test=() add_threads=() ;;
       --train-size|--train-size=*) add_train=() ;;
       --test-size|--test-size=*) add_test=() ;;
+      --threads|--threads=*) add_threads=() ;;
     esac
   done
-  exec "$real" "$@" "${add_train[@]}" "${add_test[@]}"
+  exec "$real" "$@" "${add_train[@]}" "${add_test[@]}" "${add_threads[@]}"
 fi
 exec "$real" "$@"
 EOF
