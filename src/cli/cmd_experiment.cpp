@@ -1,4 +1,4 @@
-// bnorm experiment NAME|all: reproduces the course's claims about batch norm
+// bnorm experiment NAME|all: tests claims made for batch norm (Ioffe & Szegedy 2015)
 // on Fashion-MNIST and writes CSV files, plots and a report per experiment.
 #include <chrono>
 #include <cstdio>
@@ -90,7 +90,7 @@ Runner add_experiment_command(CLI::App& app) {
   auto o = std::make_shared<ExperimentOptions>();
   CLI::App* cmd =
       app.add_subcommand("experiment",
-                         "Reproduce the course's claims about batch norm: writes CSV data, PNG plots (gnuplot) and a "
+                         "Test claims made for batch norm (Ioffe & Szegedy 2015) on Fashion-MNIST: writes CSV data, PNG plots (gnuplot) and a "
                          "report.md per experiment to OUT/NAME/");
   cmd->add_option("name", o->name, "speed, covariate-shift, regularization, test-time, input-normalization, or all")
       ->required();

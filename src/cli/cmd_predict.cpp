@@ -120,7 +120,7 @@ void run_predict(const PredictOptions& o) {
                  "of a batch of one: its mean is the value itself and its variance 0, so every normalized value is 0, "
                  "each batch-norm layer outputs just beta, and the prediction no longer depends on the input. "
                  "This is why a trained network uses running statistics at test time.\n");
-  // One example at a time: the lecture's test-time case.
+  // One example at a time: the test-time case that running statistics exist for.
   Shape one{1};
   one.insert(one.end(), loaded.model.input_shape().begin(), loaded.model.input_shape().end());
   Tensor x(one);

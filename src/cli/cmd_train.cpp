@@ -646,7 +646,7 @@ Runner add_train_command(CLI::App& app) {
                                  "MLP layer widths, input to output (default: <features>,256,256,<classes or targets>)");
   auto* arch = cmd->add_option("--arch", o->arch,
                   "Network in one line instead of --layers: 'cnn' (the default CNN), 'mlp', or tokens like "
-                  "conv3x3:32,bn,relu,maxpool2,conv3x3:64,bn,relu,maxpool2,flatten,fc:10 (see README)");
+                  "conv3x3:32,bn,relu,maxpool2,conv3x3:64,bn,relu,maxpool2,flatten,fc:10 (see docs/cli.md)");
   auto* arch_file = cmd->add_option("--arch-file", o->arch_file, "Read the --arch tokens from a file (# comments allowed)");
   arch->excludes(layers);
   arch->excludes(arch_file);
@@ -720,7 +720,7 @@ Runner add_train_command(CLI::App& app) {
                   "--epochs may change) and the result is bit-identical to an uninterrupted run");
   cmd->add_flag("--distributed", o->distributed,
                 "Data-parallel training under mpirun: each of the K processes takes a share of every --batch-size "
-                "batch, gradients are summed once per step, rank 0 prints and writes files (see README)");
+                "batch, gradients are summed once per step, rank 0 prints and writes files (see docs/distributed.md)");
   cmd->add_option("--bn-sync", o->bn_sync,
                   "With --distributed: global normalizes with the whole batch's statistics (synchronized batch norm); "
                   "local with each process's share alone (PyTorch DDP's default)")

@@ -1,6 +1,6 @@
 #pragma once
-// The experiments behind `bnorm experiment`: each reproduces a claim the
-// course makes about batch norm, writes CSV files, PNG plots and report.md to
+// The experiments behind `bnorm experiment`: each tests a claim made for
+// batch norm (Ioffe & Szegedy 2015 and the common accounts of it), writes CSV files, PNG plots and report.md to
 // <out>/<name>/, and states its conclusions from what it measured.
 #include <string>
 #include <vector>

@@ -49,7 +49,7 @@ Report run_input_normalization(const Context& ctx, const std::string& dir) {
                 "An MLP 784-256-256-10 (ReLU) on Fashion-MNIST (" + std::to_string(train.count) +
                     " training examples, SGD momentum 0.9, batch 64, " + std::to_string(steps) +
                     " steps) fed three ways: each pixel standardized with the training set's per-pixel mean and "
-                    "std (the course's input normalization), pixel/255 in [0, 1], and the raw bytes 0..255; with BN "
+                    "std (bnorm's default input normalization), pixel/255 in [0, 1], and the raw bytes 0..255; with BN "
                     "before each ReLU and without BN, at learning rates 0.01 and 0.1.");
   // Spread of the final accuracy over the three input scalings, per network and lr.
   for (const float lr : lrs)

@@ -155,7 +155,7 @@ Report run_test_time(const Context& ctx, const std::string& dir) {
                       ".");
     report.conclusion(
         "Each example normalized with its own statistics gave " + fixed(def->own) + " test accuracy (" +
-        (def->own < 0.2 ? "chance level: every input gets the same output, as the lecture warns" : "above chance") +
+        (def->own < 0.2 ? "chance level: every input gets the same output" : "above chance") +
         ").");
     report.conclusion(
         "Test batches of 100 normalized with their own statistics gave " + fixed(def->batch100) + " (" +
