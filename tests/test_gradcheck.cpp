@@ -70,7 +70,7 @@ TEST(GradCheck, BatchNormTrainingModeNCHW) {
 TEST(GradCheck, BatchNormWithoutAffine) {
   Rng rng(23);
   BatchNormOptions o;
-  o.affine = false;
+  o.scale = o.center = false;
   LayerHarness h(std::make_unique<BatchNorm>(5, o));
   check_layer(h, random_tensor({6, 5}, rng), 24);
 }

@@ -51,6 +51,20 @@ ConvConfig conv_config(const nlohmann::json& config) {
           bounded(config, "stride", 1, 64), bounded(config, "padding", 0, 64), field<bool>(config, "bias")};
 }
 
+// Batch norm's learned gamma and beta: PyTorch's "affine" (both or neither;
+// every file from before the separate switches), or "scale" and "center".
+void read_scale_center(const nlohmann::json& config, BatchNormOptions& o) {
+  const bool has_affine = config.contains("affine");
+  if (has_affine == (config.contains("scale") || config.contains("center")))
+    throw Error("layer config " + config.dump() + ": give either \"affine\" or \"scale\" and \"center\"");
+  if (has_affine) {
+    o.scale = o.center = field<bool>(config, "affine");
+  } else {
+    o.scale = field<bool>(config, "scale");
+    o.center = field<bool>(config, "center");
+  }
+}
+
 }  // namespace
 
 LayerPtr make_layer(const nlohmann::json& config) {
@@ -67,7 +81,7 @@ LayerPtr make_layer(const nlohmann::json& config) {
       o.momentum.reset();
     else
       o.momentum = field<float>(config, "momentum");
-    o.affine = field<bool>(config, "affine");
+    read_scale_center(config, o);
     o.track_running_stats = field<bool>(config, "track_running_stats");
     o.unbiased_running_var = field<bool>(config, "unbiased_running_var");
     if (config.contains("freeze")) o.freeze = parse_bn_freeze(field<std::string>(config, "freeze"));
@@ -102,7 +116,10 @@ std::int64_t layer_state_bytes(const nlohmann::json& config) {
   }
   if (type == "batchnorm") {
     const std::int64_t C = positive_size(config, "num_features");
-    const std::int64_t per_channel = (field<bool>(config, "affine") ? 2 : 0) + (field<bool>(config, "track_running_stats") ? 2 : 0);
+    BatchNormOptions o;
+    read_scale_center(config, o);
+    const std::int64_t per_channel =
+        (o.scale ? 1 : 0) + (o.center ? 1 : 0) + (field<bool>(config, "track_running_stats") ? 2 : 0);
     return C * per_channel * 4;
   }
   if (type == "groupnorm" || type == "layernorm") {
