@@ -70,6 +70,35 @@ def json_metadata(metadata, key):
         raise CheckError(f"model metadata {key!r} is not valid JSON: {exc}") from exc
 
 
+def bn_scale_center(spec):
+    """(learned gamma, learned beta) of a batch-norm layer config: PyTorch's
+    "affine" (both or neither) or bnorm's separate "scale" and "center"."""
+    if "affine" in spec:
+        return spec["affine"], spec["affine"]
+    return spec["scale"], spec["center"]
+
+
+def fixed_bn_parameters(architecture):
+    """The tensors a bnorm file lacks where PyTorch needs them.
+
+    PyTorch's BatchNorm learns gamma and beta together (affine=True) or neither;
+    it cannot learn one alone.  A bnorm layer with only scale (or only center)
+    is loaded as affine=True with the missing tensor at its fixed value: bias 0
+    (or weight 1).  The outputs are the same; training it further in PyTorch
+    would also move the fixed one, which bnorm keeps fixed.
+    """
+    fixed = {}
+    for index, spec in enumerate(architecture.get("layers", [])):
+        if spec.get("type") != "batchnorm":
+            continue
+        scale, center = bn_scale_center(spec)
+        if scale and not center:
+            fixed[f"{index}.bias"] = torch.zeros(spec["num_features"])
+        elif center and not scale:
+            fixed[f"{index}.weight"] = torch.ones(spec["num_features"])
+    return fixed
+
+
 def build_sequential(architecture):
     """Translate the architecture description into a torch.nn.Sequential."""
     layers = []
@@ -100,12 +129,22 @@ def build_sequential(architecture):
             # unbiased_running_var only changes how training updates the
             # running variance; eval mode, which is all we run, ignores it.
             norm = torch.nn.BatchNorm2d if spatial else torch.nn.BatchNorm1d
+            scale, center = bn_scale_center(spec)
             layers.append(norm(
                 spec["num_features"],
                 eps=spec["eps"],
                 momentum=spec["momentum"],
-                affine=spec["affine"],
+                affine=scale or center,
                 track_running_stats=spec["track_running_stats"]))
+        elif kind == "groupnorm":
+            layers.append(torch.nn.GroupNorm(
+                spec["num_groups"], spec["num_channels"], eps=spec["eps"], affine=spec["affine"]))
+        elif kind == "layernorm":
+            # bnorm's LayerNorm normalizes an example's whole shape, which
+            # the config names exactly as torch's normalized_shape.
+            layers.append(torch.nn.LayerNorm(
+                spec["normalized_shape"], eps=spec["eps"],
+                elementwise_affine=spec["elementwise_affine"]))
         elif kind == "relu":
             layers.append(torch.nn.ReLU())
         elif kind == "tanh":
@@ -139,6 +178,10 @@ def load_model(path):
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckError(f"bad layer description: {exc!r}") from exc
     state = {name: torch.from_numpy(array) for name, array in tensors.items()}
+    for name, value in fixed_bn_parameters(architecture).items():
+        if name in state:
+            raise CheckError(f"{name}: the layer does not learn it, yet the file holds it")
+        state[name] = value
     # load_state_dict alone is not strict enough: BatchNorm quietly fills in a
     # missing num_batches_tracked (for old checkpoints) and copy_ converts
     # dtypes, so compare names and dtypes against the module ourselves.

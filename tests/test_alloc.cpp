@@ -123,6 +123,8 @@ TEST(Allocation, TrainingStepsAllocateNothingOnceRunning) {
       {"conv3x3:24,bn,relu,gap,fc:10", {1, 28, 28}, BnPlacement::before, "sgd"},
       // float features, regression (the input shape {30} selects the table)
       {"fc:64,bn,relu,fc:2", {30}, BnPlacement::before, "adam"},
+      // GroupNorm and LayerNorm keep their statistics' buffers between steps
+      {"conv3x3:8,gn:4,relu,maxpool2,flatten,fc:32,ln,relu,fc:10", {1, 28, 28}, BnPlacement::before, "sgd"},
   };
   for (const Case& c : cases) {
     const std::vector<long> counts = allocations_between_reports(c.spec, c.input, c.bn, c.optimizer);

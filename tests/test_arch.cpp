@@ -60,7 +60,7 @@ TEST(Arch, BatchNormOptionsAreCarriedIntoEveryBnLayer) {
   BatchNormOptions o;
   o.eps = 1e-3f;
   o.momentum.reset();
-  o.affine = false;
+  o.scale = o.center = false;
   const auto arch = parse_arch("fc:8,bn,relu,fc:10", Shape{784}, BnPlacement::before, o);
   const auto& bn = arch.at("layers")[1];
   EXPECT_FLOAT_EQ(bn.at("eps").get<float>(), 1e-3f);

@@ -101,7 +101,7 @@ TEST(OnnxExport, FoldingLeavesNoBatchNormAndGivesTheConvABias) {
 }
 
 TEST(OnnxExport, WithoutAffineTheScaleIsOnesAndTheShiftZeros) {
-  LoadedModel loaded = small_cnn({.affine = false});
+  LoadedModel loaded = small_cnn({.scale = false, .center = false});
   const onnx::ModelProto proto = exported(loaded);
   const auto& bn = node_of(proto, "BatchNormalization");
   ASSERT_EQ(bn.input_size(), 5);

@@ -51,6 +51,8 @@ struct TrainOptions {
   std::string bn_running_var = "unbiased";
   float eps = 1e-5f;
   bool no_affine = false;
+  std::string bn_scale = "on";   // learned gamma
+  std::string bn_center = "on";  // learned beta
   bool no_running_stats = false;
   std::string input_norm = "auto";
   std::string init;              // model file to start from (fine-tuning)
@@ -97,6 +99,8 @@ nlohmann::json config_json(const TrainOptions& o) {
           {"bn-running-var", o.bn_running_var},
           {"eps", o.eps},
           {"no-affine", o.no_affine},
+          {"bn-scale", o.bn_scale},
+          {"bn-center", o.bn_center},
           {"no-running-stats", o.no_running_stats},
           {"input-norm", o.input_norm},
           {"init", o.init},
@@ -120,9 +124,11 @@ T config_number(const nlohmann::json& config, const char* key, const std::string
 TrainOptions options_from_checkpoint(const TrainOptions& cli, const nlohmann::json& config, const std::string& path) {
   const nlohmann::json given = config_json(cli);
   // Checkpoints from before tabular data have no data keys but --data.
-  // Checkpoints from before fine-tuning have no init or freeze-bn.
-  const std::set<std::string> optional_keys = {"train", "test", "train-targets", "test-targets", "target",
-                                               "task", "val-fraction", "init", "freeze-bn"};
+  // Checkpoints from before fine-tuning have no init or freeze-bn, from
+  // before the separate switches no bn-scale or bn-center (then "on").
+  const std::set<std::string> optional_keys = {"train", "test",      "train-targets", "test-targets",
+                                               "target", "task",     "val-fraction",  "init",
+                                               "freeze-bn", "bn-scale", "bn-center"};
   for (const auto& [key, value] : given.items()) {
     if (!config.contains(key)) {
       if (optional_keys.count(key) && !cli.explicit_flags.count(key)) continue;
@@ -146,6 +152,8 @@ TrainOptions options_from_checkpoint(const TrainOptions& cli, const nlohmann::js
     text("task", o.data.task);
     text("init", o.init);
     text("freeze-bn", o.freeze_bn);
+    text("bn-scale", o.bn_scale);
+    text("bn-center", o.bn_center);
     if (config.contains("val-fraction")) o.data.val_fraction = config_number<double>(config, "val-fraction", path);
     o.layers = config.at("layers").get<std::string>();
     o.arch = config.at("arch").get<std::string>();
@@ -387,6 +395,8 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
   if (o.train_size < 0 || o.test_size < 0) throw Error("--train-size and --test-size must be >= 0");
   if (!(o.bn_momentum >= 0.0f && o.bn_momentum <= 1.0f)) throw Error("--bn-momentum must be in [0, 1]");
   if (!(o.eps > 0.0f)) throw Error("--eps must be > 0");
+  if (o.no_affine && (o.explicit_flags.count("bn-scale") || o.explicit_flags.count("bn-center")))
+    throw Error("--no-affine turns off both gamma and beta; give --bn-scale and --bn-center instead of it");
   if (o.checkpoint_every < 0) throw Error("--checkpoint-every must be >= 0 (0 = no checkpoints)");
   // Only rank 0 writes files.
   if (cluster.root()) check_output_writable(o.out);
@@ -411,7 +421,8 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
   bn_options.eps = o.eps;
   bn_options.momentum = o.bn_cumulative ? std::nullopt : std::optional<float>(o.bn_momentum);
   bn_options.unbiased_running_var = o.bn_running_var == "unbiased";
-  bn_options.affine = !o.no_affine;
+  bn_options.scale = !o.no_affine && o.bn_scale == "on";
+  bn_options.center = !o.no_affine && o.bn_center == "on";
   bn_options.track_running_stats = !o.no_running_stats;
   const BnPlacement placement = parse_bn_placement(o.bn);
   const std::string& arch = o.arch;
@@ -677,8 +688,16 @@ Runner add_train_command(CLI::App& app) {
                   "unbiased: running variance uses var*m/(m-1) (PyTorch); biased: the batch variance as normalized")
       ->check(CLI::IsMember({"unbiased", "biased"}))
       ->capture_default_str();
-  cmd->add_option("--eps", o->eps, "Added to the variance inside the square root")->capture_default_str();
-  cmd->add_flag("--no-affine", o->no_affine, "No learned gamma/beta (fixed at 1 and 0)");
+  cmd->add_option("--eps", o->eps,
+                  "Added to the variance inside the square root (batch norm, and the gn and ln layers of --arch)")
+      ->capture_default_str();
+  cmd->add_flag("--no-affine", o->no_affine, "No learned gamma/beta (fixed at 1 and 0): --bn-scale off --bn-center off");
+  cmd->add_option("--bn-scale", o->bn_scale, "Batch norm learns gamma (Keras' scale); off fixes it at 1")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
+  cmd->add_option("--bn-center", o->bn_center, "Batch norm learns beta (Keras' center); off fixes it at 0")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   cmd->add_flag("--no-running-stats", o->no_running_stats,
                 "Keep no running statistics; evaluation then normalizes with batch statistics");
   cmd->add_option("--input-norm", o->input_norm,

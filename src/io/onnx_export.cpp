@@ -202,6 +202,12 @@ void add_layer(GraphBuilder& g, Layer& layer, const nlohmann::json& config, std:
     g.node("GlobalAveragePool", id, {g.last()});
   } else if (type == "flatten") {
     attribute(g.node("Flatten", id, {g.last()}), "axis", std::int64_t{1});
+  } else if (type == "groupnorm" || type == "layernorm") {
+    // ONNX has LayerNormalization only from opset 17 and GroupNormalization
+    // from 18, beyond the opsets written here.
+    fail_file(name, "layer " + std::to_string(index) + " is a " + (type == "groupnorm" ? "GroupNorm" : "LayerNorm") +
+                        ", which the ONNX export does not support (it writes opsets " +
+                        std::to_string(kOnnxMinOpset) + " to " + std::to_string(kOnnxMaxOpset) + ")");
   } else if (type == "dropout") {
     // The identity at inference: no node.
   } else {

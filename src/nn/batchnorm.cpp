@@ -72,9 +72,16 @@ nlohmann::json BatchNorm::config() const {
                       {"num_features", C_},
                       {"eps", options_.eps},
                       {"momentum", momentum},
-                      {"affine", options_.affine},
                       {"track_running_stats", options_.track_running_stats},
                       {"unbiased_running_var", options_.unbiased_running_var}};
+  // PyTorch's "affine" where it says it all, so that files of models with
+  // both or neither stay as they were; "scale" and "center" otherwise.
+  if (options_.scale == options_.center) {
+    c["affine"] = options_.scale;
+  } else {
+    c["scale"] = options_.scale;
+    c["center"] = options_.center;
+  }
   // Absent unless frozen: files of unfrozen models stay as they were.
   if (options_.freeze != BnFreeze::none) c["freeze"] = bn_freeze_name(options_.freeze);
   return c;
@@ -106,32 +113,34 @@ Shape BatchNorm::output_shape(const Shape& input) const {
 }
 
 std::vector<ParamSlot> BatchNorm::param_slots() const {
-  if (!options_.affine) return {};
-  return {{"weight", {C_}}, {"bias", {C_}}};  // PyTorch calls gamma "weight", beta "bias"
+  std::vector<ParamSlot> slots;  // PyTorch calls gamma "weight", beta "bias"
+  if (options_.scale) slots.push_back({"weight", {C_}});
+  if (options_.center) slots.push_back({"bias", {C_}});
+  return slots;
 }
 
 void BatchNorm::bind_parameters(std::span<float> params, std::span<float> grads) {
-  if (!options_.affine) return;
-  gamma_ = params.data();
-  beta_ = params.data() + C_;
-  dgamma_ = grads.data();
-  dbeta_ = grads.data() + C_;
+  std::size_t next = 0;  // gamma then beta, each only if learned
+  if (options_.scale) {
+    gamma_ = params.data();
+    dgamma_ = grads.data();
+    next = static_cast<std::size_t>(C_);
+  }
+  if (options_.center) {
+    beta_ = params.data() + next;
+    dbeta_ = grads.data() + next;
+  }
 }
 
 void BatchNorm::init_parameters(Rng& /*rng*/) {
-  if (!options_.affine) return;
-  for (std::int64_t c = 0; c < C_; ++c) {
-    gamma_[c] = 1.0f;
-    beta_[c] = 0.0f;
-  }
+  if (gamma_) std::fill(gamma_, gamma_ + C_, 1.0f);
+  if (beta_) std::fill(beta_, beta_ + C_, 0.0f);
 }
 
 std::vector<StateEntry> BatchNorm::state() {
   std::vector<StateEntry> s;
-  if (options_.affine) {
-    s.push_back({"weight", {C_}, StateEntry::DType::f32, gamma_});
-    s.push_back({"bias", {C_}, StateEntry::DType::f32, beta_});
-  }
+  if (gamma_) s.push_back({"weight", {C_}, StateEntry::DType::f32, gamma_});
+  if (beta_) s.push_back({"bias", {C_}, StateEntry::DType::f32, beta_});
   if (options_.track_running_stats) {
     s.push_back({"running_mean", {C_}, StateEntry::DType::f32, running_mean_.data()});
     s.push_back({"running_var", {C_}, StateEntry::DType::f32, running_var_.data()});
@@ -274,16 +283,14 @@ void BatchNorm::backward_frozen(Tensor* dx, const Tensor& dy, std::int64_t N, st
   double* sum_dy_xc = sum_dy + Cs;
   double* zeros = sum_dy + 2 * Cs;
   const std::uint8_t* mask = fused_relu_ ? relu_mask_.data() : nullptr;
-  if (dgamma_) {
-    if (options_.freeze == BnFreeze::all) {
-      std::fill(dgamma_, dgamma_ + C_, 0.0f);
-      std::fill(dbeta_, dbeta_ + C_, 0.0f);
-    } else {
-      kernels::batchnorm_grad_sums(sum_dy, sum_dy_xc, dy.data(), mask, x_->data(), mean_.data(), N, C_, S);
-      for (std::size_t c = 0; c < Cs; ++c) {
-        dbeta_[c] = static_cast<float>(sum_dy[c]);
-        dgamma_[c] = static_cast<float>(sum_dy_xc[c] * static_cast<double>(inv_std_[c]));
-      }
+  if (options_.freeze == BnFreeze::all) {
+    if (dgamma_) std::fill(dgamma_, dgamma_ + C_, 0.0f);
+    if (dbeta_) std::fill(dbeta_, dbeta_ + C_, 0.0f);
+  } else if (dgamma_ || dbeta_) {
+    kernels::batchnorm_grad_sums(sum_dy, sum_dy_xc, dy.data(), mask, x_->data(), mean_.data(), N, C_, S);
+    for (std::size_t c = 0; c < Cs; ++c) {
+      if (dbeta_) dbeta_[c] = static_cast<float>(sum_dy[c]);
+      if (dgamma_) dgamma_[c] = static_cast<float>(sum_dy_xc[c] * static_cast<double>(inv_std_[c]));
     }
   }
   if (!dx) return;
@@ -341,11 +348,10 @@ void BatchNorm::backward_synced(Tensor* dx, const Tensor& dy, std::int64_t N, st
   std::vector<double> sums(2 * Cs);  // Σ dy (C), then Σ dy·(x − mean) (C)
   const std::uint8_t* mask = fused_relu_ ? relu_mask_.data() : nullptr;
   kernels::batchnorm_grad_sums(sums.data(), sums.data() + Cs, dy.data(), mask, x_->data(), mean_.data(), N, C_, S);
-  if (dbeta_)
-    for (std::size_t c = 0; c < Cs; ++c) {
-      dbeta_[c] = static_cast<float>(sums[c]);
-      dgamma_[c] = static_cast<float>(sums[Cs + c] * static_cast<double>(inv_std_[c]));
-    }
+  for (std::size_t c = 0; c < Cs; ++c) {
+    if (dbeta_) dbeta_[c] = static_cast<float>(sums[c]);
+    if (dgamma_) dgamma_[c] = static_cast<float>(sums[Cs + c] * static_cast<double>(inv_std_[c]));
+  }
   sync_->allreduce_sum(sums);
   if (!dx) return;  // the first layer's input gradient is not wanted
   dx->resize(x_->shape());

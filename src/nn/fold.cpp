@@ -52,8 +52,9 @@ Model fold_batchnorm(Model& model) {
     }
     auto& bn = static_cast<BatchNorm&>(model.layer(source[j] + 1));
     const std::int64_t C = bn.num_features();
-    const auto* gamma = bn.options().affine ? static_cast<const float*>(find_entry(bn, "weight").data) : nullptr;
-    const auto* beta = bn.options().affine ? static_cast<const float*>(find_entry(bn, "bias").data) : nullptr;
+    // A gamma that is not learned is 1, a beta that is not learned 0.
+    const auto* gamma = bn.options().scale ? static_cast<const float*>(find_entry(bn, "weight").data) : nullptr;
+    const auto* beta = bn.options().center ? static_cast<const float*>(find_entry(bn, "bias").data) : nullptr;
     const StateEntry w_src = find_entry(from, "weight");
     const float* b_src = from.param_slots().size() > 1 ? static_cast<const float*>(find_entry(from, "bias").data) : nullptr;
     auto* w = static_cast<float*>(find_entry(to, "weight").data);

@@ -4,6 +4,8 @@
 
 #include "bnorm/error.hpp"
 #include "bnorm/nn/conv2d.hpp"
+#include "bnorm/nn/group_norm.hpp"
+#include "bnorm/nn/layer_norm.hpp"
 #include "bnorm/json_number.hpp"
 #include "bnorm/nn/linear.hpp"
 #include "bnorm/nn/pooling.hpp"
@@ -49,6 +51,20 @@ ConvConfig conv_config(const nlohmann::json& config) {
           bounded(config, "stride", 1, 64), bounded(config, "padding", 0, 64), field<bool>(config, "bias")};
 }
 
+// Batch norm's learned gamma and beta: PyTorch's "affine" (both or neither;
+// every file from before the separate switches), or "scale" and "center".
+void read_scale_center(const nlohmann::json& config, BatchNormOptions& o) {
+  const bool has_affine = config.contains("affine");
+  if (has_affine == (config.contains("scale") || config.contains("center")))
+    throw Error("layer config " + config.dump() + ": give either \"affine\" or \"scale\" and \"center\"");
+  if (has_affine) {
+    o.scale = o.center = field<bool>(config, "affine");
+  } else {
+    o.scale = field<bool>(config, "scale");
+    o.center = field<bool>(config, "center");
+  }
+}
+
 }  // namespace
 
 LayerPtr make_layer(const nlohmann::json& config) {
@@ -65,12 +81,18 @@ LayerPtr make_layer(const nlohmann::json& config) {
       o.momentum.reset();
     else
       o.momentum = field<float>(config, "momentum");
-    o.affine = field<bool>(config, "affine");
+    read_scale_center(config, o);
     o.track_running_stats = field<bool>(config, "track_running_stats");
     o.unbiased_running_var = field<bool>(config, "unbiased_running_var");
     if (config.contains("freeze")) o.freeze = parse_bn_freeze(field<std::string>(config, "freeze"));
     return std::make_unique<BatchNorm>(positive_size(config, "num_features"), o);
   }
+  if (type == "groupnorm")
+    return std::make_unique<GroupNorm>(positive_size(config, "num_groups"), positive_size(config, "num_channels"),
+                                       field<float>(config, "eps"), field<bool>(config, "affine"));
+  if (type == "layernorm")
+    return std::make_unique<LayerNorm>(field<Shape>(config, "normalized_shape"), field<float>(config, "eps"),
+                                       field<bool>(config, "elementwise_affine"));
   if (type == "conv2d") {
     const ConvConfig c = conv_config(config);
     return std::make_unique<Conv2d>(c.C, c.O, c.KH, c.KW, c.stride, c.pad, c.bias);
@@ -94,8 +116,17 @@ std::int64_t layer_state_bytes(const nlohmann::json& config) {
   }
   if (type == "batchnorm") {
     const std::int64_t C = positive_size(config, "num_features");
-    const std::int64_t per_channel = (field<bool>(config, "affine") ? 2 : 0) + (field<bool>(config, "track_running_stats") ? 2 : 0);
+    BatchNormOptions o;
+    read_scale_center(config, o);
+    const std::int64_t per_channel =
+        (o.scale ? 1 : 0) + (o.center ? 1 : 0) + (field<bool>(config, "track_running_stats") ? 2 : 0);
     return C * per_channel * 4;
+  }
+  if (type == "groupnorm" || type == "layernorm") {
+    // weight and bias of the layer's parameter shape; the layer checks the config.
+    std::int64_t bytes = 0;
+    for (const ParamSlot& slot : make_layer(config)->param_slots()) bytes += numel(slot.shape) * 4;
+    return bytes;
   }
   if (type == "conv2d") {
     const ConvConfig c = conv_config(config);

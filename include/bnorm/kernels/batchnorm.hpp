@@ -15,7 +15,7 @@
 //   inv_std[c] = 1 / sqrt(var + eps)
 //   x_hat      = (x - mean) * inv_std
 //   y          = gamma * x_hat + beta
-// gamma == nullptr means 1 and beta == nullptr means 0 (affine = false).
+// gamma == nullptr means 1 (scale = false) and beta == nullptr means 0 (center = false).
 //
 // Every function *assigns* its outputs; none adds to them.
 //
@@ -62,7 +62,7 @@ void batchnorm_forward_inference(float* y, const float* x, const float* mean, co
 //   dgamma = Σ dy * x_hat
 //   dx     = gamma * inv_std / m * (m * dy - dbeta - x_hat * dgamma)
 // x_hat is recomputed from x, mean and inv_std rather than stored.
-// dgamma and dbeta may be nullptr (affine = false); the sums are still formed.
+// dgamma and dbeta may each be nullptr (not learned); the sums are still formed.
 void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
                         const float* mean, const float* inv_std, const float* gamma,
                         std::int64_t N, std::int64_t C, std::int64_t S, double* work);

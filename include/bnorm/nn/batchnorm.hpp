@@ -34,8 +34,12 @@ struct BatchNormOptions {
   // The running variance stores var * m / (m - 1), an unbiased estimate of the
   // population variance (PyTorch); false stores the biased batch variance.
   bool unbiased_running_var = true;
-  // Learned gamma (init 1) and beta (init 0); false fixes them at 1 and 0.
-  bool affine = true;
+  // Learned gamma (init 1), Keras' "scale"; false fixes gamma at 1.
+  bool scale = true;
+  // Learned beta (init 0), Keras' "center"; false fixes beta at 0.
+  // PyTorch's affine is both together: affine=True is scale and center,
+  // affine=False neither; PyTorch has no switch for one without the other.
+  bool center = true;
   // false keeps no running estimates: eval mode then normalizes with batch
   // statistics too, as PyTorch does.
   bool track_running_stats = true;
@@ -96,10 +100,10 @@ class BatchNorm final : public Layer {
  private:
   std::int64_t C_;
   BatchNormOptions options_;
-  float* gamma_ = nullptr;   // (C) or nullptr when !affine
-  float* beta_ = nullptr;    // (C)
-  float* dgamma_ = nullptr;  // (C)
-  float* dbeta_ = nullptr;   // (C)
+  float* gamma_ = nullptr;   // (C), or nullptr without scale
+  float* beta_ = nullptr;    // (C), or nullptr without center
+  float* dgamma_ = nullptr;  // (C), or nullptr without scale
+  float* dbeta_ = nullptr;   // (C), or nullptr without center
   std::vector<float> running_mean_;  // (C), init 0
   std::vector<float> running_var_;   // (C), init 1
   std::int64_t num_batches_tracked_ = 0;
