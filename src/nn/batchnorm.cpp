@@ -408,9 +408,12 @@ void BatchNorm::backward_synced(Tensor* dx, const Tensor& dy, std::int64_t N, st
 // before it. Without a virtual batch size, one slice: the whole batch.
 void BatchNorm::plan_slices(std::int64_t N, std::int64_t S) {
   const std::int64_t V = options_.virtual_batch_size > 0 ? std::min(options_.virtual_batch_size, N) : N;
-  if (V * S < 2)
+  if (V * S < 2 && options_.virtual_batch_size > 0 && N * S >= 2)
     throw Error("batchnorm: a virtual batch of " + std::to_string(V) + " example(s) with " + std::to_string(S) +
                 " value(s) per channel each has no spread to normalize with; use a virtual batch size of 2 or more");
+  if (V * S < 2)
+    throw Error("batchnorm: training-mode normalization needs more than one value per channel, got " +
+                std::to_string(N) + " example(s) of " + std::to_string(S) + " value(s) per channel");
   slices_.clear();
   for (std::int64_t n0 = 0; n0 < N; n0 += V) slices_.push_back({n0, std::min(V, N - n0)});
   if (slices_.size() > 1 && slices_.back().second * S < 2) {
