@@ -74,15 +74,12 @@ Checkpoint parse_checkpoint(const SafetensorsFile& file, const std::string& path
         fail_file(path, "tensor '" + std::string(kOptimizerPrefix) + n + "' must be a 1-D F32 tensor");
       c.optimizer_state.buffers.emplace_back(n, it->second->to_f32());
     }
-    const nlohmann::json p = metadata_json(file, "position", path);
-    c.position.epoch = number_at<std::int64_t>(p, "epoch", path);
-    c.position.batch = number_at<std::int64_t>(p, "batch", path);
-    c.position.global_step = number_at<std::int64_t>(p, "global_step", path);
-    c.position.rng = p.at("rng").get<std::string>();
-    c.position.loss_sum = number_at<double>(p, "loss_sum", path);
-    c.position.correct = number_at<std::int64_t>(p, "correct", path);
-    c.position.seen = number_at<std::int64_t>(p, "seen", path);
-    c.position.skipped = number_at<std::int64_t>(p, "skipped", path);
+    try {
+      c.position = position_from_json(metadata_json(file, "position", path));
+    } catch (const Error& e) {
+      if (std::string(e.what()).rfind(path + ":", 0) == 0) throw;
+      fail_file(path, std::string("checkpoint metadata is incomplete or mistyped: ") + e.what());
+    }
   } catch (const nlohmann::json::exception& e) {
     fail_file(path, std::string("checkpoint metadata is incomplete or mistyped: ") + e.what());
   }
@@ -111,11 +108,7 @@ void save_checkpoint(const std::string& path, Model& model, const Preprocessing&
                               make_f32_tensor(Shape{static_cast<std::int64_t>(values.size())}, values.data()));
   }
   file.metadata["optimizer"] = nlohmann::json{{"name", optimizer.name()}, {"steps", state.steps}, {"buffers", names}}.dump();
-  file.metadata["position"] = nlohmann::json{{"epoch", position.epoch},     {"batch", position.batch},
-                                             {"global_step", position.global_step}, {"rng", position.rng},
-                                             {"loss_sum", position.loss_sum}, {"correct", position.correct},
-                                             {"seen", position.seen},       {"skipped", position.skipped}}
-                                  .dump();
+  file.metadata["position"] = position_to_json(position).dump();
   file.tensors.emplace_back(kOrderTensor, make_i64_tensor(Shape{static_cast<std::int64_t>(position.order.size())},
                                                           position.order.data()));
   write_safetensors(path, file);
