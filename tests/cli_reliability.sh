@@ -31,7 +31,8 @@ check "a good small model first" rc=0
 cp "$T/m.st" "$T/m.before"
 run "$BNORM" train "${SMALL[@]}" --epochs 2 --bn none --lr 50 --out "$T/m.st"
 check "--lr 50 --bn none stops on a non-finite loss" rc=1 'err~non-finite' 'err~global step' 'err~epoch 1, batch' \
-  'err~layer 2 (linear) output' "err~$T/m.st keeps the last completed epoch's model" '!out~epoch 1/2'
+  'err~layer 2 (linear) output' "err~$T/m.st keeps the last completed epoch's model" '!out~epoch 1/2' \
+  'err~(try a lower --lr'  # the tool's advice, added to the library's message
 check_true "... and the earlier model file is unchanged" cmp -s "$T/m.before" "$T/m.st"
 check_true "... and no temporary files are left" no_temp_files "$T"
 

@@ -19,7 +19,8 @@ void apply_threads(int threads) {
 
 int main(int argc, char** argv) {
   CLI::App app{"bnorm: batch-normalized neural networks, trained and used on the CPU.\n"
-               "Run 'bnorm train' to train the default MLP on Fashion-MNIST with no flags at all."};
+               "Run 'bnorm train' with no flags to train the default network (an MLP with batch norm) on\n"
+               "Fashion-MNIST, or give it --arch for a CNN and --train for your own CSV or NumPy data."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "bnorm 0.1.0");
   const auto train = bnorm::cli::add_train_command(app);

@@ -30,9 +30,21 @@ class DataParallel;
 //               before each step in this mode and puts them back.
 enum class OnNan { stop, skip_batch };
 
+// The message says what happened in the library's terms (step, layer); the
+// cause lets a caller add advice in its own (a command-line flag, say).
 class NumericFault : public Error {
  public:
-  using Error::Error;
+  enum class Cause {
+    non_finite_step,      // a step's loss or gradients (under OnNan::stop)
+    diverged_update,      // an update made the parameters themselves non-finite
+    every_batch_skipped,  // OnNan::skip_batch dropped every batch of an epoch
+    other,
+  };
+  explicit NumericFault(const std::string& what, Cause cause = Cause::other) : Error(what), cause_(cause) {}
+  Cause cause() const { return cause_; }
+
+ private:
+  Cause cause_;
 };
 
 struct TrainConfig {
