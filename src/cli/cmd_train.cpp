@@ -2,7 +2,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cstdarg>
 #include <cmath>
@@ -174,18 +173,7 @@ TrainOptions options_from_checkpoint(const TrainOptions& cli, const nlohmann::js
 }
 
 std::vector<std::int64_t> parse_widths(const std::string& text) {
-  std::vector<std::int64_t> widths;
-  const char* p = text.data();
-  const char* end = p + text.size();
-  while (p < end) {
-    std::int64_t v = 0;
-    auto [next, ec] = std::from_chars(p, end, v);
-    if (ec != std::errc() || v <= 0 || v > (1 << 24))
-      throw Error("--layers: '" + text + "' must be comma-separated positive widths, e.g. 784,256,256,10");
-    widths.push_back(v);
-    p = next;
-    if (p < end && *p++ != ',') throw Error("--layers: '" + text + "' must be separated by commas");
-  }
+  std::vector<std::int64_t> widths = parse_size_list("--layers", text, ',', "784,256,256,10");
   if (widths.size() < 2) throw Error("--layers: needs at least an input and an output width");
   return widths;
 }

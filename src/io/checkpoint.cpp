@@ -6,6 +6,7 @@
 #include "bnorm/error.hpp"
 #include "bnorm/io/safetensors.hpp"
 #include "bnorm/json_number.hpp"
+#include "metadata.hpp"
 
 namespace bnorm {
 namespace {
@@ -22,23 +23,11 @@ T number_at(const nlohmann::json& j, const char* key, const std::string& path) {
 }
 
 nlohmann::json metadata_json(const SafetensorsFile& file, const std::string& key, const std::string& path) {
-  const auto it = file.metadata.find(key);
-  if (it == file.metadata.end()) fail_file(path, "checkpoint metadata lacks \"" + key + "\"");
-  try {
-    return nlohmann::json::parse(it->second);
-  } catch (const nlohmann::json::exception& e) {
-    fail_file(path, "checkpoint metadata \"" + key + "\" is not valid JSON: " + e.what());
-  }
+  return io_detail::metadata_json(file, key, path, "checkpoint metadata");
 }
 
 Checkpoint parse_checkpoint(const SafetensorsFile& file, const std::string& path) {
-  const auto format = file.metadata.find("format");
-  if (format == file.metadata.end() || format->second != kCheckpointFormat)
-    fail_file(path, "not a bnorm checkpoint (metadata \"format\" is not \"" + std::string(kCheckpointFormat) + "\")");
-  const auto version = file.metadata.find("version");
-  if (version == file.metadata.end() || version->second != kCheckpointFormatVersion)
-    fail_file(path, "checkpoint format version " + (version == file.metadata.end() ? std::string("(none)") : version->second) +
-                        " is not supported (this bnorm reads version " + kCheckpointFormatVersion + ")");
+  io_detail::check_format_and_version(file, kCheckpointFormat, kCheckpointFormatVersion, "checkpoint", path);
 
   // The model part is checked by the model loader itself: same rules, one place.
   SafetensorsFile model_part;
