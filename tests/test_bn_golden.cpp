@@ -12,7 +12,7 @@
 namespace bnorm::test {
 namespace {
 
-const std::string kFixture = std::string(BNORM_FIXTURE_DIR) + "/batchnorm_golden.safetensors";
+const std::string kFixture = fixture_path("batchnorm_golden.safetensors");
 
 struct Case {
   std::string name;
@@ -46,25 +46,6 @@ std::vector<Case> load_cases(const SafetensorsFile& file) {
     cases.push_back(c);
   }
   return cases;
-}
-
-void expect_close(const std::string& what, const float* got, const std::vector<float>& want, double tol) {
-  std::int64_t bad = 0, first = -1;
-  for (std::size_t i = 0; i < want.size(); ++i)
-    if (!(std::abs(static_cast<double>(got[i]) - want[i]) <= tol * (1.0 + std::abs(want[i])))) {
-      if (first < 0) first = static_cast<std::int64_t>(i);
-      ++bad;
-    }
-  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << want.size() << " values off; first at " << first << ": got "
-                    << (first >= 0 ? got[first] : 0.0f) << " want " << (first >= 0 ? want[static_cast<std::size_t>(first)] : 0.0f)
-                    << " (tol " << tol << ")";
-}
-
-Tensor tensor_from(const SafeTensor& t) {
-  Tensor out(t.shape);
-  const auto v = t.to_f32();
-  std::copy(v.begin(), v.end(), out.data());
-  return out;
 }
 
 TEST(BatchNormGolden, MatchesPyTorchOverTrainingStepsAndEval) {
