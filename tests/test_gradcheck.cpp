@@ -371,7 +371,11 @@ TEST(GradientContract, BackwardAssignsAndDoesNotAdd) {
   const std::vector<std::pair<std::function<LayerPtr()>, Shape>> cases = {
       {[] { return std::make_unique<Linear>(5, 4, true); }, {4, 5}},
       {[] { return std::make_unique<BatchNorm>(5); }, {4, 5}},
+      {[] { return std::make_unique<Linear>(5, 4, false); }, {4, 5}},
       {[] { return std::make_unique<Activation>(ActivationKind::sigmoid); }, {4, 5}},
+      {[] { return std::make_unique<Activation>(ActivationKind::relu); }, {4, 5}},
+      {[] { return std::make_unique<Activation>(ActivationKind::tanh); }, {4, 5}},
+      {[] { return std::make_unique<Flatten>(); }, {2, 2, 4, 4}},
       {[] { return std::make_unique<Conv2d>(2, 3, 3, 3, 1, 1, true); }, {2, 2, 4, 4}},
       {[] { return std::make_unique<BatchNorm>(2); }, {2, 2, 4, 4}},
       {[] { return std::make_unique<Pool2d>(Pool2d::Kind::max, 2, 2); }, {2, 2, 4, 4}},
