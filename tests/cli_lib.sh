@@ -5,7 +5,8 @@ DATA=/usr/share/datasets/fashion-mnist
 
 # cli_test_begin NAME NARGS USAGE "$@": refuses a wrong call (exit 2 with
 # "usage: <script> USAGE"; NARGS is a count or MIN-MAX, and the first
-# argument must be the bnorm tool), sets BNORM to the tool's absolute path and
+# argument must be the bnorm tool), sets BNORM to the tool's absolute path,
+# CALLER_DIR to the directory it was called from (for the other arguments) and
 # T to a fresh scratch directory removed at exit, and moves into it (so a
 # stray default model.safetensors lands there, not in the source tree).
 cli_test_begin() {
@@ -17,6 +18,7 @@ cli_test_begin() {
     exit 2
   fi
   BNORM=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+  CALLER_DIR=$PWD  # where relative arguments are relative to
   T=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX") || exit 2
   # shellcheck disable=SC2064  # $T is fixed now
   trap "rm -rf '$T'" EXIT

@@ -11,7 +11,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=cli_lib.sh
 . "$HERE/cli_lib.sh"
 cli_test_begin bnorm_cli_tables 2 "path/to/bnorm path/to/source" "$@"
-SRC=$(cd "$2" && pwd)
+SRC=$(cd "$CALLER_DIR" && cd "$2" && pwd)
 
 /usr/bin/python3 "$SRC/scripts/sklearn_datasets.py" "$T/skl" >"$T/.convert" 2>&1
 status=$?

@@ -11,7 +11,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/cli_lib.sh"
 cli_test_begin bnorm_dist_cli 2 "path/to/bnorm path/to/mpiexec" "$@"
 need_fashion_mnist
-MPIEXEC=$2
+case $2 in  # a path is relative to where the script was called from
+  */*) MPIEXEC=$(cd "$CALLER_DIR" && cd "$(dirname "$2")" && pwd)/$(basename "$2") ;;
+  *) MPIEXEC=$2 ;;
+esac
 
 MPI=("$MPIEXEC" --allow-run-as-root --oversubscribe)
 SMALL=(--train-size 600 --test-size 200 --epochs 2)

@@ -13,7 +13,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/cli_lib.sh"
 cli_test_begin bnorm_onnx_export 2 "path/to/bnorm path/to/source" "$@"
 bnorm=$BNORM
-root=$(cd "$2" && pwd)
+root=$(cd "$CALLER_DIR" && cd "$2" && pwd)
 images=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 check_script=$root/scripts/onnx_check.mjs
 

@@ -8,7 +8,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/cli_lib.sh"
 cli_test_begin bnorm_torch_roundtrip 2 "path/to/bnorm path/to/source" "$@"
 bnorm=$BNORM
-root=$(cd "$2" && pwd)
+root=$(cd "$CALLER_DIR" && cd "$2" && pwd)
 tmp=$T
 if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
   echo "SKIP: Debian's python3-torch is not installed (/usr/bin/python3 cannot import torch)"
