@@ -6,7 +6,8 @@
 #   scripts/setup.sh --tests    also PyTorch, for the tests that compare with it, python3-onnx (the
 #                               ONNX checker, for the export test), scikit-learn
 #                               (its small real datasets, for the tests on CSV and NumPy data), and
-#                               gnuplot (pngcairo), for the test that runs the experiments
+#                               gnuplot (pngcairo), for the test that runs the experiments, and
+#                               clang-format, for scripts/check_format.sh
 # Environment: BNORM_BUILD_DIR (default build), BNORM_CMAKE_FLAGS (e.g.
 # "-DBNORM_NATIVE=ON" for this machine's instruction set, "-DBNORM_SANITIZE=ON").
 set -euo pipefail
@@ -17,7 +18,7 @@ packages=(g++ cmake make libopenblas-dev libdnnl-dev zlib1g-dev nlohmann-json3-d
           libonnx-dev libprotobuf-dev
           dataset-fashion-mnist)
 if [ "${1:-}" = "--tests" ]; then
-  packages+=(python3-torch python3-numpy python3-sklearn gnuplot-nox python3-onnx)
+  packages+=(python3-torch python3-numpy python3-sklearn gnuplot-nox python3-onnx clang-format)
 fi
 
 bash scripts/install_missing.sh setup.sh "${packages[@]}"

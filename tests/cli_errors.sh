@@ -5,20 +5,10 @@
 # Prints one line per check and ends with "N passed, M failed"; exits 1 if M > 0.
 set -u
 
-if [ $# -ne 1 ] || [ ! -x "$1" ]; then
-  echo "usage: $0 path/to/bnorm" >&2
-  exit 2
-fi
-BNORM=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-DATA=/usr/share/datasets/fashion-mnist
-
-T=$(mktemp -d "${TMPDIR:-/tmp}/bnorm_cli_errors.XXXXXX") || exit 2
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 2  # a stray default model.safetensors lands here, not in the source tree
-
 # shellcheck source=cli_lib.sh
 . "$HERE/cli_lib.sh"
+cli_test_begin bnorm_cli_errors 1 "path/to/bnorm" "$@"
 
 # Rows of 784 pixel values; row r is a fixed pattern shifted by r.
 pixel_rows() {

@@ -8,22 +8,13 @@
 #   (exit 77: dataset, python3 or numpy absent)
 set -u
 
-if [ $# -ne 1 ] || [ ! -x "$1" ]; then
-  echo "usage: $0 path/to/bnorm" >&2
-  exit 2
-fi
-BNORM=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SCRIPTS=$HERE/../scripts
-DATA=/usr/share/datasets/fashion-mnist
-[ -d "$DATA" ] || { echo "SKIP: $DATA is absent"; exit 77; }
-/usr/bin/python3 -c 'import numpy' 2>/dev/null || { echo "SKIP: python3 with numpy is absent"; exit 77; }
-
-T=$(mktemp -d "${TMPDIR:-/tmp}/bnorm_cli_ft.XXXXXX") || exit 2
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 2
 # shellcheck source=cli_lib.sh
 . "$HERE/cli_lib.sh"
+cli_test_begin bnorm_cli_ft 1 "path/to/bnorm" "$@"
+need_fashion_mnist
+SCRIPTS=$HERE/../scripts
+/usr/bin/python3 -c 'import numpy' 2>/dev/null || { echo "SKIP: python3 with numpy is absent"; exit 77; }
 
 SMALL=(--train-size 3000 --test-size 1000 --threads 1)
 # The first 3000/1000 examples as they are and brightened by 60 levels: small

@@ -1,5 +1,35 @@
-# Shared by the CLI test scripts (sourced; needs $T, a scratch directory):
-# run a command and check its exit status and output, one PASS/FAIL line each.
+# Shared by the CLI test scripts (sourced first thing): the preamble
+# (cli_test_begin), and run + check, which run a command and check its exit
+# status and output, one PASS/FAIL line each (in the scratch directory $T).
+DATA=/usr/share/datasets/fashion-mnist
+
+# cli_test_begin NAME NARGS USAGE "$@": refuses a wrong call (exit 2 with
+# "usage: <script> USAGE"; NARGS is a count or MIN-MAX, and the first
+# argument must be the bnorm tool), sets BNORM to the tool's absolute path,
+# CALLER_DIR to the directory it was called from (for the other arguments) and
+# T to a fresh scratch directory removed at exit, and moves into it (so a
+# stray default model.safetensors lands there, not in the source tree).
+cli_test_begin() {
+  local name=$1 nargs=$2 usage=$3
+  shift 3
+  local min=${nargs%-*} max=${nargs#*-}
+  if [ $# -lt "$min" ] || [ $# -gt "$max" ] || [ ! -x "$1" ]; then
+    echo "usage: $0 $usage" >&2
+    exit 2
+  fi
+  BNORM=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+  CALLER_DIR=$PWD  # where relative arguments are relative to
+  T=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX") || exit 2
+  # shellcheck disable=SC2064  # $T is fixed now
+  trap "rm -rf '$T'" EXIT
+  cd "$T" || exit 2
+}
+
+# Exit 77 (ctest: skipped) where Debian's Fashion-MNIST is not installed.
+need_fashion_mnist() {
+  [ -d "$DATA" ] || { echo "SKIP: $DATA is absent"; exit 77; }
+}
+
 PASSED=0
 FAILED=0
 RC=0

@@ -7,20 +7,11 @@
 # Usage: tests/cli_reliability.sh path/to/bnorm   (exit 77: dataset absent)
 set -u
 
-if [ $# -ne 1 ] || [ ! -x "$1" ]; then
-  echo "usage: $0 path/to/bnorm" >&2
-  exit 2
-fi
-BNORM=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-DATA=/usr/share/datasets/fashion-mnist
-[ -d "$DATA" ] || { echo "SKIP: $DATA is absent"; exit 77; }
-
-T=$(mktemp -d "${TMPDIR:-/tmp}/bnorm_cli_rel.XXXXXX") || exit 2
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 2
 # shellcheck source=cli_lib.sh
 . "$HERE/cli_lib.sh"
+cli_test_begin bnorm_cli_rel 1 "path/to/bnorm" "$@"
+need_fashion_mnist
 
 SMALL=(--train-size 1000 --test-size 100 --threads 1)
 
@@ -31,7 +22,8 @@ check "a good small model first" rc=0
 cp "$T/m.st" "$T/m.before"
 run "$BNORM" train "${SMALL[@]}" --epochs 2 --bn none --lr 50 --out "$T/m.st"
 check "--lr 50 --bn none stops on a non-finite loss" rc=1 'err~non-finite' 'err~global step' 'err~epoch 1, batch' \
-  'err~layer 2 (linear) output' "err~$T/m.st keeps the last completed epoch's model" '!out~epoch 1/2'
+  'err~layer 2 (linear) output' "err~$T/m.st keeps the last completed epoch's model" '!out~epoch 1/2' \
+  'err~(try a lower --lr'  # the tool's advice, added to the library's message
 check_true "... and the earlier model file is unchanged" cmp -s "$T/m.before" "$T/m.st"
 check_true "... and no temporary files are left" no_temp_files "$T"
 

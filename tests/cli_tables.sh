@@ -7,20 +7,11 @@
 # Exit 77 (skipped) where python3-sklearn is missing; 1 if a check fails.
 set -u
 
-if [ $# -ne 2 ] || [ ! -x "$1" ]; then
-  echo "usage: $0 path/to/bnorm path/to/source" >&2
-  exit 2
-fi
-BNORM=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-SRC=$(cd "$2" && pwd)
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-
-T=$(mktemp -d "${TMPDIR:-/tmp}/bnorm_cli_tables.XXXXXX") || exit 2
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 2
-
 # shellcheck source=cli_lib.sh
 . "$HERE/cli_lib.sh"
+cli_test_begin bnorm_cli_tables 2 "path/to/bnorm path/to/source" "$@"
+SRC=$(cd "$CALLER_DIR" && cd "$2" && pwd)
 
 /usr/bin/python3 "$SRC/scripts/sklearn_datasets.py" "$T/skl" >"$T/.convert" 2>&1
 status=$?

@@ -6,21 +6,15 @@
 # Usage: tests/dist_cli.sh path/to/bnorm path/to/mpiexec   (exit 77: dataset absent)
 set -u
 
-if [ $# -ne 2 ] || [ ! -x "$1" ]; then
-  echo "usage: $0 path/to/bnorm path/to/mpiexec" >&2
-  exit 2
-fi
-BNORM=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-MPIEXEC=$2
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-DATA=/usr/share/datasets/fashion-mnist
-[ -d "$DATA" ] || { echo "SKIP: $DATA is absent"; exit 77; }
-
-T=$(mktemp -d "${TMPDIR:-/tmp}/bnorm_dist_cli.XXXXXX") || exit 2
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 2
 # shellcheck source=cli_lib.sh
 . "$HERE/cli_lib.sh"
+cli_test_begin bnorm_dist_cli 2 "path/to/bnorm path/to/mpiexec" "$@"
+need_fashion_mnist
+case $2 in  # a path is relative to where the script was called from
+  */*) MPIEXEC=$(cd "$CALLER_DIR" && cd "$(dirname "$2")" && pwd)/$(basename "$2") ;;
+  *) MPIEXEC=$2 ;;
+esac
 
 MPI=("$MPIEXEC" --allow-run-as-root --oversubscribe)
 SMALL=(--train-size 600 --test-size 200 --epochs 2)

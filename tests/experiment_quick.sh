@@ -6,17 +6,13 @@
 # Usage: tests/experiment_quick.sh path/to/bnorm   (exit 77: dataset or gnuplot absent)
 set -u
 
-if [ $# -ne 1 ] || [ ! -x "$1" ]; then
-  echo "usage: $0 path/to/bnorm" >&2
-  exit 2
-fi
-BNORM=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-DATA=/usr/share/datasets/fashion-mnist
-[ -d "$DATA" ] || { echo "SKIP: $DATA is absent"; exit 77; }
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=cli_lib.sh
+. "$HERE/cli_lib.sh"
+cli_test_begin bnorm_experiment 1 "path/to/bnorm" "$@"
+need_fashion_mnist
 gnuplot -e "set terminal pngcairo" >/dev/null 2>&1 || { echo "SKIP: gnuplot with pngcairo is absent"; exit 77; }
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/bnorm_experiment.XXXXXX") || exit 2
-trap 'rm -rf "$T"' EXIT
 FAILED=0
 fail() { echo "FAIL: $*"; FAILED=$((FAILED + 1)); }
 

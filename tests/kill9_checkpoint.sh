@@ -9,13 +9,13 @@
 # Prints a summary line; exits 1 on any failure, 77 without the dataset.
 set -u
 
-BNORM=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=cli_lib.sh
+. "$HERE/cli_lib.sh"
+cli_test_begin bnorm_kill9 1-3 "path/to/bnorm [iterations] [max-seconds]" "$@"
+need_fashion_mnist
 ITER=${2:-40}
 MAX_SECONDS=${3:-50}
-DATA=/usr/share/datasets/fashion-mnist
-[ -d "$DATA" ] || { echo "SKIP: $DATA is absent"; exit 77; }
-T=$(mktemp -d "${TMPDIR:-/tmp}/bnorm_kill9.XXXXXX") || exit 2
-trap 'rm -rf "$T"' EXIT
 
 ARGS=(train --train-size 500 --test-size 100 --epochs 3 --threads 1 --checkpoint-every 1
       --out "$T/m.st" --checkpoint "$T/m.ckpt")

@@ -8,8 +8,12 @@
 # tools/onnx, no Fashion-MNIST, or a bnorm built without ONNX).
 #   tests/onnx_export.sh BNORM SRC
 set -u
-bnorm=$1
-root=$2
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=cli_lib.sh
+. "$HERE/cli_lib.sh"
+cli_test_begin bnorm_onnx_export 2 "path/to/bnorm path/to/source" "$@"
+bnorm=$BNORM
+root=$(cd "$CALLER_DIR" && cd "$2" && pwd)
 images=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 check_script=$root/scripts/onnx_check.mjs
 
@@ -21,14 +25,7 @@ if ! (cd "$root/tools/onnx" && node -e 'require.resolve("onnxruntime-node")') 2>
   echo "SKIP: onnxruntime-node is not installed (cd tools/onnx && ONNXRUNTIME_NODE_INSTALL=skip npm install)"
   exit 77
 fi
-if [ ! -e "$images" ]; then
-  echo "SKIP: Fashion-MNIST not installed ($images)"
-  exit 77
-fi
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-# shellcheck source=tests/cli_lib.sh
-source "$(dirname "$0")/cli_lib.sh"
+need_fashion_mnist
 
 if "$bnorm" export --model "$T/none" --onnx "$T/none.onnx" 2>&1 | grep -q "without ONNX"; then
   echo "SKIP: this bnorm was built without ONNX (libonnx-dev)"

@@ -9,32 +9,13 @@
 #include "bnorm/io/safetensors.hpp"
 #include "bnorm/nn/model.hpp"
 #include "bnorm/tensor.hpp"
+#include "test_util.hpp"
 
 namespace bnorm::test {
 namespace {
 
-const std::string kFixture = std::string(BNORM_FIXTURE_DIR) + "/cnn_golden.safetensors";
+const std::string kFixture = fixture_path("cnn_golden.safetensors");
 constexpr double kTol = 1e-4;  // |got - want| <= kTol * (1 + |want|)
-
-Tensor tensor_from(const SafeTensor& t) {
-  Tensor out(t.shape);
-  const auto v = t.to_f32();
-  std::copy(v.begin(), v.end(), out.data());
-  return out;
-}
-
-void expect_close(const std::string& what, const float* got, const std::vector<float>& want) {
-  double worst = 0;
-  std::size_t at = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    const double err = std::abs(static_cast<double>(got[i]) - want[i]) / (1.0 + std::abs(want[i]));
-    if (!(err <= worst)) {
-      worst = err;
-      at = i;
-    }
-  }
-  EXPECT_LE(worst, kTol) << what << ": worst at " << at << ": got " << got[at] << " want " << want[at];
-}
 
 bool is_buffer(const std::string& name) {
   return name.find("running_") != std::string::npos || name.find("num_batches_tracked") != std::string::npos;
@@ -55,23 +36,23 @@ TEST(CnnGolden, MatchesPyTorchForwardBackwardAndRunningStatistics) {
     const std::string p = "step" + std::to_string(s) + ".";
     const Tensor x = tensor_from(file.at(p + "x", kFixture));
     const Tensor dy = tensor_from(file.at(p + "dy", kFixture));
-    expect_close(p + "y", model.forward(x, Mode::train).data(), file.at(p + "y", kFixture).to_f32());
+    expect_close(p + "y", model.forward(x, Mode::train).data(), file.at(p + "y", kFixture).to_f32(), kTol);
     model.backward(dy);
     for (const StateEntry& e : model.state_dict()) {
       if (is_buffer(e.name)) {
         if (e.dtype == StateEntry::DType::i64)
           EXPECT_EQ(*static_cast<std::int64_t*>(e.data), file.at(p + e.name, kFixture).to_i64_scalar()) << e.name;
         else
-          expect_close(p + e.name, static_cast<float*>(e.data), file.at(p + e.name, kFixture).to_f32());
+          expect_close(p + e.name, static_cast<float*>(e.data), file.at(p + e.name, kFixture).to_f32(), kTol);
         continue;
       }
       // The gradient of a parameter sits at the same offset in the gradient buffer.
       const std::ptrdiff_t offset = static_cast<float*>(e.data) - param_base;
-      expect_close(p + "grad." + e.name, model.gradients().data() + offset, file.at(p + "grad." + e.name, kFixture).to_f32());
+      expect_close(p + "grad." + e.name, model.gradients().data() + offset, file.at(p + "grad." + e.name, kFixture).to_f32(), kTol);
     }
   }
   const Tensor x = tensor_from(file.at("eval.x", kFixture));
-  expect_close("eval.y", model.forward(x, Mode::eval).data(), file.at("eval.y", kFixture).to_f32());
+  expect_close("eval.y", model.forward(x, Mode::eval).data(), file.at("eval.y", kFixture).to_f32(), kTol);
 }
 
 }  // namespace

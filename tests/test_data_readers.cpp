@@ -17,7 +17,7 @@
 #include "bnorm/error.hpp"
 #include "bnorm/io/csv.hpp"
 #include "bnorm/io/npy.hpp"
-#include "file_test_util.hpp"
+#include "test_util.hpp"
 
 namespace bnorm {
 namespace {

@@ -346,5 +346,29 @@ TEST(ModelFile, RemembersTheTaskClassNamesAndTargetScaling) {
   EXPECT_FALSE(load_model(p2).task.integer_labels);
 }
 
+TEST(InputNormalization, FitsTrainingStatisticsGlobalAndPerPixel) {
+  Dataset d;
+  d.count = 2;
+  d.features = 2;
+  d.example_shape = {2};
+  d.num_classes = 2;
+  d.bytes = {0, 255, 255, 255};  // pixel 0: {0, 1}; pixel 1: {1, 1}
+  d.labels = {0, 1};
+  const auto global = InputNormalization::fit(d, "global");
+  ASSERT_EQ(global.mean.size(), 1u);
+  EXPECT_FLOAT_EQ(global.mean[0], 0.75f);
+  EXPECT_FLOAT_EQ(global.std[0], std::sqrt(0.75f - 0.5625f));
+  const auto pixel = InputNormalization::fit(d, "pixel");
+  ASSERT_EQ(pixel.mean.size(), 2u);
+  EXPECT_FLOAT_EQ(pixel.mean[0], 0.5f);
+  EXPECT_FLOAT_EQ(pixel.std[0], 0.5f);
+  EXPECT_FLOAT_EQ(pixel.std[1], 1e-3f);  // constant pixel: floored, not zero
+  Tensor out;
+  const std::int64_t idx[] = {0};
+  pixel.apply(out, d, Shape{2}, idx);
+  EXPECT_FLOAT_EQ(out[0], (0.0f - 0.5f) / 0.5f);
+  EXPECT_THROW(InputNormalization::fit(d, "median"), Error);
+}
+
 }  // namespace
 }  // namespace bnorm::test

@@ -1,6 +1,5 @@
 // The model and its pieces around batch norm: PyTorch naming, the flat
-// buffers, test-time behaviour one example at a time, save/load, optimizers,
-// batching and input normalization.
+// buffers, test-time behaviour one example at a time, folding, save/load.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -299,85 +298,6 @@ TEST(Model, SameSeedSameBitsOtherSeedOtherBits) {
   };
   EXPECT_EQ(run(1), run(1));
   EXPECT_NE(run(1), run(2));
-}
-
-TEST(Optimizer, SgdMomentumAndWeightDecayFollowPyTorch) {
-  Sgd sgd(0.1f, 0.9f, 0.01f);
-  std::vector<float> p = {1.0f, -2.0f};
-  const std::vector<float> g = {0.5f, 0.25f};
-  sgd.step(p, g);
-  // v = g + wd*p; p -= lr*v
-  const float v0 = 0.5f + 0.01f * 1.0f, v1 = 0.25f + 0.01f * -2.0f;
-  EXPECT_FLOAT_EQ(p[0], 1.0f - 0.1f * v0);
-  EXPECT_FLOAT_EQ(p[1], -2.0f - 0.1f * v1);
-  const float p0 = p[0];
-  sgd.step(p, g);
-  const float v0b = 0.9f * v0 + 0.5f + 0.01f * p0;
-  EXPECT_FLOAT_EQ(p[0], p0 - 0.1f * v0b);
-}
-
-TEST(Optimizer, AdamFollowsTheBiasCorrectedUpdate) {
-  Adam adam(0.01f);
-  std::vector<float> p = {1.0f};
-  adam.step(p, std::vector<float>{0.5f});
-  // Step 1: m̂ = g, v̂ = g², so the step is lr·g/(|g|+eps) ≈ lr.
-  EXPECT_NEAR(p[0], 1.0f - 0.01f, 1e-6);
-  adam.step(p, std::vector<float>{-0.25f});
-  const double m = 0.9 * 0.1 * 0.5 + 0.1 * -0.25, v = 0.999 * 0.001 * 0.25 + 0.001 * 0.0625;
-  const double mh = m / (1 - 0.81), vh = v / (1 - 0.999 * 0.999);
-  EXPECT_NEAR(p[0], 0.99 - 0.01 * mh / (std::sqrt(vh) + 1e-8), 1e-6);
-  EXPECT_THROW(make_optimizer("rmsprop", 0.1f, 0.9f, 0), Error);
-  EXPECT_THROW(make_optimizer("sgd", -1.0f, 0.9f, 0), Error);
-}
-
-TEST(Batches, DropsOnlyALastBatchOfOneAndShufflesAPermutation) {
-  BatchOrder keep(130, 64, true);  // 64 + 64 + 2
-  EXPECT_EQ(keep.num_batches(), 3);
-  EXPECT_EQ(keep.batch(2).size(), 2u);
-  BatchOrder drop(129, 64, true);  // 64 + 64 + 1 → the 1 is left out
-  EXPECT_EQ(drop.num_batches(), 2);
-  EXPECT_EQ(drop.examples_per_epoch(), 128);
-  BatchOrder no_drop(129, 64, false);
-  EXPECT_EQ(no_drop.num_batches(), 3);
-
-  Rng a(3), b(3);
-  BatchOrder x(1000, 10, true), y(1000, 10, true);
-  x.shuffle(a);
-  y.shuffle(b);
-  std::vector<std::int64_t> seen;
-  for (std::int64_t i = 0; i < x.num_batches(); ++i) {
-    const auto bx = x.batch(i), by = y.batch(i);
-    EXPECT_TRUE(std::equal(bx.begin(), bx.end(), by.begin()));
-    seen.insert(seen.end(), bx.begin(), bx.end());
-  }
-  std::vector<std::int64_t> sorted = seen;
-  std::sort(sorted.begin(), sorted.end());
-  for (std::int64_t i = 0; i < 1000; ++i) ASSERT_EQ(sorted[static_cast<std::size_t>(i)], i);
-  EXPECT_NE(seen[0] + seen[1] * 1000, 1000);  // not the identity order
-}
-
-TEST(InputNormalization, FitsTrainingStatisticsGlobalAndPerPixel) {
-  Dataset d;
-  d.count = 2;
-  d.features = 2;
-  d.example_shape = {2};
-  d.num_classes = 2;
-  d.bytes = {0, 255, 255, 255};  // pixel 0: {0, 1}; pixel 1: {1, 1}
-  d.labels = {0, 1};
-  const auto global = InputNormalization::fit(d, "global");
-  ASSERT_EQ(global.mean.size(), 1u);
-  EXPECT_FLOAT_EQ(global.mean[0], 0.75f);
-  EXPECT_FLOAT_EQ(global.std[0], std::sqrt(0.75f - 0.5625f));
-  const auto pixel = InputNormalization::fit(d, "pixel");
-  ASSERT_EQ(pixel.mean.size(), 2u);
-  EXPECT_FLOAT_EQ(pixel.mean[0], 0.5f);
-  EXPECT_FLOAT_EQ(pixel.std[0], 0.5f);
-  EXPECT_FLOAT_EQ(pixel.std[1], 1e-3f);  // constant pixel: floored, not zero
-  Tensor out;
-  const std::int64_t idx[] = {0};
-  pixel.apply(out, d, Shape{2}, idx);
-  EXPECT_FLOAT_EQ(out[0], (0.0f - 0.5f) / 0.5f);
-  EXPECT_THROW(InputNormalization::fit(d, "median"), Error);
 }
 
 }  // namespace

@@ -347,13 +347,7 @@ TEST(FrozenBatchNorm, IsPartOfTheArchitecture) {
 // --- against PyTorch (fixtures/recalibrate_golden.safetensors, written by
 // scripts/make_recalibrate_fixtures.py) ---------------------------------------
 
-const std::string kFixture = std::string(BNORM_FIXTURE_DIR) + "/recalibrate_golden.safetensors";
-
-void expect_close(const std::string& what, std::span<const float> got, const std::vector<float>& want, double tol) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (std::size_t i = 0; i < want.size(); ++i)
-    EXPECT_NEAR(got[i], want[i], tol * (1 + std::abs(want[i]))) << what << "[" << i << "]";
-}
+const std::string kFixture = fixture_path("recalibrate_golden.safetensors");
 
 // torch.optim.swa_utils.update_bn over batches of 5 (the last of 3), on a
 // network whose parameters and stale running statistics come from the file.

@@ -3,19 +3,18 @@
 # (scripts/torch_check_model.py) that each file loads into torch.nn.Sequential
 # with strict names and gives the same logits to 1e-5. Exit 77 = skipped.
 set -u
-bnorm=$1
-root=$2
-data=/usr/share/datasets/fashion-mnist
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=cli_lib.sh
+. "$HERE/cli_lib.sh"
+cli_test_begin bnorm_torch_roundtrip 2 "path/to/bnorm path/to/source" "$@"
+bnorm=$BNORM
+root=$(cd "$CALLER_DIR" && cd "$2" && pwd)
+tmp=$T
 if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
   echo "SKIP: Debian's python3-torch is not installed (/usr/bin/python3 cannot import torch)"
   exit 77
 fi
-if [ ! -e "$data/t10k-images-idx3-ubyte.gz" ]; then
-  echo "SKIP: Fashion-MNIST not installed ($data)"
-  exit 77
-fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+need_fashion_mnist
 status=0
 check() {
   local name=$1

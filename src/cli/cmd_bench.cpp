@@ -2,7 +2,6 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -35,17 +34,7 @@ struct StreamOptions {
 };
 
 Shape parse_shape(const std::string& text) {
-  Shape shape;
-  const char* p = text.data();
-  const char* end = p + text.size();
-  while (p < end) {
-    std::int64_t v = 0;
-    auto [next, ec] = std::from_chars(p, end, v);
-    if (ec != std::errc() || v <= 0 || v > (1 << 24)) throw Error("--shape '" + text + "': expected NxC or NxCxHxW");
-    shape.push_back(v);
-    p = next;
-    if (p < end && *p++ != 'x') throw Error("--shape '" + text + "': separate sizes with 'x'");
-  }
+  const Shape shape = parse_size_list("--shape", text, 'x', "256x512 or 64x32x28x28");
   if (shape.size() != 2 && shape.size() != 4) throw Error("--shape '" + text + "': expected NxC or NxCxHxW");
   if (numel(shape) > (std::int64_t{1} << 30)) throw Error("--shape '" + text + "': more than 2^30 values");
   return shape;

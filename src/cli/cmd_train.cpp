@@ -2,7 +2,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cstdarg>
 #include <cmath>
@@ -201,18 +200,7 @@ TrainOptions options_from_checkpoint(const TrainOptions& cli, const nlohmann::js
 }
 
 std::vector<std::int64_t> parse_widths(const std::string& text) {
-  std::vector<std::int64_t> widths;
-  const char* p = text.data();
-  const char* end = p + text.size();
-  while (p < end) {
-    std::int64_t v = 0;
-    auto [next, ec] = std::from_chars(p, end, v);
-    if (ec != std::errc() || v <= 0 || v > (1 << 24))
-      throw Error("--layers: '" + text + "' must be comma-separated positive widths, e.g. 784,256,256,10");
-    widths.push_back(v);
-    p = next;
-    if (p < end && *p++ != ',') throw Error("--layers: '" + text + "' must be separated by commas");
-  }
+  std::vector<std::int64_t> widths = parse_size_list("--layers", text, ',', "784,256,256,10");
   if (widths.size() < 2) throw Error("--layers: needs at least an input and an output width");
   return widths;
 }
@@ -392,22 +380,21 @@ void load_matching_tensors(Model& model, Model& from, const std::string& path, s
 
 constexpr std::chrono::seconds kMinSaveInterval{5};
 
-void run_train(const TrainOptions& cli, const Cluster& cluster) {
-  const int threads = threads_per_rank(cli.threads, cluster);
-  apply_threads(threads);
-  // With --resume everything that decides the result comes from the
-  // checkpoint (validated like a model file before anything else happens).
-  std::optional<Checkpoint> checkpoint;
-  if (!cli.resume.empty()) checkpoint = load_checkpoint(cli.resume);
+// The options the run uses: with --resume everything that decides the result
+// comes from the checkpoint (validated like a model file before anything
+// else happens), and the architecture's text, not the file's name.
+TrainOptions options_for_run(const TrainOptions& cli, const std::optional<Checkpoint>& checkpoint) {
   TrainOptions o = checkpoint ? options_from_checkpoint(cli, checkpoint->config, cli.resume) : cli;
-  // The architecture's text, not the file's name, is what decides the run.
   if (!o.arch_file.empty()) {
     if (checkpoint)
       throw Error("--arch-file conflicts with --resume: a resumed run takes its architecture from the checkpoint");
     o.arch = read_arch_file(o.arch_file);
     o.arch_file.clear();
   }
+  return o;
+}
 
+void check_option_values(const TrainOptions& o) {
   if (o.epochs < -1 || o.epochs > 100000) throw Error("--epochs must be in 0..100000");
   if (o.batch_size < 2) throw Error("--batch-size must be at least 2 (batch norm needs a spread to normalize)");
   if (o.batch_size > (std::int64_t{1} << 30)) throw Error("--batch-size must be at most 1073741824");
@@ -416,27 +403,26 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
   if (!(o.eps > 0.0f)) throw Error("--eps must be > 0");
   if (o.no_affine && (o.explicit_flags.count("bn-scale") || o.explicit_flags.count("bn-center")))
     throw Error("--no-affine turns off both gamma and beta; give --bn-scale and --bn-center instead of it");
+  if (o.batch_renorm && o.no_running_stats)
+    throw Error("--batch-renorm corrects towards the running statistics; it cannot go with --no-running-stats");
+  for (const char* flag : {"renorm-rmax", "renorm-dmax", "renorm-warmup"})
+    if (o.explicit_flags.count(flag) && !o.batch_renorm) throw Error(std::string("--") + flag + " needs --batch-renorm");
+  // The layer checks the values too, but a flag's name says more.
+  if (o.batch_renorm && !(o.renorm_rmax >= 1.0f && o.renorm_dmax >= 0.0f && o.renorm_warmup >= 0))
+    throw Error("--renorm-rmax must be >= 1, --renorm-dmax >= 0 and --renorm-warmup >= 0");
+  if (o.virtual_batch_size < 0) throw Error("--virtual-batch-size must be >= 0 (0: the whole batch)");
   if (o.checkpoint_every < 0) throw Error("--checkpoint-every must be >= 0 (0 = no checkpoints)");
-  // Only rank 0 writes files.
-  if (cluster.root()) check_output_writable(o.out);
-  const std::string checkpoint_path = o.checkpoint.empty() ? o.out + ".ckpt" : o.checkpoint;
-  if (o.checkpoint_every > 0 && cluster.root()) check_output_writable(checkpoint_path);
-
   const BnFreeze freeze = parse_bn_freeze(o.freeze_bn);
   if (freeze != BnFreeze::none && o.no_running_stats)
     throw Error("--freeze-bn normalizes with the running statistics; it cannot go with --no-running-stats");
   // Weight decay moves a parameter even when its gradient is zero.
   if (freeze == BnFreeze::all && o.weight_decay > 0.0f)
     throw Error("--freeze-bn all fixes gamma and beta, but --weight-decay would still shrink them; drop one of the two");
-  // Without --arch or --layers a fine-tuning run keeps the initial model's
-  // network as it is; decided before the defaults fill in --layers.
-  const bool init_arch = !o.init.empty() && o.arch.empty() && o.layers.empty();
-  std::optional<LoadedModel> init;
-  if (!o.init.empty() && !checkpoint) init = load_model(o.init);
-  if (init && !o.explicit_flags.count("input-norm")) o.input_norm = "init";
+}
 
+BatchNormOptions batchnorm_options(const TrainOptions& o) {
   BatchNormOptions bn_options;
-  bn_options.freeze = freeze;
+  bn_options.freeze = parse_bn_freeze(o.freeze_bn);
   bn_options.eps = o.eps;
   bn_options.momentum = o.bn_cumulative ? std::nullopt : std::optional<float>(o.bn_momentum);
   bn_options.unbiased_running_var = o.bn_running_var == "unbiased";
@@ -445,90 +431,109 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
   bn_options.track_running_stats = !o.no_running_stats;
   bn_options.renorm = {o.batch_renorm, o.renorm_rmax, o.renorm_dmax, o.renorm_warmup};
   bn_options.virtual_batch_size = o.virtual_batch_size;
-  if (o.batch_renorm && o.no_running_stats)
-    throw Error("--batch-renorm corrects towards the running statistics; it cannot go with --no-running-stats");
-  for (const char* flag : {"renorm-rmax", "renorm-dmax", "renorm-warmup"})
-    if (o.explicit_flags.count(flag) && !o.batch_renorm) throw Error(std::string("--") + flag + " needs --batch-renorm");
-  if (init_arch && (o.batch_renorm || o.virtual_batch_size > 0))
+  return bn_options;
+}
+
+// What the run starts from: a checkpoint, a model to fine-tune (--init), or
+// neither (fresh parameters).
+struct StartingPoint {
+  std::optional<Checkpoint> checkpoint;
+  std::optional<LoadedModel> init;
+  // Without --arch or --layers a fine-tuning run keeps the initial model's
+  // network as it is; decided before the defaults fill in --layers.
+  bool init_arch = false;
+};
+
+// The network the options describe, checked against the data's outputs.
+Model build_network(const TrainOptions& o, const StartingPoint& start, const Dataset& train) {
+  const BatchNormOptions bn_options = batchnorm_options(o);
+  if (start.init_arch && (o.batch_renorm || o.virtual_batch_size > 0))
     throw Error("--batch-renorm and --virtual-batch-size build new batch-norm layers: with --init give --arch or --layers "
                 "(matching tensors are still loaded)");
-  // The layer checks the values too, but a flag's name says more.
-  if (o.batch_renorm && !(o.renorm_rmax >= 1.0f && o.renorm_dmax >= 0.0f && o.renorm_warmup >= 0))
-    throw Error("--renorm-rmax must be >= 1, --renorm-dmax >= 0 and --renorm-warmup >= 0");
-  if (o.virtual_batch_size < 0) throw Error("--virtual-batch-size must be >= 0 (0: the whole batch)");
   const BnPlacement placement = parse_bn_placement(o.bn);
   const std::string& arch = o.arch;
-
-  TrainingData data = load_training_data(o.data, o.seed);
-  Dataset& train = data.train;
-  Dataset& test = data.test;
-  if (o.train_size > 0) train.truncate(o.train_size);
-  if (o.test_size > 0) test.truncate(o.test_size);
-  resolve_data_defaults(o, train);
-  if (init_arch) o.layers.clear();  // the network is the initial model's, whatever the defaults say
-  Model built = init_arch ? (checkpoint ? Model::from_architecture(checkpoint->model.model.architecture())
-                                        : Model::from_architecture(frozen_as(init->model.architecture(), freeze)))
+  Model built = start.init_arch
+                    ? (start.checkpoint ? Model::from_architecture(start.checkpoint->model.model.architecture())
+                                        : Model::from_architecture(frozen_as(start.init->model.architecture(),
+                                                                             bn_options.freeze)))
                 : arch.empty() ? mlp_from_widths(o, train, placement, bn_options)
                                : Model::from_architecture(parse_arch(arch, train.example_shape, placement, bn_options));
   if (built.output_shape() != Shape{train.outputs()})
     throw Error("the network ends with outputs " + shape_str(built.output_shape()) + " but the data has " +
                 std::to_string(train.outputs()) + (train.task == Task::classify ? " classes" : " targets") +
                 (arch.empty() ? "; end --layers with " : "; end --arch with fc:") + std::to_string(train.outputs()));
+  return built;
+}
 
-  Preprocessing norm;
-  if (checkpoint) {
+// The model's starting parameters and the input (and target) normalization:
+// the checkpoint's, or fresh ones with --init's tensors loaded over them.
+Preprocessing initialize(Model& built, const TrainOptions& o, StartingPoint& start, const Dataset& train,
+                         const std::string& resume_path) {
+  if (start.checkpoint) {
     // The checkpoint's model must be the one its configuration describes.
-    if (built.architecture() != checkpoint->model.model.architecture())
-      fail_file(cli.resume, "the checkpoint's architecture does not match its configuration");
-    norm = checkpoint->model.preprocessing();
-  } else {
-    Rng init_rng(init_rng_seed(o.seed));
-    built.init_parameters(init_rng);
-    if (init) {
-      norm = initial_preprocessing(*init, o.init, train, o.input_norm);
-      load_matching_tensors(built, init->model, o.init, o.json ? stderr : stdout);
-    } else {
-      norm = Preprocessing(InputNormalization::fit(train, o.input_norm), TargetNormalization::fit(train));
-    }
+    if (built.architecture() != start.checkpoint->model.model.architecture())
+      fail_file(resume_path, "the checkpoint's architecture does not match its configuration");
+    return start.checkpoint->model.preprocessing();
   }
-  Model model = checkpoint ? std::move(checkpoint->model.model) : std::move(built);
-  auto optimizer = make_optimizer(o.optimizer, o.lr, o.momentum, o.weight_decay);
-  if (checkpoint) {
-    if (checkpoint->optimizer_name != optimizer->name())
-      fail_file(cli.resume, "checkpoint holds " + checkpoint->optimizer_name + " state but its configuration says " +
-                                optimizer->name());
-    try {
-      optimizer->import_state(checkpoint->optimizer_state, model.parameters().size());
-    } catch (const Error& e) {
-      fail_file(cli.resume, e.what());
-    }
-  }
+  Rng init_rng(init_rng_seed(o.seed));
+  built.init_parameters(init_rng);
+  if (!start.init) return Preprocessing(InputNormalization::fit(train, o.input_norm), TargetNormalization::fit(train));
+  Preprocessing norm = initial_preprocessing(*start.init, o.init, train, o.input_norm);
+  load_matching_tensors(built, start.init->model, o.init, o.json ? stderr : stdout);
+  return norm;
+}
 
-  nlohmann::json training = {{"epochs", o.epochs},   {"arch", arch},   {"batch_size", o.batch_size}, {"lr", o.lr},
+std::unique_ptr<Optimizer> optimizer_for_run(const TrainOptions& o, const std::optional<Checkpoint>& checkpoint,
+                                             Model& model, const std::string& resume_path) {
+  auto optimizer = make_optimizer(o.optimizer, o.lr, o.momentum, o.weight_decay);
+  if (!checkpoint) return optimizer;
+  if (checkpoint->optimizer_name != optimizer->name())
+    fail_file(resume_path, "checkpoint holds " + checkpoint->optimizer_name + " state but its configuration says " +
+                               optimizer->name());
+  try {
+    optimizer->import_state(checkpoint->optimizer_state, model.parameters().size());
+  } catch (const Error& e) {
+    fail_file(resume_path, e.what());
+  }
+  return optimizer;
+}
+
+// How the model was trained, stored in the model file (informational).
+nlohmann::json training_metadata(const TrainOptions& o, const TrainingData& data, const Cluster& cluster) {
+  nlohmann::json training = {{"epochs", o.epochs},   {"arch", o.arch},   {"batch_size", o.batch_size}, {"lr", o.lr},
                              {"optimizer", o.optimizer}, {"momentum", o.momentum},
                              {"weight_decay", o.weight_decay}, {"seed", o.seed},
-                             {"train_size", train.count},  {"bn", o.bn}, {"data", data_description(o.data)},
-                             {"task", task_name(train.task)}};
+                             {"train_size", data.train.count},  {"bn", o.bn}, {"data", data_description(o.data)},
+                             {"task", task_name(data.train.task)}};
   if (!o.init.empty()) training["init"] = o.init;
-  if (freeze != BnFreeze::none) training["freeze_bn"] = o.freeze_bn;
+  if (parse_bn_freeze(o.freeze_bn) != BnFreeze::none) training["freeze_bn"] = o.freeze_bn;
   if (!data.validation.is_null()) training["validation"] = data.validation;
   if (cluster.dist) {
     training["processes"] = cluster.size;
     training["bn_sync"] = o.bn_sync;
   }
-  const nlohmann::json config = config_json(o);
-  if (cluster.dist) {
-    // Ranks started with different options would disagree at the first
-    // step, or wait forever for one another: refuse before that.
-    const std::string text = config.dump() + " " + o.bn_sync;
-    const std::vector<std::uint64_t> all =
-        cluster.dist->allgather(fingerprint({reinterpret_cast<const unsigned char*>(text.data()), text.size()}));
-    for (std::size_t r = 1; r < all.size(); ++r)
-      if (all[r] != all[0])
-        throw Error("rank " + std::to_string(r) + " was started with different training options than rank 0; "
-                    "every rank must run the same command");
-  }
-  // Rank 0 speaks for the run; the other ranks print only their own errors.
+  return training;
+}
+
+// Ranks started with different options would disagree at the first step, or
+// wait forever for one another: refuse before that.
+void check_ranks_agree(const nlohmann::json& config, const TrainOptions& o, const Cluster& cluster) {
+  if (!cluster.dist) return;
+  const std::string text = config.dump() + " " + o.bn_sync;
+  const std::vector<std::uint64_t> all =
+      cluster.dist->allgather(fingerprint({reinterpret_cast<const unsigned char*>(text.data()), text.size()}));
+  for (std::size_t r = 1; r < all.size(); ++r)
+    if (all[r] != all[0])
+      throw Error("rank " + std::to_string(r) + " was started with different training options than rank 0; "
+                  "every rank must run the same command");
+}
+
+// What the run is about to do. Rank 0 speaks for the run; the other ranks
+// print only their own errors.
+void print_run_summary(const TrainOptions& cli, const TrainOptions& o, const std::optional<Checkpoint>& checkpoint,
+                       const TrainingData& data, const Cluster& cluster, int threads) {
+  const Dataset& train = data.train;
+  const Dataset& test = data.test;
   std::FILE* const say = cluster.root() ? (o.json ? stderr : stdout) : nullptr;
   if (checkpoint && say)
     std::fprintf(say,
@@ -549,7 +554,7 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
   }
   if (!o.json && cluster.root()) {
     std::printf("training %s on %lld examples (test %lld), bn %s, %s lr %g, batch %lld, %lld epochs\n",
-                arch.empty() ? o.layers.c_str() : expand_named_arch(arch).c_str(), static_cast<long long>(train.count), static_cast<long long>(test.count),
+                o.arch.empty() ? o.layers.c_str() : expand_named_arch(o.arch).c_str(), static_cast<long long>(train.count), static_cast<long long>(test.count),
                 o.bn.c_str(), o.optimizer.c_str(), static_cast<double>(o.lr), static_cast<long long>(o.batch_size),
                 static_cast<long long>(o.epochs));
   }
@@ -560,9 +565,9 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
                 static_cast<long long>(o.batch_size / cluster.size),
                 static_cast<long long>((o.batch_size + cluster.size - 1) / cluster.size), o.bn_sync.c_str(), threads);
   std::fflush(stdout);
+}
 
-  // With --json, stdout carries only JSON; the bar then goes to a terminal on stderr.
-  ProgressBar bar(o.json || !cluster.root() ? stderr : stdout);
+TrainConfig trainer_config(const TrainOptions& o, const Cluster& cluster) {
   TrainConfig tc;
   tc.dist = cluster.dist;
   tc.sync_batch_stats = o.bn_sync == "global";
@@ -570,9 +575,144 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
   tc.batch_size = o.batch_size;
   tc.seed = o.seed;
   tc.on_nan = o.on_nan == "skip-batch" ? OnNan::skip_batch : OnNan::stop;
-  Trainer trainer(model, *optimizer, norm, tc);
-  if (checkpoint) {
-    trainer.resume_from(checkpoint->position);
+  return tc;
+}
+
+// After each epoch: the model file saved (rank 0, at most every few seconds)
+// and the epoch's line printed, as text or JSON.
+class EpochOutput {
+ public:
+  EpochOutput(const TrainOptions& o, const Cluster& cluster, ProgressBar& bar, Model& model, const Preprocessing& norm,
+              const nlohmann::json& training, const ModelTask& task)
+      : o_(o), cluster_(cluster), bar_(bar), model_(model), norm_(norm), training_(training), task_(task) {}
+
+  void operator()(const EpochReport& r) {
+    bar_.clear();
+    completed_epoch_ = r.epoch;
+    // A non-finite metric would print as null in JSON; with finite parameters
+    // it means the evaluation itself overflowed, which is a fault too.
+    for (const double v : {r.train_loss, r.train_accuracy, r.test_loss, r.test_accuracy, r.test_rmse, r.test_r2})
+      if (!std::isfinite(v))
+        throw NumericFault("epoch " + std::to_string(r.epoch) + " ended with a non-finite loss or accuracy");
+    if (!cluster_.root()) return;
+    // Saved atomically at the end of an epoch, so a run killed later keeps it;
+    // but not more often than every few seconds: a small table's 200 short
+    // epochs spent most of their time in fsync.
+    if (r.epoch == o_.epochs || std::chrono::steady_clock::now() - last_save_ >= kMinSaveInterval) {
+      save_model(o_.out, model_, norm_, training_, task_);
+      last_save_ = std::chrono::steady_clock::now();
+      saved_epoch_ = r.epoch;
+    }
+    if (o_.json)
+      print_json(r);
+    else
+      print_text(r);
+    std::fflush(stdout);
+  }
+
+  // What the files on disk hold after a fault: they are from before it
+  // (save_model refuses non-finite values, and nothing was written after it).
+  std::string files_kept(const std::string& checkpoint_path) const {
+    const std::string kept = saved_epoch_ == completed_epoch_
+                                 ? " keeps the last completed epoch's model"
+                                 : " keeps epoch " + std::to_string(saved_epoch_) + "'s model (saved every " +
+                                       std::to_string(kMinSaveInterval.count()) + " s at most)";
+    return o_.out + kept + (o_.checkpoint_every > 0 ? " and " + checkpoint_path + " the last checkpoint" : "");
+  }
+
+ private:
+  void print_json(const EpochReport& r) const {
+    nlohmann::json line = {{"epoch", r.epoch},
+                           {"train_loss", r.train_loss},
+                           {"test_loss", r.test_loss},
+                           {"samples_per_s", r.samples_per_s},
+                           {"seconds", r.seconds},
+                           {"skipped_batches", r.skipped_batches}};
+    if (r.task == Task::classify) {
+      line["train_accuracy"] = r.train_accuracy;
+      line["test_accuracy"] = r.test_accuracy;
+    } else {
+      line["test_rmse"] = r.test_rmse;
+      line["test_mae"] = r.test_mae;
+      line["test_r2"] = r.test_r2;
+    }
+    std::printf("%s\n", line.dump().c_str());
+  }
+
+  void print_text(const EpochReport& r) const {
+    const std::string metrics =
+        r.task == Task::classify
+            ? format("train_loss %.4f  train_acc %.4f  test_loss %.4f  test_acc %.4f", r.train_loss,
+                     r.train_accuracy, r.test_loss, r.test_accuracy)
+            : format("train_loss %.4f  test_loss %.4f  test_rmse %.4g  test_mae %.4g  test_r2 %.4f", r.train_loss,
+                     r.test_loss, r.test_rmse, r.test_mae, r.test_r2);
+    std::printf("epoch %lld/%lld  %s  %.0f samples/s  %.1fs%s\n", static_cast<long long>(r.epoch),
+                static_cast<long long>(o_.epochs), metrics.c_str(), r.samples_per_s, r.seconds,
+                r.skipped_batches ? ("  skipped " + std::to_string(r.skipped_batches) + " batches").c_str() : "");
+  }
+
+  const TrainOptions& o_;
+  const Cluster& cluster_;
+  ProgressBar& bar_;
+  Model& model_;
+  const Preprocessing& norm_;
+  const nlohmann::json& training_;
+  const ModelTask& task_;
+  std::chrono::steady_clock::time_point last_save_ = std::chrono::steady_clock::now();
+  std::int64_t saved_epoch_ = 0, completed_epoch_ = 0;
+};
+
+// The library names what went wrong; the tool says which of its flags helps.
+std::string fault_advice(const NumericFault& e) {
+  switch (e.cause()) {
+    case NumericFault::Cause::diverged_update:
+      return " (try a lower --lr)";
+    case NumericFault::Cause::non_finite_step:
+      return " (try a lower --lr, or --on-nan skip-batch)";
+    case NumericFault::Cause::every_batch_skipped:
+      return " (try a lower --lr)";
+    case NumericFault::Cause::other:
+      break;
+  }
+  return "";
+}
+
+void run_train(const TrainOptions& cli, const Cluster& cluster) {
+  const int threads = threads_per_rank(cli.threads, cluster);
+  apply_threads(threads);
+  StartingPoint start;
+  if (!cli.resume.empty()) start.checkpoint = load_checkpoint(cli.resume);
+  TrainOptions o = options_for_run(cli, start.checkpoint);
+  check_option_values(o);
+  // Only rank 0 writes files.
+  if (cluster.root()) check_output_writable(o.out);
+  const std::string checkpoint_path = o.checkpoint.empty() ? o.out + ".ckpt" : o.checkpoint;
+  if (o.checkpoint_every > 0 && cluster.root()) check_output_writable(checkpoint_path);
+  start.init_arch = !o.init.empty() && o.arch.empty() && o.layers.empty();
+  if (!o.init.empty() && !start.checkpoint) start.init = load_model(o.init);
+  if (start.init && !o.explicit_flags.count("input-norm")) o.input_norm = "init";
+
+  TrainingData data = load_training_data(o.data, o.seed);
+  Dataset& train = data.train;
+  Dataset& test = data.test;
+  if (o.train_size > 0) train.truncate(o.train_size);
+  if (o.test_size > 0) test.truncate(o.test_size);
+  resolve_data_defaults(o, train);
+  if (start.init_arch) o.layers.clear();  // the network is the initial model's, whatever the defaults say
+  Model built = build_network(o, start, train);
+  const Preprocessing norm = initialize(built, o, start, train, cli.resume);
+  Model model = start.checkpoint ? std::move(start.checkpoint->model.model) : std::move(built);
+  const auto optimizer = optimizer_for_run(o, start.checkpoint, model, cli.resume);
+  const nlohmann::json training = training_metadata(o, data, cluster);
+  const nlohmann::json config = config_json(o);
+  check_ranks_agree(config, o, cluster);
+  print_run_summary(cli, o, start.checkpoint, data, cluster, threads);
+
+  // With --json, stdout carries only JSON; the bar then goes to a terminal on stderr.
+  ProgressBar bar(o.json || !cluster.root() ? stderr : stdout);
+  Trainer trainer(model, *optimizer, norm, trainer_config(o, cluster));
+  if (start.checkpoint) {
+    trainer.resume_from(start.checkpoint->position);
     try {
       trainer.check_resume(train);
     } catch (const Error& e) {
@@ -588,69 +728,16 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
     bar.clear();
     std::fprintf(stderr, "bnorm: warning: %s\n", what.c_str());
   });
-  auto last_save = std::chrono::steady_clock::now();
-  std::int64_t saved_epoch = 0, completed_epoch = 0;
-  auto on_epoch = [&](const EpochReport& r) {
-    bar.clear();
-    completed_epoch = r.epoch;
-    // A non-finite metric would print as null in JSON; with finite parameters
-    // it means the evaluation itself overflowed, which is a fault too.
-    for (const double v : {r.train_loss, r.train_accuracy, r.test_loss, r.test_accuracy, r.test_rmse, r.test_r2})
-      if (!std::isfinite(v))
-        throw NumericFault("epoch " + std::to_string(r.epoch) + " ended with a non-finite loss or accuracy");
-    if (!cluster.root()) return;
-    // Saved atomically at the end of an epoch, so a run killed later keeps it;
-    // but not more often than every few seconds: a small table's 200 short
-    // epochs spent most of their time in fsync.
-    if (r.epoch == o.epochs || std::chrono::steady_clock::now() - last_save >= kMinSaveInterval) {
-      save_model(o.out, model, norm, training, data.task);
-      last_save = std::chrono::steady_clock::now();
-      saved_epoch = r.epoch;
-    }
-    if (o.json) {
-      nlohmann::json line = {{"epoch", r.epoch},
-                             {"train_loss", r.train_loss},
-                             {"test_loss", r.test_loss},
-                             {"samples_per_s", r.samples_per_s},
-                             {"seconds", r.seconds},
-                             {"skipped_batches", r.skipped_batches}};
-      if (r.task == Task::classify) {
-        line["train_accuracy"] = r.train_accuracy;
-        line["test_accuracy"] = r.test_accuracy;
-      } else {
-        line["test_rmse"] = r.test_rmse;
-        line["test_mae"] = r.test_mae;
-        line["test_r2"] = r.test_r2;
-      }
-      std::printf("%s\n", line.dump().c_str());
-    } else {
-      const std::string metrics =
-          r.task == Task::classify
-              ? format("train_loss %.4f  train_acc %.4f  test_loss %.4f  test_acc %.4f", r.train_loss,
-                       r.train_accuracy, r.test_loss, r.test_accuracy)
-              : format("train_loss %.4f  test_loss %.4f  test_rmse %.4g  test_mae %.4g  test_r2 %.4f", r.train_loss,
-                       r.test_loss, r.test_rmse, r.test_mae, r.test_r2);
-      std::printf("epoch %lld/%lld  %s  %.0f samples/s  %.1fs%s\n", static_cast<long long>(r.epoch),
-                  static_cast<long long>(o.epochs), metrics.c_str(), r.samples_per_s, r.seconds,
-                  r.skipped_batches ? ("  skipped " + std::to_string(r.skipped_batches) + " batches").c_str() : "");
-    }
-    std::fflush(stdout);
-  };
+  EpochOutput on_epoch(o, cluster, bar, model, norm, training, data.task);
   try {
     trainer.fit(train, test, [&](const Progress& p) {
       // Under mpirun a rank's stdout looks like a terminal but lands in a log: no bar there.
       if (!cluster.dist) bar.update(p);
-    }, on_epoch);
+    }, std::ref(on_epoch));
   } catch (const NumericFault& e) {
     bar.clear();
-    // The files on disk are from before the fault (save_model refuses
-    // non-finite values, and nothing was written after it).
-    const std::string kept = saved_epoch == completed_epoch
-                                 ? " keeps the last completed epoch's model"
-                                 : " keeps epoch " + std::to_string(saved_epoch) + "'s model (saved every " +
-                                       std::to_string(kMinSaveInterval.count()) + " s at most)";
-    throw NumericFault(std::string(e.what()) + "; " + o.out + kept +
-                       (o.checkpoint_every > 0 ? " and " + checkpoint_path + " the last checkpoint" : ""));
+    throw NumericFault(std::string(e.what()) + fault_advice(e) + "; " + on_epoch.files_kept(checkpoint_path),
+                       e.cause());
   }
   if (!cluster.root()) return;
   if (o.epochs == 0) save_model(o.out, model, norm, training, data.task);

@@ -3,7 +3,10 @@
 // runs after parsing; errors are thrown as bnorm::Error and reported by main.
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace bnorm::cli {
 
@@ -20,5 +23,11 @@ Runner add_recalibrate_command(CLI::App& app);
 
 // Threads for OpenBLAS (the only parallel code so far): 0 means one per core.
 void apply_threads(int threads);
+
+// A flag's list of sizes: positive whole numbers joined by separator
+// ("784,256,10", "64x3x32x32"), each at most 2^24. Throws Error naming the
+// flag and the text, with example as the form expected.
+std::vector<std::int64_t> parse_size_list(const std::string& flag, const std::string& text, char separator,
+                                          const std::string& example);
 
 }  // namespace bnorm::cli

@@ -1,4 +1,5 @@
 // bnorm: train, evaluate and use batch-normalized networks from the command line.
+#include <charconv>
 #include <cstdio>
 #include <exception>
 #include <thread>
@@ -15,11 +16,33 @@ void apply_threads(int threads) {
   kernels::set_threads(threads > 0 ? threads : static_cast<int>(cores ? cores : 1));
 }
 
+std::vector<std::int64_t> parse_size_list(const std::string& flag, const std::string& text, char separator,
+                                          const std::string& example) {
+  const auto refuse = [&](const std::string& why) -> void {
+    throw Error(flag + " '" + text + "': " + why + " (e.g. " + example + ")");
+  };
+  std::vector<std::int64_t> sizes;
+  const char* p = text.data();
+  const char* end = p + text.size();
+  if (p == end) refuse("no sizes given");
+  while (p < end) {
+    std::int64_t v = 0;
+    const auto [next, ec] = std::from_chars(p, end, v);
+    if (ec != std::errc() || v <= 0 || v > (1 << 24)) refuse("sizes must be whole numbers from 1 to 16777216");
+    sizes.push_back(v);
+    p = next;
+    if (p < end && *p++ != separator) refuse(std::string("separate the sizes with '") + separator + "'");
+    if (p == end && *(p - 1) == separator) refuse("a size is missing after the last separator");
+  }
+  return sizes;
+}
+
 }  // namespace bnorm::cli
 
 int main(int argc, char** argv) {
   CLI::App app{"bnorm: batch-normalized neural networks, trained and used on the CPU.\n"
-               "Run 'bnorm train' to train the default MLP on Fashion-MNIST with no flags at all."};
+               "Run 'bnorm train' with no flags to train the default network (an MLP with batch norm) on\n"
+               "Fashion-MNIST, or give it --arch for a CNN and --train for your own CSV or NumPy data."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "bnorm 0.1.0");
   const auto train = bnorm::cli::add_train_command(app);

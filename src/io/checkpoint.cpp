@@ -6,6 +6,7 @@
 #include "bnorm/error.hpp"
 #include "bnorm/io/safetensors.hpp"
 #include "bnorm/json_number.hpp"
+#include "metadata.hpp"
 
 namespace bnorm {
 namespace {
@@ -22,23 +23,11 @@ T number_at(const nlohmann::json& j, const char* key, const std::string& path) {
 }
 
 nlohmann::json metadata_json(const SafetensorsFile& file, const std::string& key, const std::string& path) {
-  const auto it = file.metadata.find(key);
-  if (it == file.metadata.end()) fail_file(path, "checkpoint metadata lacks \"" + key + "\"");
-  try {
-    return nlohmann::json::parse(it->second);
-  } catch (const nlohmann::json::exception& e) {
-    fail_file(path, "checkpoint metadata \"" + key + "\" is not valid JSON: " + e.what());
-  }
+  return io_detail::metadata_json(file, key, path, "checkpoint metadata");
 }
 
 Checkpoint parse_checkpoint(const SafetensorsFile& file, const std::string& path) {
-  const auto format = file.metadata.find("format");
-  if (format == file.metadata.end() || format->second != kCheckpointFormat)
-    fail_file(path, "not a bnorm checkpoint (metadata \"format\" is not \"" + std::string(kCheckpointFormat) + "\")");
-  const auto version = file.metadata.find("version");
-  if (version == file.metadata.end() || version->second != kCheckpointFormatVersion)
-    fail_file(path, "checkpoint format version " + (version == file.metadata.end() ? std::string("(none)") : version->second) +
-                        " is not supported (this bnorm reads version " + kCheckpointFormatVersion + ")");
+  io_detail::check_format_and_version(file, kCheckpointFormat, kCheckpointFormatVersion, "checkpoint", path);
 
   // The model part is checked by the model loader itself: same rules, one place.
   SafetensorsFile model_part;
@@ -74,15 +63,12 @@ Checkpoint parse_checkpoint(const SafetensorsFile& file, const std::string& path
         fail_file(path, "tensor '" + std::string(kOptimizerPrefix) + n + "' must be a 1-D F32 tensor");
       c.optimizer_state.buffers.emplace_back(n, it->second->to_f32());
     }
-    const nlohmann::json p = metadata_json(file, "position", path);
-    c.position.epoch = number_at<std::int64_t>(p, "epoch", path);
-    c.position.batch = number_at<std::int64_t>(p, "batch", path);
-    c.position.global_step = number_at<std::int64_t>(p, "global_step", path);
-    c.position.rng = p.at("rng").get<std::string>();
-    c.position.loss_sum = number_at<double>(p, "loss_sum", path);
-    c.position.correct = number_at<std::int64_t>(p, "correct", path);
-    c.position.seen = number_at<std::int64_t>(p, "seen", path);
-    c.position.skipped = number_at<std::int64_t>(p, "skipped", path);
+    try {
+      c.position = position_from_json(metadata_json(file, "position", path));
+    } catch (const Error& e) {
+      if (std::string(e.what()).rfind(path + ":", 0) == 0) throw;
+      fail_file(path, std::string("checkpoint metadata is incomplete or mistyped: ") + e.what());
+    }
   } catch (const nlohmann::json::exception& e) {
     fail_file(path, std::string("checkpoint metadata is incomplete or mistyped: ") + e.what());
   }
@@ -111,11 +97,7 @@ void save_checkpoint(const std::string& path, Model& model, const Preprocessing&
                               make_f32_tensor(Shape{static_cast<std::int64_t>(values.size())}, values.data()));
   }
   file.metadata["optimizer"] = nlohmann::json{{"name", optimizer.name()}, {"steps", state.steps}, {"buffers", names}}.dump();
-  file.metadata["position"] = nlohmann::json{{"epoch", position.epoch},     {"batch", position.batch},
-                                             {"global_step", position.global_step}, {"rng", position.rng},
-                                             {"loss_sum", position.loss_sum}, {"correct", position.correct},
-                                             {"seen", position.seen},       {"skipped", position.skipped}}
-                                  .dump();
+  file.metadata["position"] = position_to_json(position).dump();
   file.tensors.emplace_back(kOrderTensor, make_i64_tensor(Shape{static_cast<std::int64_t>(position.order.size())},
                                                           position.order.data()));
   write_safetensors(path, file);

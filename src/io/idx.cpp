@@ -5,30 +5,16 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <limits>
 
 #include "bnorm/error.hpp"
+#include "read_bounded.hpp"
 
 namespace bnorm {
 namespace {
 
 constexpr std::uint8_t kUnsignedByte = 0x08;
 constexpr std::uint8_t kFloat32 = 0x0D;
-
-std::vector<std::uint8_t> read_raw(const std::string& path, std::uint64_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail_file(path, "cannot open (" + std::string(std::strerror(errno)) + ")");
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  if (size < 0) fail_file(path, "cannot determine the file size (is it a directory?)");
-  if (static_cast<std::uint64_t>(size) > max_bytes)
-    fail_file(path, "file is " + std::to_string(size) + " bytes, over the limit of " + std::to_string(max_bytes));
-  in.seekg(0);
-  std::vector<std::uint8_t> data(static_cast<std::size_t>(size));
-  if (size > 0 && !in.read(reinterpret_cast<char*>(data.data()), size)) fail_file(path, "read failed");
-  return data;
-}
 
 std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& packed, const std::string& path,
                                  std::uint64_t max_bytes) {
@@ -79,7 +65,7 @@ std::uint32_t read_be32(const std::uint8_t* p) {
 std::vector<std::uint8_t> read_file_maybe_gzip(const std::string& path, std::uint64_t max_bytes) {
   // The compressed file itself is bounded by the same limit; zlib's ratio
   // cannot exceed about 1032:1, so the decompressed cap does the real work.
-  return maybe_gunzip(read_raw(path, max_bytes), path, max_bytes);
+  return maybe_gunzip(io_detail::read_bounded<std::vector<std::uint8_t>>(path, max_bytes), path, max_bytes);
 }
 
 std::vector<std::uint8_t> maybe_gunzip(std::vector<std::uint8_t> bytes, const std::string& name,

@@ -9,19 +9,12 @@
 #include "bnorm/error.hpp"
 #include "bnorm/io/safetensors.hpp"
 #include "bnorm/json_number.hpp"
+#include "metadata.hpp"
 
 namespace bnorm {
 namespace {
 
-nlohmann::json parse_metadata_json(const SafetensorsFile& file, const std::string& key, const std::string& path) {
-  const auto it = file.metadata.find(key);
-  if (it == file.metadata.end()) fail_file(path, "metadata lacks \"" + key + "\"");
-  try {
-    return nlohmann::json::parse(it->second);
-  } catch (const nlohmann::json::exception& e) {
-    fail_file(path, "metadata \"" + key + "\" is not valid JSON: " + e.what());
-  }
-}
+using io_detail::metadata_json;
 
 bool json_floats(const nlohmann::json& list, std::vector<float>& out) {
   if (!list.is_array()) return false;
@@ -68,7 +61,7 @@ InputNormalization parse_input_normalization(const nlohmann::json& j, std::int64
 ModelTask parse_task(const SafetensorsFile& file, std::int64_t outputs, const std::string& path) {
   ModelTask task;
   if (!file.metadata.count("task")) return task;
-  const nlohmann::json j = parse_metadata_json(file, "task", path);
+  const nlohmann::json j = metadata_json(file, "task", path);
   if (!j.is_object() || !j.contains("kind") || !j.at("kind").is_string() ||
       (j.at("kind") != "classify" && j.at("kind") != "regress"))
     fail_file(path, "metadata \"task\" needs \"kind\": \"classify\" or \"regress\"");
@@ -95,7 +88,7 @@ TargetNormalization parse_target_normalization(const SafetensorsFile& file, cons
                                                std::int64_t outputs, const std::string& path) {
   TargetNormalization t;
   if (task.kind != Task::regress) return t;
-  const nlohmann::json j = parse_metadata_json(file, "target_normalization", path);
+  const nlohmann::json j = metadata_json(file, "target_normalization", path);
   if (!j.is_object() || !j.contains("mean") || !j.contains("std") || !json_floats(j.at("mean"), t.mean) ||
       !json_floats(j.at("std"), t.std))
     fail_file(path, "metadata \"target_normalization\" needs number lists \"mean\" and \"std\"");
@@ -169,13 +162,7 @@ LoadedModel load_model_from_bytes(const std::string& bytes, const std::string& n
 }
 
 LoadedModel load_model_from_safetensors(const SafetensorsFile& file, const std::string& path) {
-  const auto format = file.metadata.find("format");
-  if (format == file.metadata.end() || format->second != kModelFormat)
-    fail_file(path, "not a bnorm model (metadata \"format\" is not \"" + std::string(kModelFormat) + "\")");
-  const auto version = file.metadata.find("version");
-  if (version == file.metadata.end() || version->second != kModelFormatVersion)
-    fail_file(path, "model format version " + (version == file.metadata.end() ? std::string("(none)") : version->second) +
-                        " is not supported (this bnorm reads version " + kModelFormatVersion + ")");
+  io_detail::check_format_and_version(file, kModelFormat, kModelFormatVersion, "model", path);
 
   // Every byte of the model's state must be in the file, so the file's size
   // bounds what the architecture may allocate. The slack lets a slightly
@@ -186,7 +173,7 @@ LoadedModel load_model_from_safetensors(const SafetensorsFile& file, const std::
   for (const auto& [name, t] : file.tensors) file_tensor_bytes += static_cast<std::int64_t>(t.bytes.size());
   Model model = [&] {
     try {
-      return Model::from_architecture(parse_metadata_json(file, "architecture", path), file_tensor_bytes);
+      return Model::from_architecture(metadata_json(file, "architecture", path), file_tensor_bytes);
     } catch (const Error& e) {
       const std::string what = e.what();
       if (what.rfind(path + ":", 0) == 0) throw;
@@ -219,12 +206,12 @@ LoadedModel load_model_from_safetensors(const SafetensorsFile& file, const std::
     if (!expected.count(name)) fail_file(path, "unexpected tensor '" + name + "' (not part of the architecture)");
 
   const InputNormalization norm =
-      parse_input_normalization(parse_metadata_json(file, "input_normalization", path), numel(model.input_shape()), path);
+      parse_input_normalization(metadata_json(file, "input_normalization", path), numel(model.input_shape()), path);
   const std::int64_t outputs = numel(model.output_shape());
   ModelTask task = parse_task(file, outputs, path);
   TargetNormalization target = parse_target_normalization(file, task, outputs, path);
   nlohmann::json training = nlohmann::json::object();
-  if (file.metadata.count("training")) training = parse_metadata_json(file, "training", path);
+  if (file.metadata.count("training")) training = metadata_json(file, "training", path);
   return {std::move(model), norm, std::move(target), std::move(task), std::move(training)};
 }
 

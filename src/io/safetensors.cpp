@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <set>
 
@@ -11,6 +10,7 @@
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/atomic_file.hpp"
+#include "read_bounded.hpp"
 
 namespace bnorm {
 namespace {
@@ -191,16 +191,7 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& p
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail_file(path, "cannot open (" + std::string(std::strerror(errno)) + ")");
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  if (size < 0) fail_file(path, "cannot determine the file size (is it a directory?)");
-  if (static_cast<std::uint64_t>(size) > (std::uint64_t{1} << 34)) fail_file(path, "file is larger than 16 GiB");
-  in.seekg(0);
-  std::string bytes(static_cast<std::size_t>(size), '\0');
-  if (size > 0 && !in.read(bytes.data(), size)) fail_file(path, "read failed");
-  return parse_safetensors(bytes, path);
+  return parse_safetensors(io_detail::read_bounded<std::string>(path, std::uint64_t{1} << 34), path);
 }
 
 }  // namespace bnorm

@@ -307,157 +307,261 @@ void Trainer::check_resume(const Dataset& train) const {
   restore_position(*resume_, order, rng);
 }
 
-void Trainer::fit(const Dataset& train, const Dataset& test,
-                  const std::function<void(const Progress&)>& on_progress,
-                  const std::function<void(const EpochReport&)>& on_epoch) {
-  if (train.count < 2) throw Error("the training set needs at least 2 examples");
-  check_model_fits(model_, train, prep_);
-  if (test.count > 0 && (test.task != train.task || test.outputs() != train.outputs() ||
-                         test.features != train.features))
-    throw Error("the test set does not match the training set (task, number of outputs or features)");
-  Rng rng(config_.seed);
+namespace {
 
-  BatchOrder order(train.count, config_.batch_size, config_.drop_singleton_batch);
-  TrainPosition pos;
-  bool resuming = resume_.has_value();
-  if (resuming) {
-    pos = *resume_;
-    restore_position(pos, order, rng);
+// The callbacks a fit reports through (any may be empty).
+struct FitHooks {
+  const std::function<void(const Progress&)>& on_progress;
+  const std::function<void(const EpochReport&)>& on_epoch;
+  std::int64_t checkpoint_every;
+  const std::function<void(const TrainPosition&)>& on_checkpoint;
+  const std::function<void(const std::string&)>& on_skip;
+};
+
+// One call of Trainer::fit: the run's state and its steps, in the order they
+// happen. A step is one global batch: this process's share of it forward and
+// backward, the gradients summed across processes, the NaN policy, the
+// update; an epoch ends with the agreement check and the evaluation.
+class FitRun {
+ public:
+  FitRun(Model& model, Optimizer& optimizer, const Preprocessing& prep, const TrainConfig& config,
+         const Dataset& train, const Dataset& test, const FitHooks& hooks)
+      : model_(model),
+        optimizer_(optimizer),
+        prep_(prep),
+        config_(config),
+        train_(train),
+        test_(test),
+        hooks_(hooks),
+        rng_(config.seed),
+        order_(train.count, config.batch_size, config.drop_singleton_batch),
+        snapshot_(model),
+        dist_(config.dist),
+        rank_(dist_ ? dist_->rank() : 0),
+        ranks_(dist_ ? dist_->size() : 1),
+        sync_(model, dist_ && config.sync_batch_stats ? dist_ : nullptr),
+        dropout_(model) {}
+
+  // Runs the epochs from the start, or from the position resume_at set.
+  void run(bool resuming) {
+    if (dist_) check_processes_agree(resuming);
+    for (std::int64_t epoch = resuming ? pos_.epoch : 1; epoch <= config_.epochs; ++epoch) {
+      if (!resuming) begin_epoch(epoch);
+      resuming = false;
+      const auto start = Clock::now();
+      for (std::int64_t b = pos_.batch; b < order_.num_batches(); ++b) {
+        train_batch(epoch, b);
+        report_progress(epoch, b, start);
+        checkpoint_if_due();
+      }
+      EpochReport report = end_epoch(epoch, start);
+      if (test_.count > 0) add_test_metrics(report);
+      if (hooks_.on_epoch) hooks_.on_epoch(report);
+    }
   }
-  // Only skip_batch needs the running statistics back after a bad batch;
-  // stop ends the run without saving, so it pays for no copies.
-  BufferSnapshot snapshot(model_);
-  const bool skip_mode = config_.on_nan == OnNan::skip_batch;
 
-  DataParallel* const dist = config_.dist;
-  const int rank = dist ? dist->rank() : 0, ranks = dist ? dist->size() : 1;
-  const SyncAttachment sync(model_, dist && config_.sync_batch_stats ? dist : nullptr);
-  DropoutShares dropout(model_);
-  if (dist) {
-    const std::int64_t smallest_batch = std::min(config_.batch_size, order.examples_per_epoch() -
-                                                                         (order.num_batches() - 1) * config_.batch_size);
-    if (!config_.sync_batch_stats && sync.layers() > 0 && smallest_batch < 2 * ranks)
+  // Where a resumed run starts: restore(pos, order, rng) sets the epoch's
+  // order and the generator from the position.
+  template <class Restore>
+  void resume_at(const TrainPosition& position, Restore restore) {
+    pos_ = position;
+    restore(pos_, order_, rng_);
+  }
+
+ private:
+  bool skip_mode() const { return config_.on_nan == OnNan::skip_batch; }
+
+  // Same command, data and starting point everywhere, or the first collective
+  // that one process skips would hang the others.
+  void check_processes_agree(bool resuming) {
+    const std::int64_t smallest_batch =
+        std::min(config_.batch_size, order_.examples_per_epoch() - (order_.num_batches() - 1) * config_.batch_size);
+    if (!config_.sync_batch_stats && sync_.layers() > 0 && smallest_batch < 2 * ranks_)
       throw Error("unsynchronized batch norm needs at least 2 examples on every process, but a batch of " +
-                  std::to_string(smallest_batch) + " over " + std::to_string(ranks) +
+                  std::to_string(smallest_batch) + " over " + std::to_string(ranks_) +
                   " processes leaves some with fewer; use synchronized batch norm or a larger batch");
-    // Same command, data and starting point everywhere, or the first
-    // collective that one process skips would hang the others.
     const std::int64_t facts[] = {config_.epochs, config_.batch_size, static_cast<std::int64_t>(config_.seed),
                                   static_cast<std::int64_t>(config_.on_nan), config_.sync_batch_stats,
-                                  train.count, test.count, pos.global_step};
-    check_same_everywhere(*dist, fingerprint(bytes_of(std::span<const std::int64_t>(facts)), model_fingerprint(model_, snapshot)),
+                                  train_.count, test_.count, pos_.global_step};
+    check_same_everywhere(*dist_,
+                          fingerprint(bytes_of(std::span<const std::int64_t>(facts)), model_fingerprint(model_, snapshot_)),
                           "the training configuration, data sizes or starting parameters");
     // A checkpoint holds the whole batch's totals: one process carries them on.
-    if (resuming && rank != 0) pos.loss_sum = 0.0, pos.correct = pos.seen = 0;
+    if (resuming && rank_ != 0) pos_.loss_sum = 0.0, pos_.correct = pos_.seen = 0;
   }
 
-  Tensor x, dlogits;
-  BatchTargets targets;
-  for (std::int64_t epoch = resuming ? pos.epoch : 1; epoch <= config_.epochs; ++epoch) {
-    if (!resuming) {
-      order.shuffle(rng);
-      pos.epoch = epoch;
-      pos.batch = 0;
-      pos.loss_sum = 0.0;
-      pos.correct = pos.seen = pos.skipped = 0;
+  void begin_epoch(std::int64_t epoch) {
+    order_.shuffle(rng_);
+    pos_.epoch = epoch;
+    pos_.batch = 0;
+    pos_.loss_sum = 0.0;
+    pos_.correct = pos_.seen = pos_.skipped = 0;
+  }
+
+  void train_batch(std::int64_t epoch, std::int64_t b) {
+    const auto batch = order_.batch(b);
+    const auto global_n = static_cast<std::int64_t>(batch.size());
+    const Share share = dist_ ? share_of(global_n, rank_, ranks_) : Share{0, global_n};
+    if (dist_) dropout_.set(share, global_n);
+    if (skip_mode()) snapshot_.save();
+    const LossResult r = forward_backward(
+        batch.subspan(static_cast<std::size_t>(share.begin), static_cast<std::size_t>(share.count)), global_n);
+    if (dist_) sum_gradients_across_processes(r);
+    ++pos_.global_step;
+    pos_.batch = b + 1;
+    // One pass over the flat gradient buffer per step; the per-layer walk
+    // runs only once something is already wrong.
+    if (!std::isfinite(r.loss) || !all_finite(model_.gradients())) {
+      handle_non_finite_step(r, epoch, b + 1);
+      return;
     }
-    resuming = false;
-    const auto start = Clock::now();
-    const std::int64_t batches = order.num_batches();
-    for (std::int64_t b = pos.batch; b < batches; ++b) {
-      const auto batch = order.batch(b);
-      const auto global_n = static_cast<std::int64_t>(batch.size());
-      const Share share = dist ? share_of(global_n, rank, ranks) : Share{0, global_n};
-      const auto idx = batch.subspan(static_cast<std::size_t>(share.begin), static_cast<std::size_t>(share.count));
-      if (dist) dropout.set(share, global_n);
-      if (skip_mode) snapshot.save();
-      LossResult r;
-      if (share.count > 0) {
-        prep_.input.apply(x, train, model_.input_shape(), idx);
-        r = targets.loss(model_.forward(x, Mode::train), train, prep_.target, idx, &dlogits);
-        // dlogits is of this share's mean loss; share / batch makes it the whole batch's.
-        if (dist && share.count != global_n) {
-          const float scale = static_cast<float>(static_cast<double>(share.count) / static_cast<double>(global_n));
-          for (float& g : dlogits.span()) g *= scale;
-        }
-        model_.backward(dlogits);
-      } else {
-        std::fill(model_.gradients().begin(), model_.gradients().end(), 0.0f);
-        join_step_without_examples(model_);
-      }
-      if (dist) {
-        // A non-finite loss can come with finite gradients (the log of an
-        // underflowed probability); a NaN in the gradients carries it to every
-        // process, so all of them stop or skip this batch together.
-        if (!std::isfinite(r.loss) && !model_.gradients().empty()) model_.gradients()[0] = std::nanf("");
-        dist->allreduce_sum(model_.gradients());
-      }
-      ++pos.global_step;
-      pos.batch = b + 1;
-      // One pass over the flat gradient buffer per step; the per-layer walk
-      // runs only once something is already wrong.
-      if (!std::isfinite(r.loss) || !all_finite(model_.gradients())) {
-        const std::string what = std::string(std::isfinite(r.loss) ? "non-finite gradient" : "non-finite loss") +
-                                 " at " + step_text(epoch, b + 1, batches, pos.global_step) +
-                                 "; first non-finite value: " + diagnose_numeric_fault(model_);
-        // Finite gradients can still overflow a parameter in the update (a
-        // huge lr); that shows up here, one step later. No skip can undo it.
-        if (!all_finite(model_.parameters()))
-          throw NumericFault("the update before " + step_text(epoch, b + 1, batches, pos.global_step) +
-                             " made parameters non-finite (try a lower --lr); " + what);
-        if (!skip_mode) throw NumericFault(what + " (try a lower --lr, or --on-nan skip-batch)");
-        snapshot.restore();
-        ++pos.skipped;
-        if (on_skip_) on_skip_(what + "; batch skipped");
-      } else {
-        optimizer_.step(model_.parameters(), model_.gradients());
-        const std::int64_t n = share.count;
-        pos.loss_sum += r.loss * static_cast<double>(n);
-        pos.correct += r.correct;
-        pos.seen += n;
-      }
-      if (on_progress && (b % 20 == 0 || b + 1 == batches))
-        on_progress({epoch, config_.epochs, b + 1, batches, pos.seen,
-                     pos.loss_sum / static_cast<double>(std::max<std::int64_t>(pos.seen, 1)), seconds_since(start)});
-      if (on_checkpoint_ && checkpoint_every_ > 0 && pos.global_step % checkpoint_every_ == 0) {
-        pos.rng = rng.state();
-        pos.order.assign(order.order().begin(), order.order().end());
-        on_checkpoint_(with_global_totals(pos, dist));
-      }
+    optimizer_.step(model_.parameters(), model_.gradients());
+    pos_.loss_sum += r.loss * static_cast<double>(share.count);
+    pos_.correct += r.correct;
+    pos_.seen += share.count;
+  }
+
+  // This process's share of the batch (idx) forward and backward; with no
+  // share, zero gradients and only the collectives the others wait for.
+  LossResult forward_backward(std::span<const std::int64_t> idx, std::int64_t global_n) {
+    if (idx.empty()) {
+      std::fill(model_.gradients().begin(), model_.gradients().end(), 0.0f);
+      join_step_without_examples(model_);
+      return {};
     }
-    const TrainPosition totals = with_global_totals(pos, dist);
+    prep_.input.apply(x_, train_, model_.input_shape(), idx);
+    const LossResult r = targets_.loss(model_.forward(x_, Mode::train), train_, prep_.target, idx, &dlogits_);
+    // dlogits is of this share's mean loss; share / batch makes it the whole batch's.
+    const auto n = static_cast<std::int64_t>(idx.size());
+    if (dist_ && n != global_n) {
+      const float scale = static_cast<float>(static_cast<double>(n) / static_cast<double>(global_n));
+      for (float& g : dlogits_.span()) g *= scale;
+    }
+    model_.backward(dlogits_);
+    return r;
+  }
+
+  void sum_gradients_across_processes(const LossResult& r) {
+    // A non-finite loss can come with finite gradients (the log of an
+    // underflowed probability); a NaN in the gradients carries it to every
+    // process, so all of them stop or skip this batch together.
+    if (!std::isfinite(r.loss) && !model_.gradients().empty()) model_.gradients()[0] = std::nanf("");
+    dist_->allreduce_sum(model_.gradients());
+  }
+
+  // The NaN policy: stop (NumericFault) or drop the batch's update and put
+  // the running statistics back. Library terms only; the tool that set the
+  // learning rate and the policy adds its own advice.
+  void handle_non_finite_step(const LossResult& r, std::int64_t epoch, std::int64_t batch) {
+    const std::string where = step_text(epoch, batch, order_.num_batches(), pos_.global_step);
+    const std::string what = std::string(std::isfinite(r.loss) ? "non-finite gradient" : "non-finite loss") + " at " +
+                             where + "; first non-finite value: " + diagnose_numeric_fault(model_);
+    // Finite gradients can still overflow a parameter in the update (a huge
+    // learning rate); that shows up here, one step later. No skip can undo it.
+    if (!all_finite(model_.parameters()))
+      throw NumericFault("the update before " + where + " made parameters non-finite; " + what,
+                         NumericFault::Cause::diverged_update);
+    if (!skip_mode()) throw NumericFault(what, NumericFault::Cause::non_finite_step);
+    snapshot_.restore();
+    ++pos_.skipped;
+    if (hooks_.on_skip) hooks_.on_skip(what + "; batch skipped");
+  }
+
+  void report_progress(std::int64_t epoch, std::int64_t b, Clock::time_point start) const {
+    const std::int64_t batches = order_.num_batches();
+    if (hooks_.on_progress && (b % 20 == 0 || b + 1 == batches))
+      hooks_.on_progress({epoch, config_.epochs, b + 1, batches, pos_.seen,
+                          pos_.loss_sum / static_cast<double>(std::max<std::int64_t>(pos_.seen, 1)),
+                          seconds_since(start)});
+  }
+
+  void checkpoint_if_due() {
+    if (!hooks_.on_checkpoint || hooks_.checkpoint_every <= 0 || pos_.global_step % hooks_.checkpoint_every != 0)
+      return;
+    pos_.rng = rng_.state();
+    pos_.order.assign(order_.order().begin(), order_.order().end());
+    hooks_.on_checkpoint(with_global_totals(pos_, dist_));
+  }
+
+  // The epoch's training figures; with several processes, their running
+  // estimates made one and their agreement checked.
+  EpochReport end_epoch(std::int64_t epoch, Clock::time_point start) {
+    const TrainPosition totals = with_global_totals(pos_, dist_);
     if (totals.seen == 0)
-      throw NumericFault("every batch of epoch " + std::to_string(epoch) + " had a non-finite loss or gradient");
+      throw NumericFault("every batch of epoch " + std::to_string(epoch) + " had a non-finite loss or gradient",
+                         NumericFault::Cause::every_batch_skipped);
     EpochReport report;
     report.epoch = epoch;
-    report.task = train.task;
+    report.task = train_.task;
     report.seconds = seconds_since(start);
     report.samples_per_s = static_cast<double>(totals.seen) / std::max(report.seconds, 1e-9);
     report.train_loss = totals.loss_sum / static_cast<double>(totals.seen);
     report.train_accuracy = static_cast<double>(totals.correct) / static_cast<double>(totals.seen);
-    report.skipped_batches = pos.skipped;
-    if (dist) {
+    report.skipped_batches = pos_.skipped;
+    if (dist_) {
       // Unsynchronized batch norm leaves each process its own running
       // estimates; rank 0's become everyone's (DDP broadcasts buffers too).
       if (!config_.sync_batch_stats) {
-        snapshot.save();
-        dist->broadcast(snapshot.saved, 0);
-        snapshot.restore();
+        snapshot_.save();
+        dist_->broadcast(snapshot_.saved, 0);
+        snapshot_.restore();
       }
-      check_same_everywhere(*dist, model_fingerprint(model_, snapshot),
+      check_same_everywhere(*dist_, model_fingerprint(model_, snapshot_),
                             "after epoch " + std::to_string(epoch) + ", the parameters or running statistics");
     }
-    if (test.count > 0) {
-      const EvalResult e = dist ? evaluate_shared(model_, test, prep_, *dist)
-                                : evaluate(model_, test, prep_, kEvalBatchSize, Mode::eval);
-      report.test_loss = e.loss;
-      report.test_accuracy = e.accuracy;
-      report.test_rmse = e.rmse;
-      report.test_mae = e.mae;
-      report.test_r2 = e.r2;
-    }
-    if (on_epoch) on_epoch(report);
+    return report;
   }
+
+  void add_test_metrics(EpochReport& report) {
+    const EvalResult e = dist_ ? evaluate_shared(model_, test_, prep_, *dist_)
+                               : evaluate(model_, test_, prep_, kEvalBatchSize, Mode::eval);
+    report.test_loss = e.loss;
+    report.test_accuracy = e.accuracy;
+    report.test_rmse = e.rmse;
+    report.test_mae = e.mae;
+    report.test_r2 = e.r2;
+  }
+
+  Model& model_;
+  Optimizer& optimizer_;
+  const Preprocessing& prep_;
+  const TrainConfig& config_;
+  const Dataset& train_;
+  const Dataset& test_;
+  const FitHooks& hooks_;
+  Rng rng_;
+  BatchOrder order_;
+  TrainPosition pos_;
+  // Only skip_batch needs the running statistics back after a bad batch (and
+  // several processes their agreement); stop ends the run without saving.
+  BufferSnapshot snapshot_;
+  DataParallel* const dist_;
+  const int rank_, ranks_;
+  const SyncAttachment sync_;
+  DropoutShares dropout_;
+  Tensor x_, dlogits_;  // (batch share, features), (batch share, outputs)
+  BatchTargets targets_;
+};
+
+void check_datasets(const Dataset& train, const Dataset& test) {
+  if (train.count < 2) throw Error("the training set needs at least 2 examples");
+  if (test.count > 0 &&
+      (test.task != train.task || test.outputs() != train.outputs() || test.features != train.features))
+    throw Error("the test set does not match the training set (task, number of outputs or features)");
+}
+
+}  // namespace
+
+void Trainer::fit(const Dataset& train, const Dataset& test,
+                  const std::function<void(const Progress&)>& on_progress,
+                  const std::function<void(const EpochReport&)>& on_epoch) {
+  check_datasets(train, test);
+  check_model_fits(model_, train, prep_);
+  const FitHooks hooks{on_progress, on_epoch, checkpoint_every_, on_checkpoint_, on_skip_};
+  FitRun run(model_, optimizer_, prep_, config_, train, test, hooks);
+  if (resume_)
+    run.resume_at(*resume_, [this](const TrainPosition& p, BatchOrder& o, Rng& r) { restore_position(p, o, r); });
+  run.run(resume_.has_value());
 }
 
 }  // namespace bnorm

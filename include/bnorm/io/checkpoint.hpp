@@ -8,16 +8,16 @@
 // architecture, input_normalization and training as in a model file, and
 //   config     JSON: the full training configuration (the caller's; opaque here)
 //   optimizer  JSON: {"name", "steps", "buffers": [names]}
-//   position   JSON: TrainPosition except order (epoch, batch, global_step,
-//              rng, loss_sum, correct, seen, skipped); doubles round-trip exactly.
+//   position   JSON: TrainPosition except order, as position_to_json writes it
+//              (train/checkpoint_state.hpp owns that schema).
 // Written with write_file_atomically like a model file.
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "bnorm/io/model_file.hpp"
+#include "bnorm/train/checkpoint_state.hpp"
 #include "bnorm/train/optimizer.hpp"
-#include "bnorm/train/trainer.hpp"
 
 namespace bnorm {
 

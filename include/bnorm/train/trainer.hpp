@@ -12,6 +12,7 @@
 
 #include "bnorm/error.hpp"
 #include "bnorm/nn/model.hpp"
+#include "bnorm/train/checkpoint_state.hpp"
 #include "bnorm/train/dataset.hpp"
 #include "bnorm/train/optimizer.hpp"
 
@@ -29,9 +30,21 @@ class DataParallel;
 //               before each step in this mode and puts them back.
 enum class OnNan { stop, skip_batch };
 
+// The message says what happened in the library's terms (step, layer); the
+// cause lets a caller add advice in its own (a command-line flag, say).
 class NumericFault : public Error {
  public:
-  using Error::Error;
+  enum class Cause {
+    non_finite_step,      // a step's loss or gradients (under OnNan::stop)
+    diverged_update,      // an update made the parameters themselves non-finite
+    every_batch_skipped,  // OnNan::skip_batch dropped every batch of an epoch
+    other,
+  };
+  explicit NumericFault(const std::string& what, Cause cause = Cause::other) : Error(what), cause_(cause) {}
+  Cause cause() const { return cause_; }
+
+ private:
+  Cause cause_;
 };
 
 struct TrainConfig {
@@ -56,20 +69,6 @@ struct TrainConfig {
   // (PyTorch DDP's default), rank 0's running estimates then being given to
   // every process at the end of each epoch.
   bool sync_batch_stats = true;
-};
-
-// Where a run stands between two steps. With the model's state and the
-// optimizer's, it is everything a resumed run needs to continue bit for bit.
-struct TrainPosition {
-  std::int64_t epoch = 1;            // the epoch in progress, 1-based
-  std::int64_t batch = 0;            // batches of it already done (may be all of them)
-  std::int64_t global_step = 0;      // batches done since the run began, skipped ones included
-  std::string rng;                   // Rng::state() after this epoch's shuffle
-  std::vector<std::int64_t> order;   // this epoch's permutation of the training set
-  // This epoch's running totals, so its report matches an uninterrupted run
-  // (correct stays 0 for regression).
-  double loss_sum = 0.0;
-  std::int64_t correct = 0, seen = 0, skipped = 0;
 };
 
 // The parameters draw from their own stream, derived from the run's seed, so
