@@ -106,6 +106,15 @@ def build_sequential(architecture):
                 momentum=spec["momentum"],
                 affine=spec["affine"],
                 track_running_stats=spec["track_running_stats"]))
+        elif kind == "groupnorm":
+            layers.append(torch.nn.GroupNorm(
+                spec["num_groups"], spec["num_channels"], eps=spec["eps"], affine=spec["affine"]))
+        elif kind == "layernorm":
+            # bnorm's LayerNorm normalizes an example's whole shape, which
+            # the config names exactly as torch's normalized_shape.
+            layers.append(torch.nn.LayerNorm(
+                spec["normalized_shape"], eps=spec["eps"],
+                elementwise_affine=spec["elementwise_affine"]))
         elif kind == "relu":
             layers.append(torch.nn.ReLU())
         elif kind == "tanh":

@@ -5,6 +5,8 @@
 
 #include "bnorm/error.hpp"
 #include "bnorm/nn/batchnorm.hpp"
+#include "bnorm/nn/group_norm.hpp"
+#include "bnorm/nn/layer_norm.hpp"
 
 namespace bnorm {
 namespace {
@@ -36,6 +38,9 @@ std::vector<std::string> tokenize(const std::string& spec) {
 }
 
 bool is_activation(const std::string& t) { return t == "relu" || t == "tanh" || t == "sigmoid"; }
+
+// bn, gn:<groups> or ln: a layer whose normalization makes a bias just before it redundant.
+bool is_normalization(const std::string& t) { return t == "bn" || t == "ln" || t.rfind("gn:", 0) == 0; }
 
 // Reorders or drops the bn tokens for the requested placement.
 std::vector<std::string> place_bn(std::vector<std::string> t, BnPlacement placement) {
@@ -89,16 +94,27 @@ void read_options(const std::vector<std::string>& parts, std::size_t from, const
   }
 }
 
-nlohmann::json token_config(const std::string& token, const Shape& shape, bool bn_follows, const BatchNormOptions& bn) {
+nlohmann::json token_config(const std::string& token, const Shape& shape, bool norm_follows,
+                            const BatchNormOptions& bn) {
   const auto parts = fields(token);
   const std::string& head = parts[0];
   // The layer writes its own config, so every option (freezing included) is in it.
   if (token == "bn") return BatchNorm(shape.at(0), bn).config();
+  // GroupNorm and LayerNorm take the eps of batch norm and are always affine (PyTorch's default).
+  if (head == "gn" && parts.size() == 2) {
+    const std::int64_t groups = number(parts[1], token);
+    try {
+      return GroupNorm(groups, shape.at(0), bn.eps).config();
+    } catch (const Error& e) {
+      throw Error("--arch: '" + token + "' on " + std::to_string(shape.at(0)) + " channels: " + e.what());
+    }
+  }
+  if (token == "ln") return LayerNorm(shape, bn.eps).config();
   if (is_activation(token) || token == "flatten") return {{"type", token}};
   if (token == "gap") return {{"type", "global_avgpool"}};
   if ((head == "fc" || head == "linear") && parts.size() == 2)
     return {{"type", "linear"}, {"in_features", shape.at(0)}, {"out_features", number(parts[1], token)},
-            {"bias", !bn_follows}};
+            {"bias", !norm_follows}};
   if (head == "dropout" && parts.size() == 2) {
     char* end = nullptr;
     const float p = std::strtof(parts[1].c_str(), &end);
@@ -113,7 +129,7 @@ nlohmann::json token_config(const std::string& token, const Shape& shape, bool b
     std::int64_t stride = 1, pad = (std::min(kh, kw) - 1) / 2;
     read_options(parts, 2, token, &stride, &pad);
     return {{"type", "conv2d"}, {"in_channels", shape.at(0)}, {"out_channels", number(parts[1], token)},
-            {"kernel_size", {kh, kw}}, {"stride", stride}, {"padding", pad}, {"bias", !bn_follows}};
+            {"kernel_size", {kh, kw}}, {"stride", stride}, {"padding", pad}, {"bias", !norm_follows}};
   }
   for (const char* pool : {"maxpool", "avgpool"})
     if (head.rfind(pool, 0) == 0 && head.size() > 7) {
@@ -123,7 +139,7 @@ nlohmann::json token_config(const std::string& token, const Shape& shape, bool b
       return {{"type", std::string(pool) + "2d"}, {"kernel_size", k}, {"stride", stride}};
     }
   throw Error("--arch: unknown token '" + token +
-              "' (expected conv<K>x<K>:<out>, fc:<out>, bn, relu, tanh, sigmoid, maxpool<k>, avgpool<k>, gap, "
+              "' (expected conv<K>x<K>:<out>, fc:<out>, bn, gn:<groups>, ln, relu, tanh, sigmoid, maxpool<k>, avgpool<k>, gap, "
               "flatten, dropout:<p>)");
 }
 
@@ -154,8 +170,8 @@ nlohmann::json parse_arch(const std::string& spec, const Shape& input_shape, BnP
     const std::string& token = tokens[i];
     const bool is_fc = token.rfind("fc:", 0) == 0 || token.rfind("linear:", 0) == 0;
     if (is_fc && shape.size() > 1) add({{"type", "flatten"}}, "flatten");
-    const bool bn_follows = i + 1 < tokens.size() && tokens[i + 1] == "bn";
-    add(token_config(token, shape, bn_follows, bn_options), token);
+    const bool norm_follows = i + 1 < tokens.size() && is_normalization(tokens[i + 1]);
+    add(token_config(token, shape, norm_follows, bn_options), token);
   }
   return {{"input_shape", input_shape}, {"layers", layers}};
 }

@@ -4,6 +4,8 @@
 
 #include "bnorm/error.hpp"
 #include "bnorm/nn/conv2d.hpp"
+#include "bnorm/nn/group_norm.hpp"
+#include "bnorm/nn/layer_norm.hpp"
 #include "bnorm/json_number.hpp"
 #include "bnorm/nn/linear.hpp"
 #include "bnorm/nn/pooling.hpp"
@@ -71,6 +73,12 @@ LayerPtr make_layer(const nlohmann::json& config) {
     if (config.contains("freeze")) o.freeze = parse_bn_freeze(field<std::string>(config, "freeze"));
     return std::make_unique<BatchNorm>(positive_size(config, "num_features"), o);
   }
+  if (type == "groupnorm")
+    return std::make_unique<GroupNorm>(positive_size(config, "num_groups"), positive_size(config, "num_channels"),
+                                       field<float>(config, "eps"), field<bool>(config, "affine"));
+  if (type == "layernorm")
+    return std::make_unique<LayerNorm>(field<Shape>(config, "normalized_shape"), field<float>(config, "eps"),
+                                       field<bool>(config, "elementwise_affine"));
   if (type == "conv2d") {
     const ConvConfig c = conv_config(config);
     return std::make_unique<Conv2d>(c.C, c.O, c.KH, c.KW, c.stride, c.pad, c.bias);
@@ -96,6 +104,12 @@ std::int64_t layer_state_bytes(const nlohmann::json& config) {
     const std::int64_t C = positive_size(config, "num_features");
     const std::int64_t per_channel = (field<bool>(config, "affine") ? 2 : 0) + (field<bool>(config, "track_running_stats") ? 2 : 0);
     return C * per_channel * 4;
+  }
+  if (type == "groupnorm" || type == "layernorm") {
+    // weight and bias of the layer's parameter shape; the layer checks the config.
+    std::int64_t bytes = 0;
+    for (const ParamSlot& slot : make_layer(config)->param_slots()) bytes += numel(slot.shape) * 4;
+    return bytes;
   }
   if (type == "conv2d") {
     const ConvConfig c = conv_config(config);

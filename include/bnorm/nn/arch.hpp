@@ -10,12 +10,16 @@
 //   fc:<out>                                 fully connected (Linear); flattens
 //                                            a (C, H, W) input first by itself
 //   bn                                       batch norm over the channels/units
+//   gn:<groups>                              GroupNorm: each example's channels in
+//                                            <groups> groups (must divide them)
+//   ln                                       LayerNorm over all of an example's values
 //   relu | tanh | sigmoid                    activation
 //   maxpool<k>[:s<stride>] | avgpool<k>[:s<stride>]   pooling, stride k by default
 //   gap                                      global average pooling
 //   flatten                                  (C, H, W) → (C·H·W)
 //   dropout:<p>                              inverted dropout
-// A conv or fc directly followed by bn gets no bias (beta replaces it).
+// A conv or fc directly followed by bn, gn or ln gets no bias (beta replaces
+// it). gn and ln take batch norm's eps and are always affine.
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -32,7 +36,9 @@ std::string expand_named_arch(const std::string& spec);
 // Parses spec for one example of input_shape and returns
 // Model::architecture()-style JSON. placement rearranges the bn tokens:
 // before puts each bn directly ahead of an adjacent activation, after puts it
-// directly behind, none removes every bn. Throws Error naming the token.
+// directly behind, none removes every bn. It is about batch norm only: gn and
+// ln stay where the spec puts them, so a spec with gn keeps it under
+// --bn none. Throws Error naming the token.
 nlohmann::json parse_arch(const std::string& spec, const Shape& input_shape, BnPlacement placement,
                           const BatchNormOptions& bn_options);
 
