@@ -34,18 +34,24 @@ std::string line_with(const std::vector<std::string>& lines, const std::string& 
 // BN falls from 0.85 to 0.60; the others stay near 0.84; recalibration gains
 // 0.10 at batch 2 and nothing at 64.
 std::vector<SmallBatchCell> bn_breaks_down() {
-  return {cell("BN", 2, 0.60, 0.70),           cell("BN", 64, 0.85, 0.851),
-          cell("Batch Renorm", 2, 0.70, 0.80), cell("Batch Renorm", 64, 0.85, 0.85),
-          cell("Ghost BN", 64, 0.86, 0.86),    cell("GroupNorm", 2, 0.83),
-          cell("GroupNorm", 64, 0.84),         cell("LayerNorm", 2, 0.82),
-          cell("LayerNorm", 64, 0.84),         cell("none", 2, 0.83),
+  return {cell("BN", 2, 0.60, 0.70),
+          cell("BN", 64, 0.85, 0.851),
+          cell("Batch Renorm", 2, 0.70, 0.80),
+          cell("Batch Renorm", 64, 0.85, 0.85),
+          cell("Ghost BN", 64, 0.86, 0.86),
+          cell("GroupNorm", 2, 0.83),
+          cell("GroupNorm", 64, 0.84),
+          cell("LayerNorm", 2, 0.82),
+          cell("LayerNorm", 64, 0.84),
+          cell("none", 2, 0.83),
           cell("none", 64, 0.84)};
 }
 
 TEST(SmallBatchConclusions, ConfirmedWhenBnFallsAndTheOthersHold) {
   const auto c = exp::small_batch_conclusions(bn_breaks_down(), {});
-  EXPECT_NE(line_with(c, "\"BN degrades at small batches\" on the MLP: confirmed (test accuracy 0.850 at batch 64, "
-                         "0.600 at batch 2: -0.250; no normalization 0.840 and 0.830: -0.010)"),
+  EXPECT_NE(line_with(c,
+                      "\"BN degrades at small batches\" on the MLP: confirmed (test accuracy 0.850 at batch 64, "
+                      "0.600 at batch 2: -0.250; no normalization 0.840 and 0.830: -0.010)"),
             "")
       << ::testing::PrintToString(c);
   const std::string alt = line_with(c, "hold up better at small batches than BN\" on the MLP: ");
@@ -53,8 +59,9 @@ TEST(SmallBatchConclusions, ConfirmedWhenBnFallsAndTheOthersHold) {
   EXPECT_NE(alt.find(": confirmed (at batch 2: BN 0.600, Batch Renorm"), std::string::npos) << alt;
   EXPECT_NE(alt.find("Batch Renorm 0.700 (+0.100)"), std::string::npos) << alt;
   EXPECT_NE(alt.find("Ghost BN has no run at batch 2"), std::string::npos) << alt;
-  EXPECT_NE(line_with(c, "(small batches)\" on the MLP: confirmed (mean gain +0.100 at batch 2, +0.001 at batch 64, "
-                         "over BN, Batch Renorm)"),
+  EXPECT_NE(line_with(c,
+                      "(small batches)\" on the MLP: confirmed (mean gain +0.100 at batch 2, +0.001 at batch 64, "
+                      "over BN, Batch Renorm)"),
             "")
       << ::testing::PrintToString(c);
   EXPECT_NE(line_with(c, "Recalibration's largest gain on the MLP was +0.100"), "");
@@ -65,10 +72,14 @@ TEST(SmallBatchConclusions, ConfirmedWhenBnFallsAndTheOthersHold) {
 TEST(SmallBatchConclusions, VerdictsTurnWithTheNumbers) {
   // BN holds at batch 2, the alternatives fall behind it, recalibration
   // helps only at 64.
-  std::vector<SmallBatchCell> cells = {cell("BN", 2, 0.85, 0.85),           cell("BN", 64, 0.86, 0.90),
-                                       cell("Batch Renorm", 2, 0.80, 0.80), cell("Batch Renorm", 64, 0.86, 0.90),
-                                       cell("GroupNorm", 2, 0.70),          cell("LayerNorm", 2, 0.84),
-                                       cell("none", 2, 0.80),               cell("none", 64, 0.85)};
+  std::vector<SmallBatchCell> cells = {cell("BN", 2, 0.85, 0.85),
+                                       cell("BN", 64, 0.86, 0.90),
+                                       cell("Batch Renorm", 2, 0.80, 0.80),
+                                       cell("Batch Renorm", 64, 0.86, 0.90),
+                                       cell("GroupNorm", 2, 0.70),
+                                       cell("LayerNorm", 2, 0.84),
+                                       cell("none", 2, 0.80),
+                                       cell("none", 64, 0.85)};
   auto c = exp::small_batch_conclusions(cells, {});
   EXPECT_NE(line_with(c, "\"BN degrades at small batches\" on the MLP: contradicted"), "");
   EXPECT_NE(line_with(c, "than BN\" on the MLP: contradicted"), "") << ::testing::PrintToString(c);
@@ -78,26 +89,30 @@ TEST(SmallBatchConclusions, VerdictsTurnWithTheNumbers) {
   cells[0].test_accuracy = 0.75;
   cells[6].test_accuracy = 0.75;
   c = exp::small_batch_conclusions(cells, {});
-  EXPECT_NE(line_with(c, "\"BN degrades at small batches\" on the MLP: not shown"), "");
+  EXPECT_NE(
+      line_with(
+          c, "\"BN degrades at small batches\" on the MLP: not shown (the network without normalization lost as much"),
+      "");
 
   // Everything within 0.02 of BN: not shown either way.
   cells = {cell("BN", 2, 0.80), cell("BN", 64, 0.86), cell("GroupNorm", 2, 0.81), cell("LayerNorm", 2, 0.79)};
   c = exp::small_batch_conclusions(cells, {});
-  EXPECT_NE(line_with(c, "than BN\" on the MLP: not shown (all within 0.02 of BN)"), "");
+  EXPECT_NE(line_with(c, "than BN\" on the MLP: not shown (all within 0.02 of BN; at batch 2: BN 0.800"), "");
   EXPECT_NE(line_with(c, "(small batches)\" on the MLP: not tested"), "");
 
   // One better, one worse.
   cells[2].test_accuracy = 0.9;
   c = exp::small_batch_conclusions(cells, {});
-  EXPECT_NE(line_with(c, "than BN\" on the MLP: partly confirmed (1 of 2 better)"), "");
+  EXPECT_NE(line_with(c, "than BN\" on the MLP: partly confirmed (1 of 2 better; at batch 2"), "");
 }
 
 TEST(SmallBatchConclusions, DivergedRunsCountAsChance) {
   std::vector<SmallBatchCell> cells = {diverged("BN", 2), cell("BN", 64, 0.85, 0.85), cell("GroupNorm", 2, 0.8),
                                        cell("none", 2, 0.83), cell("none", 64, 0.84)};
   const auto c = exp::small_batch_conclusions(cells, {});
-  EXPECT_NE(line_with(c, "\"BN degrades at small batches\" on the MLP: confirmed (test accuracy 0.850 at batch 64, "
-                         "diverged at batch 2: -0.750"),
+  EXPECT_NE(line_with(c,
+                      "\"BN degrades at small batches\" on the MLP: confirmed (test accuracy 0.850 at batch 64, "
+                      "diverged at batch 2: -0.750"),
             "")
       << ::testing::PrintToString(c);
   EXPECT_NE(line_with(c, "than BN\" on the MLP: confirmed (at batch 2: BN diverged, GroupNorm 0.800 (+0.700)"), "")

@@ -43,6 +43,12 @@ const SkippedNormalization* find_skipped(const std::vector<SkippedNormalization>
   return nullptr;
 }
 
+// "Claim ...: verdict (why; detail)."
+std::string claim_line(const std::string& claim, const std::string& verdict, const std::string& why,
+                       const std::string& detail) {
+  return claim + verdict + " (" + (why.empty() ? "" : why + "; ") + detail + ").";
+}
+
 std::string bn_degrades(const std::vector<SmallBatchCell>& cells, const std::string& net, std::int64_t small,
                         std::int64_t large) {
   const std::string claim = "Claim \"BN degrades at small batches\" on the " + net + ": ";
@@ -51,19 +57,21 @@ std::string bn_degrades(const std::vector<SmallBatchCell>& cells, const std::str
   const double drop = effective(*bl) - effective(*bs);
   const SmallBatchCell *ns = find_cell(cells, net, "none", small), *nl = find_cell(cells, net, "none", large);
   const double none_drop = ns && nl ? effective(*nl) - effective(*ns) : kNaN;
-  std::string verdict;
-  if (!(drop > kEffect))
+  std::string verdict, why;
+  if (!(drop > kEffect)) {
     verdict = "contradicted";
-  else if (std::isnan(none_drop) || drop - none_drop > kEffect)
+  } else if (std::isnan(none_drop) || drop - none_drop > kEffect) {
     verdict = "confirmed";
-  else
-    verdict = "not shown (the network without normalization lost as much: the small batch itself, not BN, is the cause)";
-  std::string detail = " (test accuracy " + accuracy_words(*bl) + " at batch " + std::to_string(large) + ", " +
+  } else {
+    verdict = "not shown";
+    why = "the network without normalization lost as much: the small batch itself, not BN, is the cause";
+  }
+  std::string detail = "test accuracy " + accuracy_words(*bl) + " at batch " + std::to_string(large) + ", " +
                        accuracy_words(*bs) + " at batch " + std::to_string(small) + ": " + signed_fixed(-drop);
   if (ns && nl)
-    detail += "; no normalization " + accuracy_words(*nl) + " and " + accuracy_words(*ns) + ": " +
-              signed_fixed(-none_drop);
-  return claim + verdict + detail + ").";
+    detail +=
+        "; no normalization " + accuracy_words(*nl) + " and " + accuracy_words(*ns) + ": " + signed_fixed(-none_drop);
+  return claim_line(claim, verdict, why, detail);
 }
 
 std::string alternatives_hold_up(const std::vector<SmallBatchCell>& cells,
@@ -92,19 +100,23 @@ std::string alternatives_hold_up(const std::vector<SmallBatchCell>& cells,
     worse += diff < -kEffect;
     detail += ", " + std::string(alt) + " " + accuracy_words(*a) + " (" + signed_fixed(diff) + ")";
   }
-  std::string verdict;
-  if (compared == 0)
+  std::string verdict, why;
+  if (compared == 0) {
     verdict = "not tested";
-  else if (better == compared)
+  } else if (better == compared) {
     verdict = "confirmed";
-  else if (better > 0)
-    verdict = "partly confirmed (" + std::to_string(better) + " of " + std::to_string(compared) + " better)";
-  else if (worse > 0)
+  } else if (better > 0) {
+    verdict = "partly confirmed";
+    why = std::to_string(better) + " of " + std::to_string(compared) + " better";
+  } else if (worse > 0) {
     verdict = "contradicted";
-  else
-    verdict = "not shown (all within " + fixed(kEffect, 2) + " of BN)";
-  return claim + verdict + " (at batch " + std::to_string(small) + ": BN " + accuracy_words(*bn) + detail +
-         (missing.empty() ? "" : "; " + missing) + ").";
+  } else {
+    verdict = "not shown";
+    why = "all within " + fixed(kEffect, 2) + " of BN";
+  }
+  return claim_line(claim, verdict, why,
+                    "at batch " + std::to_string(small) + ": BN " + accuracy_words(*bn) + detail +
+                        (missing.empty() ? "" : "; " + missing));
 }
 
 // Mean recalibration gain at one batch size over the BN-family
@@ -130,10 +142,11 @@ std::string recalibration_helps(const std::vector<SmallBatchCell>& cells, const 
            " and batch " + std::to_string(large) + ").";
   const double gs = sum_small / n, gl = sum_large / n;
   const std::string verdict = gs > kGainEffect && gs > gl + kGainEffect ? "confirmed"
-                              : gl > gs + kGainEffect                  ? "contradicted"
-                                                                       : "not shown";
-  return claim + verdict + " (mean gain " + signed_fixed(gs) + " at batch " + std::to_string(small) + ", " +
-         signed_fixed(gl) + " at batch " + std::to_string(large) + ", over " + names + ").";
+                              : gl > gs + kGainEffect                   ? "contradicted"
+                                                                        : "not shown";
+  return claim_line(claim, verdict, "",
+                    "mean gain " + signed_fixed(gs) + " at batch " + std::to_string(small) + ", " + signed_fixed(gl) +
+                        " at batch " + std::to_string(large) + ", over " + names);
 }
 
 }  // namespace
@@ -163,9 +176,8 @@ std::vector<std::string> small_batch_conclusions(const std::vector<SmallBatchCel
       for (const auto& c : cells)
         if (c.network == net && c.batch == b && (!best || effective(c) > effective(*best))) best = &c;
       out.push_back("On the " + net + " at batch " + std::to_string(b) + " the best test accuracy was " +
-                    accuracy_words(*best) + ", with " + (best->normalization == "none" ? "no normalization"
-                                                                                        : best->normalization) +
-                    ".");
+                    accuracy_words(*best) + ", with " +
+                    (best->normalization == "none" ? "no normalization" : best->normalization) + ".");
     }
     const SmallBatchCell* most = nullptr;
     for (const auto& c : cells)
@@ -202,8 +214,7 @@ struct Normalization {
 std::string with_normalization(const std::string& pattern, const std::string& token) {
   std::string out = pattern;
   const std::string mark = token.empty() ? "{N}," : "{N}";
-  for (auto at = out.find(mark); at != std::string::npos; at = out.find(mark, at))
-    out.replace(at, mark.size(), token);
+  for (auto at = out.find(mark); at != std::string::npos; at = out.find(mark, at)) out.replace(at, mark.size(), token);
   return out;
 }
 
@@ -212,7 +223,8 @@ bool plain(std::int64_t, BatchNormOptions&) { return true; }
 }  // namespace
 
 Report run_small_batch(const Context& ctx, const std::string& dir) {
-  auto [train, test] = datasets(ctx, 512);
+  auto [train, test] = datasets(ctx, 256);
+  if (ctx.quick) test.truncate(500);
   if (!ctx.quick) train.truncate(10000);
   const std::int64_t epochs = ctx.quick ? 1 : 3;
   const std::vector<std::int64_t> batches = {2, 4, 8, 16, 64};
@@ -220,15 +232,16 @@ Report run_small_batch(const Context& ctx, const std::string& dir) {
   const std::vector<Network> networks = {
       {"MLP", "fc:256,{N},relu,fc:256,{N},relu,fc:10", {784}},
       {"CNN", "conv3x3:16,{N},relu,maxpool2,conv3x3:32,{N},relu,maxpool2,flatten,fc:10", {1, 28, 28}}};
+  // GroupNorm with 8 groups divides every layer here: 16 and 32 channels, 256 units.
   const std::vector<Normalization> norms = {
       {"BN", "bn", true, plain},
+      {"GroupNorm", "gn:8", false, plain},
+      {"LayerNorm", "ln", false, plain},
       {"none", "", false, plain},
   };
   const std::vector<SkippedNormalization> skipped = {
       {"Batch Renorm", "the Batch Renorm option is not in this build yet"},
-      {"Ghost BN", "the virtual-batch-size option is not in this build yet"},
-      {"GroupNorm", "the gn:<groups> layer is not in this build yet"},
-      {"LayerNorm", "the ln layer is not in this build yet"}};
+      {"Ghost BN", "the virtual-batch-size option is not in this build yet"}};
 
   std::vector<SmallBatchCell> cells;
   CsvWriter csv(dir + "/results.csv", {"run", "network", "normalization", "batch_size", "lr", "steps", "test_accuracy",
@@ -257,12 +270,12 @@ Report run_small_batch(const Context& ctx, const std::string& dir) {
           recalibrate_batchnorm(model, train, norm, o);
           c.recalibrated_accuracy = evaluate(model, test, norm, kEvalBatchSize, Mode::eval).accuracy;
         }
-        std::fprintf(stderr, "  small-batch: %-20s batch %3lld  test %s  recalibrated %s (%.1f s)\n",
-                     rc.name.c_str(), static_cast<long long>(b), fixed(c.test_accuracy).c_str(),
-                     fixed(c.recalibrated_accuracy).c_str(), r.seconds);
+        std::fprintf(stderr, "  small-batch: %-20s batch %3lld  test %s  recalibrated %s (%.1f s)\n", rc.name.c_str(),
+                     static_cast<long long>(b), fixed(c.test_accuracy).c_str(), fixed(c.recalibrated_accuracy).c_str(),
+                     r.seconds);
         csv.row({rc.name, net.name, n.label, std::to_string(b), num(rc.lr, 4), std::to_string(rc.steps),
-                 num(c.test_accuracy, 6), num(c.recalibrated_accuracy, 6), num(c.gain(), 6),
-                 c.diverged ? "1" : "0", num(r.seconds, 3)});
+                 num(c.test_accuracy, 6), num(c.recalibrated_accuracy, 6), num(c.gain(), 6), c.diverged ? "1" : "0",
+                 num(r.seconds, 3)});
         cells.push_back(c);
       }
   csv.close();
@@ -278,7 +291,8 @@ Report run_small_batch(const Context& ctx, const std::string& dir) {
                "mini-batch size", "recalibrated - running-average test accuracy"};
   for (const Network& net : networks)
     for (const Normalization& n : norms)
-      if (n.bn_family) fgain.series.push_back({"results.csv", net.name + " / " + n.label, 4, 9, net.name + ", " + n.label});
+      if (n.bn_family)
+        fgain.series.push_back({"results.csv", net.name + " / " + n.label, 4, 9, net.name + ", " + n.label});
   figures.push_back(fgain);
   for (Figure& f : figures) {
     f.logx = true;
@@ -296,11 +310,14 @@ Report run_small_batch(const Context& ctx, const std::string& dir) {
           with_normalization(networks[1].pattern, "bn") +
           "`), with each `bn` replaced by the normalization named (or removed). Every run sees the same number of "
           "examples, " +
-          std::to_string(epochs) + " epoch" + (epochs == 1 ? "" : "s") +
-          ", so a batch of 2 takes 32 times as many steps as a batch of 64. SGD with momentum 0.9; the learning "
-          "rate follows the linear scaling rule, 0.05 × B / 64 (0.05 at batch 64, 0.0016 at batch 2), capped at "
-          "0.05 above 64, so that each example moves the weights about as much at every batch size. Test accuracy "
-          "on " +
+          std::to_string(epochs) + " epoch" + (epochs == 1 ? "" : "s") + ", so a batch of " +
+          std::to_string(batches.front()) + " takes " + std::to_string(batches.back() / batches.front()) +
+          " times as many steps as a batch of " + std::to_string(batches.back()) +
+          ". SGD with momentum 0.9; the learning rate follows the linear scaling rule, 0.05 × B / 64 (" +
+          num(small_batch_lr(batches.back())) + " at batch " + std::to_string(batches.back()) + ", " +
+          num(small_batch_lr(batches.front())) + " at batch " + std::to_string(batches.front()) +
+          "), capped at 0.05 above 64, so that each example moves the weights about as much at every batch size. "
+          "Test accuracy on " +
           std::to_string(test.count) +
           " test examples in eval mode with the running averages (momentum 0.1); for the BN family the same model "
           "is then recalibrated (`bnorm recalibrate`'s exact mode over the training subset: each BN layer's exact "
@@ -319,10 +336,10 @@ Report run_small_batch(const Context& ctx, const std::string& dir) {
       for (const std::int64_t b : batches) {
         const SmallBatchCell* c = find_cell(cells, net.name, n.label, b);
         row.push_back(!c ? "not run" : accuracy_words(*c));
-        gain_row.push_back(!c || !std::isfinite(c->gain()) ? "-"
-                                                           : fixed(c->test_accuracy) + " → " +
-                                                                 fixed(c->recalibrated_accuracy) + " (" +
-                                                                 signed_fixed(c->gain()) + ")");
+        gain_row.push_back(!c || !std::isfinite(c->gain())
+                               ? "-"
+                               : fixed(c->test_accuracy) + " → " + fixed(c->recalibrated_accuracy) + " (" +
+                                     signed_fixed(c->gain()) + ")");
       }
       rows.push_back(row);
       if (n.bn_family) gain_rows.push_back(gain_row);
