@@ -12,8 +12,8 @@ const std::vector<Experiment>& experiments() {
       {"input-normalization", "Standardized inputs help, and BN makes their scale matter less",
        run_input_normalization},
       {"small-batch",
-       "BN degrades at small batches; its variants and the per-example normalizations hold up, and precise "
-       "statistics recover part of the loss",
+       "BN degrades at small batches, where Batch Renorm, Ghost BN, GroupNorm and LayerNorm hold up better and "
+       "recalibration helps most",
        run_small_batch},
   };
   return list;
