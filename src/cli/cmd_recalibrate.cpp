@@ -5,6 +5,9 @@
 #include "bnorm/io/model_file.hpp"
 #include "bnorm/json_number.hpp"
 #include "bnorm/train/recalibrate.hpp"
+#ifdef BNORM_HAVE_MPI
+#include "bnorm/dist/mpi.hpp"
+#endif
 #include "commands.hpp"
 #include "data_source.hpp"
 
@@ -19,6 +22,7 @@ struct RecalibrateOptions {
   std::string mode = "exact";
   std::string out;
   int threads = 0;
+  bool distributed = false;
 };
 
 std::int64_t parse_batches(const std::string& text) {
@@ -34,9 +38,13 @@ std::int64_t parse_batches(const std::string& text) {
   return n;
 }
 
-void run_recalibrate(const RecalibrateOptions& o) {
+// dist: the processes of a --distributed run (nullptr: this one alone); rank 0
+// prints and writes the file.
+void run_recalibrate(const RecalibrateOptions& o, DataParallel* dist) {
   apply_threads(o.threads);
+  const bool root = !dist || dist->rank() == 0;
   RecalibrationOptions ro;
+  ro.dist = dist;
   ro.mode = parse_recalibration_mode(o.mode);
   ro.batch_size = o.batch_size;
   ro.max_batches = parse_batches(o.batches);
@@ -53,6 +61,8 @@ void run_recalibrate(const RecalibrateOptions& o) {
     throw Error(o.model + ": the model takes " + std::to_string(numel(loaded.model.input_shape())) +
                 " inputs but the training examples have " + std::to_string(train.features) + " values");
   const RecalibrationReport r = recalibrate_batchnorm(loaded.model, train, loaded.input_normalization, ro);
+  if (!root) return;
+  if (dist) std::printf("%d processes, each a share of the examples\n", dist->size());
   std::printf("recalibrated %zu batch-norm layer(s) of %s, %s, over %lld training examples (%lld batches of up to %lld)\n",
               r.layers.size(), o.model.c_str(), recalibration_mode_name(ro.mode), static_cast<long long>(r.examples),
               static_cast<long long>(r.batches), static_cast<long long>(ro.batch_size));
@@ -92,7 +102,25 @@ Runner add_recalibrate_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--out", o->out, "Model file to write (atomically)")->required();
   cmd->add_option("--threads", o->threads, "Threads for the matrix products (0 = one per core)")->capture_default_str();
-  return [o] { run_recalibrate(*o); };
+  cmd->add_flag("--distributed", o->distributed,
+                "Under mpirun (exact mode): each of the K processes takes a share of the examples and the statistics "
+                "are merged exactly; rank 0 prints and writes the same file one process would");
+  return [o] {
+    if (!o->distributed) return run_recalibrate(*o, nullptr);
+#ifdef BNORM_HAVE_MPI
+    dist::MpiSession mpi(nullptr, nullptr);
+    try {
+      run_recalibrate(*o, &mpi.world());
+    } catch (const std::bad_alloc&) {
+      mpi.abort("out of memory", 1);
+    } catch (const std::exception& e) {
+      mpi.abort(e.what(), 1);
+    }
+#else
+    throw Error("--distributed: this bnorm was built without MPI; install openmpi-bin and libopenmpi-dev (Debian) "
+                "and rebuild with scripts/setup.sh");
+#endif
+  };
 }
 
 }  // namespace bnorm::cli

@@ -55,6 +55,11 @@ struct TrainOptions {
   std::string input_norm = "auto";
   std::string init;              // model file to start from (fine-tuning)
   std::string freeze_bn = "none";
+  bool batch_renorm = false;
+  float renorm_rmax = 3.0f;
+  float renorm_dmax = 5.0f;
+  std::int64_t renorm_warmup = 1600;
+  std::int64_t virtual_batch_size = 0;
   std::uint64_t seed = 0;
   int threads = 0;
   std::int64_t train_size = 0;
@@ -101,6 +106,11 @@ nlohmann::json config_json(const TrainOptions& o) {
           {"input-norm", o.input_norm},
           {"init", o.init},
           {"freeze-bn", o.freeze_bn},
+          {"batch-renorm", o.batch_renorm},
+          {"renorm-rmax", o.renorm_rmax},
+          {"renorm-dmax", o.renorm_dmax},
+          {"renorm-warmup", o.renorm_warmup},
+          {"virtual-batch-size", o.virtual_batch_size},
           {"seed", o.seed},
           {"train-size", o.train_size},
           {"test-size", o.test_size}};
@@ -120,9 +130,11 @@ T config_number(const nlohmann::json& config, const char* key, const std::string
 TrainOptions options_from_checkpoint(const TrainOptions& cli, const nlohmann::json& config, const std::string& path) {
   const nlohmann::json given = config_json(cli);
   // Checkpoints from before tabular data have no data keys but --data.
-  // Checkpoints from before fine-tuning have no init or freeze-bn.
+  // Checkpoints from before fine-tuning have no init or freeze-bn, and from
+  // before the batch-norm variants none of theirs.
   const std::set<std::string> optional_keys = {"train", "test", "train-targets", "test-targets", "target",
-                                               "task", "val-fraction", "init", "freeze-bn"};
+                                               "task", "val-fraction", "init", "freeze-bn", "batch-renorm",
+                                               "renorm-rmax", "renorm-dmax", "renorm-warmup", "virtual-batch-size"};
   for (const auto& [key, value] : given.items()) {
     if (!config.contains(key)) {
       if (optional_keys.count(key) && !cli.explicit_flags.count(key)) continue;
@@ -147,6 +159,13 @@ TrainOptions options_from_checkpoint(const TrainOptions& cli, const nlohmann::js
     text("init", o.init);
     text("freeze-bn", o.freeze_bn);
     if (config.contains("val-fraction")) o.data.val_fraction = config_number<double>(config, "val-fraction", path);
+    if (config.contains("batch-renorm")) {
+      o.batch_renorm = config_number<bool>(config, "batch-renorm", path);
+      o.renorm_rmax = config_number<float>(config, "renorm-rmax", path);
+      o.renorm_dmax = config_number<float>(config, "renorm-dmax", path);
+      o.renorm_warmup = config_number<std::int64_t>(config, "renorm-warmup", path);
+      o.virtual_batch_size = config_number<std::int64_t>(config, "virtual-batch-size", path);
+    }
     o.layers = config.at("layers").get<std::string>();
     o.arch = config.at("arch").get<std::string>();
     o.bn = config.at("bn").get<std::string>();
@@ -413,6 +432,19 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
   bn_options.unbiased_running_var = o.bn_running_var == "unbiased";
   bn_options.affine = !o.no_affine;
   bn_options.track_running_stats = !o.no_running_stats;
+  bn_options.renorm = {o.batch_renorm, o.renorm_rmax, o.renorm_dmax, o.renorm_warmup};
+  bn_options.virtual_batch_size = o.virtual_batch_size;
+  if (o.batch_renorm && o.no_running_stats)
+    throw Error("--batch-renorm corrects towards the running statistics; it cannot go with --no-running-stats");
+  for (const char* flag : {"renorm-rmax", "renorm-dmax", "renorm-warmup"})
+    if (o.explicit_flags.count(flag) && !o.batch_renorm) throw Error(std::string("--") + flag + " needs --batch-renorm");
+  if (init_arch && (o.batch_renorm || o.virtual_batch_size > 0))
+    throw Error("--batch-renorm and --virtual-batch-size build new batch-norm layers: with --init give --arch or --layers "
+                "(matching tensors are still loaded)");
+  // The layer checks the values too, but a flag's name says more.
+  if (o.batch_renorm && !(o.renorm_rmax >= 1.0f && o.renorm_dmax >= 0.0f && o.renorm_warmup >= 0))
+    throw Error("--renorm-rmax must be >= 1, --renorm-dmax >= 0 and --renorm-warmup >= 0");
+  if (o.virtual_batch_size < 0) throw Error("--virtual-batch-size must be >= 0 (0: the whole batch)");
   const BnPlacement placement = parse_bn_placement(o.bn);
   const std::string& arch = o.arch;
 
@@ -696,6 +728,23 @@ Runner add_train_command(CLI::App& app) {
                   "(gamma, beta still learn); all: gamma and beta fixed too; none: ordinary batch norm. Stored in the "
                   "model's architecture")
       ->check(CLI::IsMember({"none", "stats", "all"}))
+      ->capture_default_str();
+  cmd->add_flag("--batch-renorm", o->batch_renorm,
+                "Batch Renormalization (Ioffe 2017): training normalizes with the batch statistics corrected towards "
+                "the running ones by r = sigma_B/sigma in [1/rmax, rmax] and d = (mean_B - mean)/sigma in "
+                "[-dmax, dmax], constants in the backward pass; evaluation as plain batch norm. Stored in the model");
+  cmd->add_option("--renorm-rmax", o->renorm_rmax, "Batch Renormalization: the limit of r once warmed up (>= 1)")
+      ->capture_default_str();
+  cmd->add_option("--renorm-dmax", o->renorm_dmax, "Batch Renormalization: the limit of d once warmed up (>= 0)")
+      ->capture_default_str();
+  cmd->add_option("--renorm-warmup", o->renorm_warmup,
+                  "Batch Renormalization warm-up W in steps, the paper's schedule scaled: plain batch norm for W/8 "
+                  "steps, then rmax rises linearly from 1 (reached at step W) and dmax from 0 (reached at 5W/8)")
+      ->capture_default_str();
+  cmd->add_option("--virtual-batch-size", o->virtual_batch_size,
+                  "Ghost batch norm (Hoffer et al. 2017): normalize each slice of V examples of a mini-batch with its "
+                  "own statistics while training (the last slice takes the remainder); 0 = the whole mini-batch. "
+                  "Stored in the model")
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed for initialization and shuffling (same seed, machine and threads: same bits)")
       ->capture_default_str();

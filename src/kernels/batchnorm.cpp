@@ -405,4 +405,15 @@ void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_m
 
 #endif  // BNORM_BN_VECTORIZED
 
+// Per channel and scalar: a few operations on C values, whatever the path.
+void batchnorm_renorm_correction(float* r, float* d, const double* mean, const double* var, const float* running_mean,
+                                 const float* running_var, float eps, double rmax, double dmax, std::int64_t C) {
+  for (std::int64_t c = 0; c < C; ++c) {
+    const double sigma = std::sqrt(static_cast<double>(running_var[c]) + eps);
+    const double sigma_batch = std::sqrt(var[c] + eps);
+    r[c] = static_cast<float>(std::clamp(sigma_batch / sigma, 1.0 / rmax, rmax));
+    d[c] = static_cast<float>(std::clamp((mean[c] - running_mean[c]) / sigma, -dmax, dmax));
+  }
+}
+
 }  // namespace bnorm::kernels

@@ -26,6 +26,18 @@ Dims batch_dims(const Shape& shape, std::int64_t C) {
   return {shape[0], C, S};
 }
 
+void check_renorm(const BatchRenormOptions& renorm, bool track_running_stats) {
+  if (!renorm.enabled) return;
+  if (!track_running_stats)
+    throw Error("batchnorm: batch renormalization corrects towards the running statistics, so it must keep them");
+  if (!(renorm.rmax >= 1.0f) || !std::isfinite(renorm.rmax))
+    throw Error("batchnorm: renorm rmax must be a finite number >= 1");
+  if (!(renorm.dmax >= 0.0f) || !std::isfinite(renorm.dmax))
+    throw Error("batchnorm: renorm dmax must be a finite number >= 0");
+  if (renorm.warmup_steps < 0 || renorm.warmup_steps > (std::int64_t{1} << 40))
+    throw Error("batchnorm: renorm warm-up steps must be in 0..2^40");
+}
+
 }  // namespace
 
 const char* bn_freeze_name(BnFreeze f) {
@@ -44,6 +56,16 @@ BnFreeze parse_bn_freeze(const std::string& text) {
   throw Error("batchnorm: freeze must be none, stats or all, got '" + text + "'");
 }
 
+RenormLimits renorm_limits(const BatchRenormOptions& options, std::int64_t step) {
+  const double W = static_cast<double>(options.warmup_steps);
+  const double plain_until = W / 8, dmax_at = 5 * W / 8;  // the paper's 5k, 25k and 40k steps
+  const auto ramp = [&](double end) {
+    if (static_cast<double>(step) >= end) return 1.0;
+    return std::max(0.0, (static_cast<double>(step) - plain_until) / (end - plain_until));
+  };
+  return {1.0 + (options.rmax - 1.0) * ramp(W), options.dmax * ramp(dmax_at)};
+}
+
 double* BatchNorm::work() {
   work_.resize(static_cast<std::size_t>(kernels::batchnorm_work_doubles(C_)));  // sized once, then kept
   return work_.data();
@@ -58,6 +80,9 @@ BatchNorm::BatchNorm(std::int64_t num_features, BatchNormOptions options)
     throw Error("batchnorm: momentum must be in [0, 1]");
   if (options_.freeze != BnFreeze::none && !options_.track_running_stats)
     throw Error("batchnorm: a frozen layer normalizes with its running statistics, so it must keep them");
+  check_renorm(options_.renorm, options_.track_running_stats);
+  if (options_.virtual_batch_size < 0 || options_.virtual_batch_size > (std::int64_t{1} << 30))
+    throw Error("batchnorm: virtual batch size must be in 0..2^30 (0: the whole batch)");
   const auto Cs = static_cast<std::size_t>(C_);
   if (options_.track_running_stats) {
     running_mean_.assign(Cs, 0.0f);
@@ -77,6 +102,12 @@ nlohmann::json BatchNorm::config() const {
                       {"unbiased_running_var", options_.unbiased_running_var}};
   // Absent unless frozen: files of unfrozen models stay as they were.
   if (options_.freeze != BnFreeze::none) c["freeze"] = bn_freeze_name(options_.freeze);
+  // Likewise absent for plain batch norm.
+  if (options_.renorm.enabled)
+    c["renorm"] = {{"rmax", options_.renorm.rmax},
+                   {"dmax", options_.renorm.dmax},
+                   {"warmup_steps", options_.renorm.warmup_steps}};
+  if (options_.virtual_batch_size > 0) c["virtual_batch_size"] = options_.virtual_batch_size;
   return c;
 }
 
@@ -96,6 +127,12 @@ void BatchNorm::set_freeze(BnFreeze freeze) {
     throw Error("batchnorm: a frozen layer normalizes with its running statistics, so it must keep them");
   options_.freeze = freeze;
   have_train_cache_ = false;  // a backward must follow a forward of the same kind
+}
+
+void BatchNorm::set_renorm(const BatchRenormOptions& renorm) {
+  check_renorm(renorm, options_.track_running_stats);
+  options_.renorm = renorm;
+  have_train_cache_ = false;
 }
 
 Shape BatchNorm::output_shape(const Shape& input) const {
@@ -137,6 +174,8 @@ std::vector<StateEntry> BatchNorm::state() {
     s.push_back({"running_var", {C_}, StateEntry::DType::f32, running_var_.data()});
     s.push_back({"num_batches_tracked", {}, StateEntry::DType::i64, &num_batches_tracked_});
   }
+  // The warm-up's position travels with the model and its checkpoints.
+  if (options_.renorm.enabled) s.push_back({"renorm_steps", {}, StateEntry::DType::i64, &renorm_steps_});
   return s;
 }
 
@@ -145,6 +184,7 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
   y.resize(x.shape());
   have_train_cache_ = false;
   frozen_cache_ = false;
+  variant_cache_ = false;
   synced_count_ = 0;
 
   const bool use_running = mode == Mode::eval && options_.track_running_stats;
@@ -159,6 +199,13 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
   }
   if (mode == Mode::train && options_.freeze != BnFreeze::none) {
     forward_frozen(y, x, d.N, d.S);
+    return;
+  }
+  if (mode == Mode::train && variant_training()) {
+    if (sync_)
+      throw Error("batchnorm: batch renormalization and ghost batch norm normalize each process's share alone; "
+                  "with --distributed use --bn-sync local");
+    forward_variants(y, x, d.N, d.S);
     return;
   }
   if (sync_ && mode == Mode::train) {
@@ -193,10 +240,10 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
 
   x_ = &x;
   have_train_cache_ = true;
-  update_running_estimates(m);
+  update_running_estimates(m, mean_.data(), var_.data());
 }
 
-void BatchNorm::update_running_estimates(std::int64_t m) {
+void BatchNorm::update_running_estimates(std::int64_t m, const float* mean, const float* var) {
   if (!options_.track_running_stats) return;
   // Running estimates, once per training step:
   //   running = (1 - f) * running + f * batch_statistic
@@ -206,8 +253,7 @@ void BatchNorm::update_running_estimates(std::int64_t m) {
                                      : 1.0 / static_cast<double>(num_batches_tracked_);
   const double var_correction =
       options_.unbiased_running_var ? static_cast<double>(m) / static_cast<double>(m - 1) : 1.0;
-  kernels::batchnorm_update_running(running_mean_.data(), running_var_.data(), mean_.data(), var_.data(), f,
-                                    var_correction, C_);
+  kernels::batchnorm_update_running(running_mean_.data(), running_var_.data(), mean, var, f, var_correction, C_);
 }
 
 void BatchNorm::backward(Tensor* dx, const Tensor& dy) {
@@ -223,6 +269,10 @@ void BatchNorm::backward(Tensor* dx, const Tensor& dy) {
   }
   if (synced_count_ > 0) {
     backward_synced(dx, dy, d.N, d.S);
+    return;
+  }
+  if (variant_cache_) {
+    backward_variants(dx, dy, d.S);
     return;
   }
   // The kernel always writes dx; when the caller wants none we still need a
@@ -330,7 +380,7 @@ void BatchNorm::forward_synced(Tensor& y, const Tensor& x, std::int64_t N, std::
   x_ = &x;
   have_train_cache_ = true;
   synced_count_ = m;
-  update_running_estimates(static_cast<std::int64_t>(m));
+  update_running_estimates(static_cast<std::int64_t>(m), mean_.data(), var_.data());
 }
 
 // Synchronized backward: Σ dy and Σ dy·(x − mean) over the whole batch (one
@@ -351,6 +401,145 @@ void BatchNorm::backward_synced(Tensor* dx, const Tensor& dy, std::int64_t N, st
   dx->resize(x_->shape());
   kernels::batchnorm_apply_grad(dx->data(), dy.data(), mask, x_->data(), mean_.data(), inv_std_.data(), gamma_,
                                 sums.data(), sums.data() + Cs, synced_count_, N, C_, S, work());
+}
+
+// Ghost batch norm's slices: V examples each, the remainder last, and a
+// remainder with a single value per channel (no spread) joined to the slice
+// before it. Without a virtual batch size, one slice: the whole batch.
+void BatchNorm::plan_slices(std::int64_t N, std::int64_t S) {
+  const std::int64_t V = options_.virtual_batch_size > 0 ? std::min(options_.virtual_batch_size, N) : N;
+  if (V * S < 2)
+    throw Error("batchnorm: a virtual batch of " + std::to_string(V) + " example(s) with " + std::to_string(S) +
+                " value(s) per channel each has no spread to normalize with; use a virtual batch size of 2 or more");
+  slices_.clear();
+  for (std::int64_t n0 = 0; n0 < N; n0 += V) slices_.push_back({n0, std::min(V, N - n0)});
+  if (slices_.size() > 1 && slices_.back().second * S < 2) {
+    slices_[slices_.size() - 2].second += slices_.back().second;
+    slices_.pop_back();
+  }
+}
+
+// Batch Renormalization and ghost batch norm in training mode: each slice is
+// normalized with its own statistics (renormalized when asked) and moves the
+// running estimates, as a batch of its own would.
+void BatchNorm::forward_variants(Tensor& y, const Tensor& x, std::int64_t N, std::int64_t S) {
+  plan_slices(N, S);
+  const auto Cs = static_cast<std::size_t>(C_);
+  const std::size_t rows = slices_.size() * Cs;
+  mean_.resize(rows);
+  var_.resize(rows);
+  inv_std_.resize(rows);
+  if (options_.renorm.enabled) {
+    renorm_r_.resize(rows);
+    renorm_d_.resize(rows);
+  }
+  if (fused_relu_) relu_mask_.resize(static_cast<std::size_t>(x.size()));
+  for (std::size_t s = 0; s < slices_.size(); ++s) {
+    const auto [n0, n] = slices_[s];
+    const std::int64_t at = n0 * C_ * S;
+    float* ys = y.data() + at;
+    std::uint8_t* mask = fused_relu_ ? relu_mask_.data() + at : nullptr;
+    float *mean = mean_.data() + s * Cs, *var = var_.data() + s * Cs, *inv_std = inv_std_.data() + s * Cs;
+    if (options_.renorm.enabled)
+      normalize_renorm_slice(ys, mask, s, x.data() + at, n, S);
+    else if (fused_relu_)
+      kernels::batchnorm_relu_forward_train(ys, mask, mean, var, inv_std, x.data() + at, gamma_, beta_, options_.eps,
+                                            n, C_, S, work());
+    else
+      kernels::batchnorm_forward_train(ys, mean, var, inv_std, x.data() + at, gamma_, beta_, options_.eps, n, C_, S,
+                                       work());
+    update_running_estimates(n * S, mean, var);
+  }
+  if (options_.renorm.enabled) ++renorm_steps_;
+  x_ = &x;
+  have_train_cache_ = true;
+  variant_cache_ = true;
+}
+
+// Batch Renormalization of one slice. With r and d fixed,
+//   y = gamma * (x_hat_B * r + d) + beta = (gamma * r) * x_hat_B + (gamma * d + beta),
+// batch norm with gamma' = gamma * r and beta' = gamma * d + beta, so the
+// batch's statistics and the normalize kernel do the rest; mean_, var_ and
+// inv_std_ keep the batch's own values (x_hat_B) for the backward.
+void BatchNorm::normalize_renorm_slice(float* y, std::uint8_t* mask, std::size_t slice, const float* x, std::int64_t n,
+                                       std::int64_t S) {
+  const auto Cs = static_cast<std::size_t>(C_);
+  variant_work_.resize(2 * Cs);
+  double* batch_mean = variant_work_.data();
+  double* batch_var = batch_mean + Cs;
+  kernels::batchnorm_channel_moments(batch_mean, batch_var, x, n, C_, S, work());
+  const double m = static_cast<double>(n * S);
+  for (std::size_t c = 0; c < Cs; ++c) batch_var[c] /= m;  // M2 to the biased variance, which normalizes
+  float* r = renorm_r_.data() + slice * Cs;
+  float* d = renorm_d_.data() + slice * Cs;
+  const RenormLimits limits = renorm_limits(options_.renorm, renorm_steps_);
+  kernels::batchnorm_renorm_correction(r, d, batch_mean, batch_var, running_mean_.data(), running_var_.data(),
+                                       options_.eps, limits.rmax, limits.dmax, C_);
+  slice_gamma_.resize(Cs);
+  slice_beta_.resize(Cs);
+  for (std::size_t c = 0; c < Cs; ++c) {
+    const float gamma = gamma_ ? gamma_[c] : 1.0f;
+    slice_gamma_[c] = gamma * r[c];
+    slice_beta_[c] = gamma * d[c] + (beta_ ? beta_[c] : 0.0f);
+  }
+  kernels::batchnorm_normalize_with(y, mask, fused_relu_, mean_.data() + slice * Cs, var_.data() + slice * Cs,
+                                    inv_std_.data() + slice * Cs, x, batch_mean, batch_var, slice_gamma_.data(),
+                                    slice_beta_.data(), options_.eps, n, C_, S, work());
+}
+
+// Each slice's backward is batch norm's over that slice (its statistics depend
+// on its own examples only). With Batch Renormalization, r and d are constants
+// (stop-gradient), so y = gamma' * x_hat_B + beta' with gamma' = gamma * r:
+//   dx     = batch norm's dx with gamma'   (the mean and variance terms are those of x_hat_B)
+//   dbeta  = Σ dy
+//   dgamma = Σ dy * (r * x_hat_B + d) = r * Σ dy * x_hat_B + d * Σ dy
+// The kernel's dgamma and dbeta are Σ dy * x_hat_B and Σ dy, so dgamma is
+// r * kernel_dgamma + d * kernel_dbeta; slices add up.
+void BatchNorm::backward_variants(Tensor* dx, const Tensor& dy, std::int64_t S) {
+  Tensor scratch;
+  Tensor* out = dx ? dx : &scratch;
+  out->resize(x_->shape());
+  const auto Cs = static_cast<std::size_t>(C_);
+  const bool renorm = options_.renorm.enabled;
+  slice_dgamma_.resize(Cs);
+  slice_dbeta_.resize(Cs);
+  slice_gamma_.resize(Cs);
+  variant_work_.resize(2 * Cs);
+  double* sum_dgamma = variant_work_.data();
+  double* sum_dbeta = sum_dgamma + Cs;
+  std::fill(sum_dgamma, sum_dgamma + 2 * Cs, 0.0);
+  float* dgamma = dgamma_ ? slice_dgamma_.data() : nullptr;
+  float* dbeta = dgamma_ ? slice_dbeta_.data() : nullptr;
+  for (std::size_t s = 0; s < slices_.size(); ++s) {
+    const auto [n0, n] = slices_[s];
+    const std::int64_t at = n0 * C_ * S;
+    const float* r = renorm ? renorm_r_.data() + s * Cs : nullptr;
+    const float* d = renorm ? renorm_d_.data() + s * Cs : nullptr;
+    const float* gamma = gamma_;
+    if (renorm) {
+      for (std::size_t c = 0; c < Cs; ++c) slice_gamma_[c] = (gamma_ ? gamma_[c] : 1.0f) * r[c];
+      gamma = slice_gamma_.data();
+    }
+    const float* mean = mean_.data() + s * Cs;
+    const float* inv_std = inv_std_.data() + s * Cs;
+    if (fused_relu_)
+      kernels::batchnorm_relu_backward(out->data() + at, dgamma, dbeta, dy.data() + at, relu_mask_.data() + at,
+                                       x_->data() + at, mean, inv_std, gamma, n, C_, S, work());
+    else
+      kernels::batchnorm_backward(out->data() + at, dgamma, dbeta, dy.data() + at, x_->data() + at, mean, inv_std,
+                                  gamma, n, C_, S, work());
+    if (!dgamma_) continue;
+    for (std::size_t c = 0; c < Cs; ++c) {
+      sum_dgamma[c] += renorm ? static_cast<double>(r[c]) * dgamma[c] + static_cast<double>(d[c]) * dbeta[c]
+                              : static_cast<double>(dgamma[c]);
+      sum_dbeta[c] += dbeta[c];
+    }
+  }
+  if (!dgamma_) return;
+  for (std::size_t c = 0; c < Cs; ++c) {
+    dgamma_[c] = static_cast<float>(sum_dgamma[c]);
+    dbeta_[c] = static_cast<float>(sum_dbeta[c]);
+  }
 }
 
 }  // namespace bnorm

@@ -71,6 +71,12 @@ LayerPtr make_layer(const nlohmann::json& config) {
     o.track_running_stats = field<bool>(config, "track_running_stats");
     o.unbiased_running_var = field<bool>(config, "unbiased_running_var");
     if (config.contains("freeze")) o.freeze = parse_bn_freeze(field<std::string>(config, "freeze"));
+    if (config.contains("renorm")) {
+      const nlohmann::json& r = config.at("renorm");
+      if (!r.is_object()) throw Error("layer config " + config.dump() + ": \"renorm\" must be an object");
+      o.renorm = {true, field<float>(r, "rmax"), field<float>(r, "dmax"), field<std::int64_t>(r, "warmup_steps")};
+    }
+    if (config.contains("virtual_batch_size")) o.virtual_batch_size = field<std::int64_t>(config, "virtual_batch_size");
     return std::make_unique<BatchNorm>(positive_size(config, "num_features"), o);
   }
   if (type == "groupnorm")

@@ -125,4 +125,12 @@ void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_m
                           const double* sum_dy_xc, double m, std::int64_t N, std::int64_t C, std::int64_t S,
                           double* work);
 
+// Batch Renormalization's correction (Ioffe 2017) of a batch's statistics
+// towards the running ones, per channel, in double:
+//   r = clip(sqrt(var + eps) / sqrt(running_var + eps), 1/rmax, rmax)
+//   d = clip((mean - running_mean) / sqrt(running_var + eps), -dmax, dmax)
+// mean and var (C) are the batch's (var biased, as it normalizes); r, d (C) assigned.
+void batchnorm_renorm_correction(float* r, float* d, const double* mean, const double* var, const float* running_mean,
+                                 const float* running_var, float eps, double rmax, double dmax, std::int64_t C);
+
 }  // namespace bnorm::kernels

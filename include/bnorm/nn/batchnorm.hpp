@@ -20,6 +20,27 @@ enum class BnFreeze {
 const char* bn_freeze_name(BnFreeze f);  // "none", "stats", "all"
 BnFreeze parse_bn_freeze(const std::string& text);  // throws Error on anything else
 
+// Batch Renormalization (Ioffe 2017): in training mode the batch-normalized
+// value is corrected towards what the running statistics would give,
+//   x_hat = (x - mean_B) / sigma_B * r + d,
+//   r = clip(sigma_B / sigma, 1/rmax_t, rmax_t),  d = clip((mean_B - mean) / sigma, -dmax_t, dmax_t),
+// sigma_B = sqrt(var_B + eps), sigma = sqrt(running_var + eps), with r and d
+// constants in the backward pass. Eval mode is plain batch norm.
+// Warm-up, the paper's proportions (5k : 25k : 40k steps) scaled to
+// warmup_steps = W: plain batch norm (rmax_t = 1, dmax_t = 0) for the first
+// W/8 steps, then rmax_t rises linearly to rmax at step W and dmax_t to dmax at step 5W/8.
+struct BatchRenormOptions {
+  bool enabled = false;
+  float rmax = 3.0f;                   // >= 1
+  float dmax = 5.0f;                   // >= 0
+  std::int64_t warmup_steps = 1600;    // W; 0: the full limits from the first step
+};
+struct RenormLimits {
+  double rmax, dmax;
+};
+// The limits at a step (0-based count of training steps already taken).
+RenormLimits renorm_limits(const BatchRenormOptions& options, std::int64_t step);
+
 // Options of a batch-norm layer, with PyTorch's defaults.
 struct BatchNormOptions {
   // Added to the variance inside the square root: 1/sqrt(var + eps).
@@ -43,6 +64,15 @@ struct BatchNormOptions {
   // reloaded run cannot quietly start updating statistics again. Needs
   // track_running_stats. Eval mode is unaffected.
   BnFreeze freeze = BnFreeze::none;
+  // Batch Renormalization (above); needs track_running_stats.
+  BatchRenormOptions renorm;
+  // Ghost batch norm (Hoffer, Hubara & Soudry 2017): 0 normalizes the whole
+  // mini-batch at once; V > 0 normalizes each slice of V consecutive examples
+  // with its own statistics in training mode, and the running estimates move
+  // once per slice. The last slice holds the N mod V examples left over; if
+  // that leaves one value per channel (one example, S = 1), it joins the slice
+  // before it. Eval mode is unchanged.
+  std::int64_t virtual_batch_size = 0;
 };
 
 // Batch normalization over an input (N, C) or (N, C, H, W): statistics per
@@ -77,6 +107,9 @@ class BatchNorm final : public Layer {
   void set_momentum(std::optional<float> momentum);
   // Changes the freezing (recalibration lifts it while it measures).
   void set_freeze(BnFreeze freeze);
+  // Turns Batch Renormalization on or off (recalibration measures plain
+  // batch statistics); the step count is kept.
+  void set_renorm(const BatchRenormOptions& renorm);
 
   // Fused with the ReLU that follows (the model sets this; a runtime choice,
   // not part of the architecture): forward outputs max(0, y) and keeps a byte
@@ -107,9 +140,18 @@ class BatchNorm final : public Layer {
 
   void forward_synced(Tensor& y, const Tensor& x, std::int64_t N, std::int64_t S);
   void backward_synced(Tensor* dx, const Tensor& dy, std::int64_t N, std::int64_t S);
-  void update_running_estimates(std::int64_t m);  // from mean_ and var_ over m values
+  // From a slice's batch mean and var (C) over m values.
+  void update_running_estimates(std::int64_t m, const float* mean, const float* var);
   void forward_frozen(Tensor& y, const Tensor& x, std::int64_t N, std::int64_t S);
   void backward_frozen(Tensor* dx, const Tensor& dy, std::int64_t N, std::int64_t S);
+  // Batch Renormalization and ghost batch norm: one or more slices of the
+  // batch, each normalized with its own statistics.
+  bool variant_training() const { return options_.renorm.enabled || options_.virtual_batch_size > 0; }
+  void plan_slices(std::int64_t N, std::int64_t S);
+  void forward_variants(Tensor& y, const Tensor& x, std::int64_t N, std::int64_t S);
+  void normalize_renorm_slice(float* y, std::uint8_t* mask, std::size_t slice, const float* x, std::int64_t n,
+                              std::int64_t S);
+  void backward_variants(Tensor* dx, const Tensor& dy, std::int64_t S);
 
   // Saved by the training forward for the backward: x_hat is recomputed from these.
   const Tensor* x_ = nullptr;  // (N, C, S)
@@ -124,6 +166,16 @@ class BatchNorm final : public Layer {
   double synced_count_ = 0;  // values in the whole batch of the last synced forward; 0: not synced
   bool frozen_cache_ = false;  // the last training forward normalized with the running statistics
   std::vector<double> frozen_work_;  // (4C): running mean and variance in double, then the gradient sums
+
+  // Batch Renormalization and ghost batch norm. With k slices, mean_, var_
+  // and inv_std_ hold (k, C), one row per slice.
+  std::int64_t renorm_steps_ = 0;  // training steps taken, the warm-up's position (saved as "renorm_steps")
+  bool variant_cache_ = false;     // the last training forward was forward_variants
+  std::vector<std::pair<std::int64_t, std::int64_t>> slices_;  // (first example, examples) per slice
+  std::vector<float> renorm_r_, renorm_d_;  // (k, C)
+  std::vector<float> slice_gamma_, slice_beta_;  // (C): gamma*r and gamma*d + beta of a slice
+  std::vector<float> slice_dgamma_, slice_dbeta_;  // (C): a slice's sums before they are added up
+  std::vector<double> variant_work_;  // (2C): a slice's mean and variance in double, then dgamma and dbeta sums
 };
 
 }  // namespace bnorm

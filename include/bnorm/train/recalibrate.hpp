@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bnorm/nn/model.hpp"
+#include "bnorm/train/data_parallel.hpp"
 #include "bnorm/train/dataset.hpp"
 
 namespace bnorm {
@@ -33,6 +34,12 @@ struct RecalibrationOptions {
   // exact only: store the biased (population) variance, M2 / m, whatever the
   // layer's convention; otherwise the layer's own (M2 / (m - 1) when unbiased).
   bool biased_variance = false;
+  // exact only: the processes sharing the work (nullptr: this one alone).
+  // Every process passes the same data and model; each takes a contiguous
+  // share of the examples used, and each layer's per-channel (count, mean, M2)
+  // are merged across processes in rank order (Chan's formula, in double), so
+  // every process ends with the statistics one process would compute.
+  DataParallel* dist = nullptr;
 };
 
 // How far one BN layer's estimates moved, the largest over its channels of
