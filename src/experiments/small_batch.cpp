@@ -206,9 +206,9 @@ struct Normalization {
   std::string label;
   std::string token;  // in place of {N}; empty = no normalization layer
   bool bn_family;
-  // The BN options for a run at this batch size; false = the combination is
-  // not run (Ghost BN at batches ≤ V, where it is plain BN).
-  std::function<bool(std::int64_t batch, BatchNormOptions& o)> configure;
+  // The BN options for a run of this many steps at this batch size; false =
+  // the combination is not run (Ghost BN at batches ≤ V, where it is plain BN).
+  std::function<bool(std::int64_t batch, std::int64_t steps, BatchNormOptions& o)> configure;
 };
 
 std::string with_normalization(const std::string& pattern, const std::string& token) {
@@ -218,7 +218,24 @@ std::string with_normalization(const std::string& pattern, const std::string& to
   return out;
 }
 
-bool plain(std::int64_t, BatchNormOptions&) { return true; }
+bool plain(std::int64_t, std::int64_t, BatchNormOptions&) { return true; }
+
+// The paper's limits (rmax 3, dmax 5) and its warm-up proportions, fully open
+// after the first quarter of the run, the same share of the examples at
+// every batch size.
+bool batch_renorm(std::int64_t, std::int64_t steps, BatchNormOptions& o) {
+  o.renorm.enabled = true;
+  o.renorm.warmup_steps = steps / 4;
+  return true;
+}
+
+constexpr std::int64_t kGhostBatch = 8;  // V
+
+bool ghost(std::int64_t batch, std::int64_t, BatchNormOptions& o) {
+  if (batch <= kGhostBatch) return false;
+  o.virtual_batch_size = kGhostBatch;
+  return true;
+}
 
 }  // namespace
 
@@ -234,14 +251,10 @@ Report run_small_batch(const Context& ctx, const std::string& dir) {
       {"CNN", "conv3x3:16,{N},relu,maxpool2,conv3x3:32,{N},relu,maxpool2,flatten,fc:10", {1, 28, 28}}};
   // GroupNorm with 8 groups divides every layer here: 16 and 32 channels, 256 units.
   const std::vector<Normalization> norms = {
-      {"BN", "bn", true, plain},
-      {"GroupNorm", "gn:8", false, plain},
-      {"LayerNorm", "ln", false, plain},
-      {"none", "", false, plain},
+      {"BN", "bn", true, plain},           {"Batch Renorm", "bn", true, batch_renorm}, {"Ghost BN", "bn", true, ghost},
+      {"GroupNorm", "gn:8", false, plain}, {"LayerNorm", "ln", false, plain},          {"none", "", false, plain},
   };
-  const std::vector<SkippedNormalization> skipped = {
-      {"Batch Renorm", "the Batch Renorm option is not in this build yet"},
-      {"Ghost BN", "the virtual-batch-size option is not in this build yet"}};
+  const std::vector<SkippedNormalization> skipped;
 
   std::vector<SmallBatchCell> cells;
   CsvWriter csv(dir + "/results.csv", {"run", "network", "normalization", "batch_size", "lr", "steps", "test_accuracy",
@@ -250,13 +263,13 @@ Report run_small_batch(const Context& ctx, const std::string& dir) {
     for (const Normalization& n : norms)
       for (const std::int64_t b : batches) {
         RunConfig rc;
-        if (!n.configure(b, rc.bn)) continue;
         rc.name = net.name + " / " + n.label;
         rc.arch = with_normalization(net.pattern, n.token);
         rc.placement = n.token.empty() ? BnPlacement::none : BnPlacement::before;
         rc.lr = small_batch_lr(b);
         rc.batch_size = b;
         rc.steps = epochs * (train.count / b);
+        if (!n.configure(b, rc.steps, rc.bn)) continue;
         rc.log_every = rc.steps;
         rc.eval_every = 0;
         rc.seed = ctx.seed;
@@ -326,6 +339,17 @@ Report run_small_batch(const Context& ctx, const std::string& dir) {
   for (const auto& c : small_batch_conclusions(cells, skipped)) report.conclusion(c);
 
   report.section("Accuracy against batch size");
+  const BatchRenormOptions renorm_defaults;
+  const std::string v = std::to_string(kGhostBatch);
+  report.text("Batch Renorm: r clipped to [1/rmax, rmax] with rmax " + num(renorm_defaults.rmax) +
+              ", d to [-dmax, dmax] with dmax " + num(renorm_defaults.dmax) +
+              " (the paper's values), with a warm-up over the first quarter of each run's steps: plain BN for the "
+              "first eighth of the warm-up, then the limits open linearly, rmax reached at its end and dmax at five "
+              "eighths of it (the paper's proportions). Ghost BN: virtual batches of V = " +
+              v + " inside the batches larger than " + v + "; at batch " + v +
+              " or less a single slice is the whole batch, which is plain BN, so those cells are not run (BN's row "
+              "stands for them). GroupNorm: 8 groups in every layer; LayerNorm: over all of a layer's values for "
+              "each example (C×H×W on the CNN).");
   for (std::size_t i = 0; i < networks.size(); ++i) report.image(figures[i].png, networks[i].name + " test accuracy");
   std::vector<std::string> header = {"network", "normalization"};
   for (const std::int64_t b : batches) header.push_back("batch " + std::to_string(b));
