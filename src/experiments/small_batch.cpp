@@ -241,8 +241,10 @@ bool ghost(std::int64_t batch, std::int64_t, BatchNormOptions& o) {
 
 Report run_small_batch(const Context& ctx, const std::string& dir) {
   auto [train, test] = datasets(ctx, 256);
-  if (ctx.quick) test.truncate(500);
-  if (!ctx.quick) train.truncate(10000);
+  if (ctx.quick)
+    test.truncate(500);
+  else
+    train.truncate(10000);
   const std::int64_t epochs = ctx.quick ? 1 : 3;
   const std::vector<std::int64_t> batches = {2, 4, 8, 16, 64};
   const InputNormalization norm = InputNormalization::fit(train, "pixel");
