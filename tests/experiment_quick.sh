@@ -23,7 +23,7 @@ if ! "$BNORM" experiment all --quick --out "$T/reports" --threads 2 >"$T/out" 2>
 fi
 echo "experiment all --quick: $(($(date +%s) - start)) s"
 
-for name in speed covariate-shift regularization test-time input-normalization; do
+for name in speed covariate-shift regularization test-time input-normalization small-batch; do
   dir="$T/reports/$name"
   report="$dir/report.md"
   [ -s "$report" ] || { fail "$name: no report.md"; continue; }

@@ -23,6 +23,7 @@ Report run_covariate_shift(const Context& ctx, const std::string& dir);
 Report run_regularization(const Context& ctx, const std::string& dir);
 Report run_test_time(const Context& ctx, const std::string& dir);
 Report run_input_normalization(const Context& ctx, const std::string& dir);
+Report run_small_batch(const Context& ctx, const std::string& dir);
 
 // Shared by the experiments that compare training curves: curves.csv (run,
 // step, train_loss) and evals.csv (run, step, test_loss, test_accuracy).
@@ -44,5 +45,31 @@ struct SpeedRun {
 // accuracy with and without BN, and the largest SGD rate each placement
 // survives. Pure, so a test can feed it synthetic runs.
 std::vector<std::string> speed_conclusions(const std::vector<SpeedRun>& runs, double threshold);
+
+// The small-batch experiment: one training run per network, normalization
+// and mini-batch size.
+struct SmallBatchCell {
+  std::string network;        // "MLP", "CNN"
+  std::string normalization;  // "BN", "Batch Renorm", "Ghost BN", "GroupNorm", "LayerNorm", "none"
+  std::int64_t batch = 0;
+  bool bn_family = false;               // keeps running statistics that recalibration can replace
+  double test_accuracy = kNaN;          // eval mode with the running averages (EMA); NaN when diverged
+  double recalibrated_accuracy = kNaN;  // after exact recalibration; NaN outside the BN family or when diverged
+  bool diverged = false;
+  double gain() const { return recalibrated_accuracy - test_accuracy; }
+};
+// A normalization left out of the runs, and why (e.g. its layer is not built yet).
+struct SkippedNormalization {
+  std::string normalization, why;
+};
+// The verdicts on "BN degrades at small batches", "the alternatives hold up
+// better at small batches than BN" and "recalibration helps most at small
+// batches", per network, from the cells alone (a diverged run counts as
+// chance accuracy). Pure, so a test can feed it synthetic cells.
+std::vector<std::string> small_batch_conclusions(const std::vector<SmallBatchCell>& cells,
+                                                 const std::vector<SkippedNormalization>& skipped);
+// SGD learning rate at mini-batch size b: 0.05 at 64, scaled linearly with
+// the batch (Goyal et al. 2017), capped at 0.05 for larger batches.
+float small_batch_lr(std::int64_t batch);
 
 }  // namespace bnorm::exp

@@ -11,6 +11,10 @@ const std::vector<Experiment>& experiments() {
        run_test_time},
       {"input-normalization", "Standardized inputs help, and BN makes their scale matter less",
        run_input_normalization},
+      {"small-batch",
+       "BN degrades at small batches, where Batch Renorm, Ghost BN, GroupNorm and LayerNorm hold up better and "
+       "recalibration helps most",
+       run_small_batch},
   };
   return list;
 }
