@@ -205,7 +205,8 @@ def write_model(path, sequential, input_shape, classify=False, training=None):
     if not classify:
         metadata["target_normalization"] = json.dumps({"mean": [0.0] * outputs, "std": [1.0] * outputs})
     directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".safetensors")
+    # Named as bnorm's own atomic writes name theirs (.NAME.tmp-XXXXXX).
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(safetensors_py.serialize(tensors, metadata))

@@ -131,7 +131,13 @@ class Importer {
   InputNormalization input_norm_;
   std::vector<std::int64_t> mean_dims_;  // of the input normalization's Sub
   std::optional<TargetNormalization> target_norm_;
-  const onnx::NodeProto* pending_matmul_ = nullptr;  // a MatMul waiting for its bias Add
+  const onnx::NodeProto* pending_matmul_ = nullptr;
+  // Whether each batch norm is affine, in order, from the architecture
+  // bnorm export keeps in the metadata: an affine one still at γ = 1, β = 0
+  // looks like affine=false in the graph alone.
+  std::vector<bool> exported_affine_;
+  std::size_t batchnorms_seen_ = 0;
+  void read_exported_affine();  // a MatMul waiting for its bias Add
 
   [[noreturn]] void refuse(const onnx::NodeProto& n, const std::string& problem) const {
     const std::string who = n.name().empty() ? "(unnamed, output '" + (n.output_size() ? n.output(0) : "") + "')"
@@ -204,6 +210,21 @@ void Importer::read_constants() {
       fail_file(name_, e.what());
     }
   }
+}
+
+void Importer::read_exported_affine() {
+  if (proto_.producer_name() != "bnorm") return;
+  for (const auto& p : proto_.metadata_props()) {
+    if (p.key() != "architecture") continue;
+    const nlohmann::json arch = nlohmann::json::parse(p.value(), nullptr, false);
+    if (!arch.is_object() || !arch.contains("layers") || !arch["layers"].is_array()) return;
+    for (const auto& layer : arch["layers"])
+      if (layer.is_object() && layer.value("type", "") == "batchnorm" && layer.contains("affine") && layer["affine"].is_boolean())
+        exported_affine_.push_back(layer["affine"].get<bool>());
+  }
+  std::size_t nodes = 0;
+  for (const auto& n : proto_.graph().node()) nodes += n.op_type() == "BatchNormalization";
+  if (nodes != exported_affine_.size()) exported_affine_.clear();  // not as exported: judge by the values
 }
 
 void Importer::read_input() {
@@ -467,7 +488,7 @@ void Importer::read_batchnorm(const onnx::NodeProto& n) {
   require_only_first_output_used(n);
   if (shape_.size() != 1 && shape_.size() != 3)
     refuse(n, "normalizes examples of shape " + shape_str(shape_) +
-                  "; bnorm's batch norm holds (C) features or (C, H, W) images, not this position");
+                  "; bnorm's batch norm cannot hold this position, only (C) features or (C, H, W) images");
   const std::int64_t C = shape_[0];
   const std::vector<float>& scale = floats(n, 1, "scale", {C});
   const std::vector<float>& bias = floats(n, 2, "bias", {C});
@@ -489,14 +510,23 @@ void Importer::read_batchnorm(const onnx::NodeProto& n) {
                 n.name().c_str(), static_cast<double>(onnx_momentum), static_cast<double>(*options.momentum),
                 static_cast<double>(options.eps));
   notes_.emplace_back(line);
-  options.affine = !(std::all_of(scale.begin(), scale.end(), [](float v) { return v == 1.0f; }) &&
-                     std::all_of(bias.begin(), bias.end(), [](float v) { return v == 0.0f; }));
+  const std::size_t k = batchnorms_seen_++;
+  if (k < exported_affine_.size()) {
+    options.affine = exported_affine_[k];
+  } else {
+    options.affine = !(std::all_of(scale.begin(), scale.end(), [](float v) { return v == 1.0f; }) &&
+                       std::all_of(bias.begin(), bias.end(), [](float v) { return v == 0.0f; }));
+    if (!options.affine)
+      notes_.push_back("node '" + n.name() + "' (BatchNormalization): scale all 1 and bias all 0, imported as "
+                       "affine=false (PyTorch's affine=False exports exactly these)");
+  }
   if (options.affine) {
     tensors_[slot("weight")] = scale;
     tensors_[slot("bias")] = bias;
-  } else {
-    notes_.push_back("node '" + n.name() + "' (BatchNormalization): scale all 1 and bias all 0, imported as affine=false "
-                     "(PyTorch's affine=False exports exactly these)");
+  } else if (k < exported_affine_.size() &&
+             !(std::all_of(scale.begin(), scale.end(), [](float v) { return v == 1.0f; }) &&
+               std::all_of(bias.begin(), bias.end(), [](float v) { return v == 0.0f; }))) {
+    refuse(n, "bnorm export's metadata says this batch norm is not affine, but its scale and bias are not 1 and 0");
   }
   tensors_[slot("running_mean")] = mean;
   tensors_[slot("running_var")] = var;
@@ -617,6 +647,12 @@ void Importer::read_node(const onnx::NodeProto& n, int index) {
   if (op == "Flatten") return read_flatten(n);
   if (op == "Reshape") return read_reshape(n);
   if (op == "Pad") return read_pad(n);
+  if (op == "Identity" && n.input_size() == 1 && constants_.count(n.input(0))) {
+    // PyTorch sometimes names an initializer a second time through an Identity.
+    const Constant copy = constants_.at(n.input(0));
+    constants_[n.output(0)] = copy;
+    return;
+  }
   if (op == "Dropout" || op == "Identity") {  // the identity at inference
     require_chain_input(n);
     require_only_first_output_used(n);
@@ -636,6 +672,7 @@ OnnxImport Importer::run(const OnnxImportOptions& options) {
     fail_file(name_, "ONNX opset " + std::to_string(opset_) + " is not supported (bnorm import reads opsets " +
                          std::to_string(kOnnxMinOpset) + " to " + std::to_string(kOnnxMaxOpset) + ")");
   read_constants();
+  read_exported_affine();
   read_input();
   const Shape input_shape = shape_;
   const auto& nodes = proto_.graph().node();
