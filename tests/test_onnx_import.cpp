@@ -142,9 +142,19 @@ TEST(OnnxImport, AffineFalseAndZeroBiasBeforeBatchNorm) {
   EXPECT_FLOAT_EQ(*static_cast<BatchNorm&>(m.model.model.layer(1)).options().momentum, 0.1f);  // ONNX default 0.9
 }
 
+// torch.onnx.export writes PyTorch's momentum=None (the cumulative average) as 1.
+TEST(OnnxImport, MomentumOneIsTheCumulativeAverage) {
+  Graph g({4});
+  g.batchnorm("bn", 4, 1.0f);
+  OnnxImport m = import(g.bytes());
+  EXPECT_FALSE(static_cast<BatchNorm&>(m.model.model.layer(0)).options().momentum.has_value());
+  EXPECT_NE(m.notes.at(0).find("cumulative average"), std::string::npos) << m.notes.at(0);
+}
+
 // bnorm export → bnorm import gives back the architecture, the input
 // normalization and every value, so the outputs are the same bits. The batch
-// norms are still at γ = 1, β = 0: the export's metadata says they are affine.
+// norms are still at γ = 1, β = 0: the export's metadata says they are
+// affine, and gives their momentum (the graph has none).
 TEST(OnnxImport, RoundTripOfBnormExport) {
   std::vector<LayerPtr> layers;
   layers.push_back(std::make_unique<Conv2d>(3, 4, 3, 3, 1, 1, true));
@@ -153,7 +163,7 @@ TEST(OnnxImport, RoundTripOfBnormExport) {
   layers.push_back(std::make_unique<Pool2d>(Pool2d::Kind::average, 2, 2));
   layers.push_back(std::make_unique<Flatten>());
   layers.push_back(std::make_unique<Linear>(64, 5, false));
-  layers.push_back(std::make_unique<BatchNorm>(5));
+  layers.push_back(std::make_unique<BatchNorm>(5, BatchNormOptions{.momentum = std::nullopt}));
   InputNormalization norm;
   norm.mode = "channel";
   norm.mean = {0.1f, 0.2f, 0.3f};

@@ -4,6 +4,7 @@
 #include <bit>
 #include <climits>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "bnorm/io/atomic_file.hpp"
 #include "bnorm/io/idx.hpp"
 #include "bnorm/io/onnx_export.hpp"
+#include "bnorm/json_number.hpp"
 #include "bnorm/nn/layer_factory.hpp"
 
 namespace bnorm {
@@ -89,6 +91,12 @@ Constant read_tensor(const onnx::TensorProto& t, const std::string& what) {
   return c;
 }
 
+std::string number_text(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", v);
+  return text;
+}
+
 std::optional<std::int64_t> int_attribute(const onnx::NodeProto& n, const std::string& name) {
   for (const auto& a : n.attribute())
     if (a.name() == name) return a.i();
@@ -132,12 +140,12 @@ class Importer {
   std::vector<std::int64_t> mean_dims_;  // of the input normalization's Sub
   std::optional<TargetNormalization> target_norm_;
   const onnx::NodeProto* pending_matmul_ = nullptr;
-  // Whether each batch norm is affine, in order, from the architecture
-  // bnorm export keeps in the metadata: an affine one still at γ = 1, β = 0
-  // looks like affine=false in the graph alone.
-  std::vector<bool> exported_affine_;
+  // Each batch norm's config, in order, from the architecture bnorm export
+  // keeps in the metadata: an affine one still at γ = 1, β = 0 looks like
+  // affine=false in the graph alone, and the export writes no momentum.
+  std::vector<nlohmann::json> exported_bn_;
   std::size_t batchnorms_seen_ = 0;
-  void read_exported_affine();  // a MatMul waiting for its bias Add
+  void read_exported_batchnorms();  // a MatMul waiting for its bias Add
 
   [[noreturn]] void refuse(const onnx::NodeProto& n, const std::string& problem) const {
     const std::string who = n.name().empty() ? "(unnamed, output '" + (n.output_size() ? n.output(0) : "") + "')"
@@ -212,19 +220,26 @@ void Importer::read_constants() {
   }
 }
 
-void Importer::read_exported_affine() {
+void Importer::read_exported_batchnorms() {
   if (proto_.producer_name() != "bnorm") return;
   for (const auto& p : proto_.metadata_props()) {
     if (p.key() != "architecture") continue;
     const nlohmann::json arch = nlohmann::json::parse(p.value(), nullptr, false);
     if (!arch.is_object() || !arch.contains("layers") || !arch["layers"].is_array()) return;
-    for (const auto& layer : arch["layers"])
-      if (layer.is_object() && layer.value("type", "") == "batchnorm" && layer.contains("affine") && layer["affine"].is_boolean())
-        exported_affine_.push_back(layer["affine"].get<bool>());
+    for (const auto& layer : arch["layers"]) {
+      if (!layer.is_object() || layer.value("type", "") != "batchnorm") continue;
+      const bool valid = layer.contains("affine") && layer["affine"].is_boolean() && layer.contains("momentum") &&
+                         (layer["momentum"].is_null() || layer["momentum"].is_number());
+      if (!valid) {  // not as bnorm writes it: judge by the graph alone
+        exported_bn_.clear();
+        return;
+      }
+      exported_bn_.push_back(layer);
+    }
   }
   std::size_t nodes = 0;
   for (const auto& n : proto_.graph().node()) nodes += n.op_type() == "BatchNormalization";
-  if (nodes != exported_affine_.size()) exported_affine_.clear();  // not as exported: judge by the values
+  if (nodes != exported_bn_.size()) exported_bn_.clear();
 }
 
 void Importer::read_input() {
@@ -502,17 +517,33 @@ void Importer::read_batchnorm(const onnx::NodeProto& n) {
   // new batch. Rounded to 6 decimals so that 1 - 0.9f gives back torch's 0.1.
   const float onnx_momentum = float_attribute(n, "momentum").value_or(0.9f);
   if (!(onnx_momentum >= 0.0f && onnx_momentum <= 1.0f)) refuse(n, "has momentum " + std::to_string(onnx_momentum) + " outside [0, 1]");
-  options.momentum = static_cast<float>(std::round((1.0 - static_cast<double>(onnx_momentum)) * 1e6) / 1e6);
-  char line[256];
-  std::snprintf(line, sizeof line,
-                "node '%s' (BatchNormalization): ONNX momentum %g (weight of the old running value) -> bnorm "
-                "momentum %g (weight of the new batch, as PyTorch); epsilon %g",
-                n.name().c_str(), static_cast<double>(onnx_momentum), static_cast<double>(*options.momentum),
-                static_cast<double>(options.eps));
-  notes_.emplace_back(line);
+  const std::string node = "node '" + n.name() + "' (BatchNormalization): ";
   const std::size_t k = batchnorms_seen_++;
-  if (k < exported_affine_.size()) {
-    options.affine = exported_affine_[k];
+  const nlohmann::json* exported = k < exported_bn_.size() ? &exported_bn_[k] : nullptr;
+  if (exported) {
+    // bnorm export writes no momentum attribute; its metadata has the value.
+    const nlohmann::json& m = exported->at("momentum");
+    if (m.is_null())
+      options.momentum.reset();
+    else
+      options.momentum = json_number<float>(m);
+    if (!m.is_null() && !(options.momentum && *options.momentum >= 0.0f && *options.momentum <= 1.0f))
+      refuse(n, "bnorm export's metadata gives momentum " + m.dump() + ", outside [0, 1]");
+    notes_.push_back(node + "momentum " + (m.is_null() ? std::string("null (cumulative average)") : m.dump()) +
+                     " from bnorm export's metadata; epsilon " + number_text(options.eps));
+  } else if (onnx_momentum == 1.0f) {
+    // What torch.onnx.export writes for momentum=None (1 - 0): the running
+    // estimates would never move, which PyTorch did not mean.
+    options.momentum.reset();
+    notes_.push_back(node + "ONNX momentum 1, as torch.onnx.export writes PyTorch's momentum=None -> bnorm's "
+                     "cumulative average (momentum null); epsilon " + number_text(options.eps));
+  } else {
+    options.momentum = static_cast<float>(std::round((1.0 - static_cast<double>(onnx_momentum)) * 1e6) / 1e6);
+    notes_.push_back(node + "ONNX momentum " + number_text(onnx_momentum) + " (weight of the old running value) -> bnorm momentum " +
+                     number_text(*options.momentum) + " (weight of the new batch, as PyTorch); epsilon " + number_text(options.eps));
+  }
+  if (exported) {
+    options.affine = exported->at("affine").get<bool>();
   } else {
     options.affine = !(std::all_of(scale.begin(), scale.end(), [](float v) { return v == 1.0f; }) &&
                        std::all_of(bias.begin(), bias.end(), [](float v) { return v == 0.0f; }));
@@ -523,7 +554,7 @@ void Importer::read_batchnorm(const onnx::NodeProto& n) {
   if (options.affine) {
     tensors_[slot("weight")] = scale;
     tensors_[slot("bias")] = bias;
-  } else if (k < exported_affine_.size() &&
+  } else if (exported &&
              !(std::all_of(scale.begin(), scale.end(), [](float v) { return v == 1.0f; }) &&
                std::all_of(bias.begin(), bias.end(), [](float v) { return v == 0.0f; }))) {
     refuse(n, "bnorm export's metadata says this batch norm is not affine, but its scale and bias are not 1 and 0");
@@ -672,7 +703,7 @@ OnnxImport Importer::run(const OnnxImportOptions& options) {
     fail_file(name_, "ONNX opset " + std::to_string(opset_) + " is not supported (bnorm import reads opsets " +
                          std::to_string(kOnnxMinOpset) + " to " + std::to_string(kOnnxMaxOpset) + ")");
   read_constants();
-  read_exported_affine();
+  read_exported_batchnorms();
   read_input();
   const Shape input_shape = shape_;
   const auto& nodes = proto_.graph().node();
