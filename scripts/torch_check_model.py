@@ -36,7 +36,7 @@ except Exception as exc:  # ImportError, or a broken install raising anything el
     sys.exit(SKIP_EXIT)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import safetensors_py  # noqa: E402
+import bnorm_model_py  # noqa: E402
 
 DEFAULT_IMAGES = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
 
@@ -61,124 +61,25 @@ def read_idx_images(path):
     return np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims[0], -1)
 
 
-def json_metadata(metadata, key):
-    if key not in metadata:
-        raise CheckError(f"model metadata lacks {key!r}")
-    try:
-        return json.loads(metadata[key])
-    except json.JSONDecodeError as exc:
-        raise CheckError(f"model metadata {key!r} is not valid JSON: {exc}") from exc
-
-
-def bn_scale_center(spec):
-    """(learned gamma, learned beta) of a batch-norm layer config: PyTorch's
-    "affine" (both or neither) or bnorm's separate "scale" and "center"."""
-    if "affine" in spec:
-        return spec["affine"], spec["affine"]
-    return spec["scale"], spec["center"]
-
-
-def fixed_bn_parameters(architecture):
-    """The tensors a bnorm file lacks where PyTorch needs them.
-
-    PyTorch's BatchNorm learns gamma and beta together (affine=True) or neither;
-    it cannot learn one alone.  A bnorm layer with only scale (or only center)
-    is loaded as affine=True with the missing tensor at its fixed value: bias 0
-    (or weight 1).  The outputs are the same; training it further in PyTorch
-    would also move the fixed one, which bnorm keeps fixed.
-    """
-    fixed = {}
-    for index, spec in enumerate(architecture.get("layers", [])):
-        if spec.get("type") != "batchnorm":
-            continue
-        scale, center = bn_scale_center(spec)
-        if scale and not center:
-            fixed[f"{index}.bias"] = torch.zeros(spec["num_features"])
-        elif center and not scale:
-            fixed[f"{index}.weight"] = torch.ones(spec["num_features"])
-    return fixed
-
-
-def build_sequential(architecture):
-    """Translate the architecture description into a torch.nn.Sequential."""
-    layers = []
-    # Batch norm is BatchNorm2d on (N, C, H, W) data and BatchNorm1d after a
-    # flatten or on an MLP, so follow the rank of the data through the list.
-    spatial = len(architecture.get("input_shape", [])) == 3
-    for index, spec in enumerate(architecture.get("layers", [])):
-        kind = spec.get("type")
-        if kind == "conv2d":
-            layers.append(torch.nn.Conv2d(
-                spec["in_channels"], spec["out_channels"], tuple(spec["kernel_size"]),
-                stride=spec["stride"], padding=spec["padding"], bias=spec["bias"]))
-        elif kind == "maxpool2d":
-            layers.append(torch.nn.MaxPool2d(spec["kernel_size"], stride=spec["stride"]))
-        elif kind == "avgpool2d":
-            layers.append(torch.nn.AvgPool2d(spec["kernel_size"], stride=spec["stride"]))
-        elif kind == "global_avgpool":
-            layers.append(torch.nn.AdaptiveAvgPool2d(1))
-        elif kind == "flatten":
-            layers.append(torch.nn.Flatten())
-            spatial = False
-        elif kind == "dropout":
-            layers.append(torch.nn.Dropout(spec["p"]))
-        elif kind == "linear":
-            layers.append(torch.nn.Linear(
-                spec["in_features"], spec["out_features"], bias=spec["bias"]))
-        elif kind == "batchnorm":
-            # unbiased_running_var only changes how training updates the
-            # running variance; eval mode, which is all we run, ignores it.
-            norm = torch.nn.BatchNorm2d if spatial else torch.nn.BatchNorm1d
-            scale, center = bn_scale_center(spec)
-            layers.append(norm(
-                spec["num_features"],
-                eps=spec["eps"],
-                momentum=spec["momentum"],
-                affine=scale or center,
-                track_running_stats=spec["track_running_stats"]))
-        elif kind == "groupnorm":
-            layers.append(torch.nn.GroupNorm(
-                spec["num_groups"], spec["num_channels"], eps=spec["eps"], affine=spec["affine"]))
-        elif kind == "layernorm":
-            # bnorm's LayerNorm normalizes an example's whole shape, which
-            # the config names exactly as torch's normalized_shape.
-            layers.append(torch.nn.LayerNorm(
-                spec["normalized_shape"], eps=spec["eps"],
-                elementwise_affine=spec["elementwise_affine"]))
-        elif kind == "relu":
-            layers.append(torch.nn.ReLU())
-        elif kind == "tanh":
-            layers.append(torch.nn.Tanh())
-        elif kind == "sigmoid":
-            layers.append(torch.nn.Sigmoid())
-        else:
-            raise CheckError(f"layer {index}: unknown type {kind!r}")
-    if not layers:
-        raise CheckError("architecture has no layers")
-    return torch.nn.Sequential(*layers)
-
-
 def load_model(path):
     """Return (model in eval mode, normalization mean, std, input size)."""
     try:
-        tensors, metadata = safetensors_py.read(path)
-    except (OSError, safetensors_py.SafetensorsError) as exc:
-        raise CheckError(f"cannot read model {path}: {exc}") from exc
-    if metadata.get("format") != "bnorm-model" or metadata.get("version") != "1":
-        raise CheckError(f"{path}: not a version 1 bnorm-model file "
-                         f"(format={metadata.get('format')!r}, version={metadata.get('version')!r})")
-    architecture = json_metadata(metadata, "architecture")
-    normalization = json_metadata(metadata, "input_normalization")
+        tensors, metadata, architecture = bnorm_model_py.read_model(path)
+        normalization = bnorm_model_py.json_metadata(metadata, "input_normalization")
+    except bnorm_model_py.FormatError as exc:
+        raise CheckError(str(exc)) from exc
     input_shape = architecture.get("input_shape")
     if not isinstance(input_shape, list) or len(input_shape) not in (1, 3):
         raise CheckError(f"unsupported input_shape {input_shape!r}")
 
     try:
-        model = build_sequential(architecture)
+        model = bnorm_model_py.build_sequential(architecture)
+    except bnorm_model_py.FormatError as exc:
+        raise CheckError(str(exc)) from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckError(f"bad layer description: {exc!r}") from exc
     state = {name: torch.from_numpy(array) for name, array in tensors.items()}
-    for name, value in fixed_bn_parameters(architecture).items():
+    for name, value in bnorm_model_py.fixed_bn_parameters(architecture).items():
         if name in state:
             raise CheckError(f"{name}: the layer does not learn it, yet the file holds it")
         state[name] = value

@@ -173,7 +173,8 @@ void run_predict(const PredictOptions& o) {
 
 Runner add_predict_command(CLI::App& app) {
   auto o = std::make_shared<PredictOptions>();
-  CLI::App* cmd = app.add_subcommand("predict", "Classify examples one at a time with a saved model (running statistics)");
+  CLI::App* cmd = app.add_subcommand("predict", "Predict examples one at a time with a saved model (running statistics): labels from a classifier, values "
+      "from a regression or an imported model's raw outputs");
   cmd->add_option("--model", o->model, "Model file written by 'bnorm train'")->required();
   cmd->add_option("--input", o->input,
                   "Examples: a CSV file (.csv or .csv.gz; the model's feature columns by name, a target column is "
@@ -181,8 +182,8 @@ Runner add_predict_command(CLI::App& app) {
                   "one example per line (raw values separated by spaces or commas)")
       ->required();
   cmd->add_option("--output", o->output,
-                  "Also write the raw outputs as a float32 NumPy array (N, outputs): logits, or predictions in the "
-                  "targets' units");
+                  "Also write the raw outputs as a float32 NumPy array (N, outputs): logits, predictions in the "
+                  "targets' units, or an imported model's outputs as they are");
   cmd->add_option("--limit", o->limit, "Classify only the first N examples (0 = all)")->capture_default_str();
   cmd->add_flag("--batch-stats", o->batch_stats,
                 "Demonstration of what goes wrong: normalize each single example with its own statistics "

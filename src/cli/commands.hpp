@@ -18,6 +18,7 @@ Runner add_predict_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
 Runner add_fold_command(CLI::App& app);
 Runner add_export_command(CLI::App& app);
+Runner add_import_command(CLI::App& app);
 Runner add_experiment_command(CLI::App& app);
 Runner add_recalibrate_command(CLI::App& app);
 

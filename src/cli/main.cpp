@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   const auto bench = bnorm::cli::add_bench_command(app);
   const auto fold = bnorm::cli::add_fold_command(app);
   const auto export_onnx = bnorm::cli::add_export_command(app);
+  const auto import_onnx = bnorm::cli::add_import_command(app);
   const auto experiment = bnorm::cli::add_experiment_command(app);
   const auto recalibrate = bnorm::cli::add_recalibrate_command(app);
   try {
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("bench")) bench();
     if (app.got_subcommand("fold")) fold();
     if (app.got_subcommand("export")) export_onnx();
+    if (app.got_subcommand("import")) import_onnx();
     if (app.got_subcommand("experiment")) experiment();
     if (app.got_subcommand("recalibrate")) recalibrate();
   } catch (const bnorm::Error& e) {
