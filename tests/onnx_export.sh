@@ -4,6 +4,14 @@
 # (scripts/onnx_check.mjs, Node) on the first 1000 Fashion-MNIST test images
 # and checks that the outputs equal `bnorm predict`'s to 1e-4 with the same
 # labels; python3-onnx's checker must accept each file too, where installed.
+# The default MLP runs on all 10,000 test images and the default CNN on
+# 2000 (predict takes one image at a time, ~10 ms each; docs/interop.md has
+# its 10,000), and there both bnorm and onnxruntime must also be within
+# 1e-5 · max(1, largest |logit|) of each example's float64 logits, with
+# float64's labels (scripts/onnx_precision.py, where torch is installed):
+# two float32 runtimes differ by float32 rounding of their sums, 2e-5 to
+# 6e-5 on logits of size 50 to 400, so each is held to the exact answer
+# instead (docs/interop.md, "Conformance").
 # Then the refusals. Exit 77 = skipped (no Node, no onnxruntime-node in
 # tools/onnx, no Fashion-MNIST, or a bnorm built without ONNX).
 #   tests/onnx_export.sh BNORM SRC
@@ -33,29 +41,42 @@ if "$bnorm" export --model "$T/none" --onnx "$T/none.onnx" 2>&1 | grep -q "witho
 fi
 have_onnx_py=0
 if /usr/bin/python3 -c 'import onnx' 2>/dev/null; then have_onnx_py=1; fi
+have_torch=0
+if /usr/bin/python3 -c 'import torch' 2>/dev/null; then have_torch=1; fi
+limit=1000  # images per comparison
+against_float64=0  # 1: compare also bnorm and onnxruntime with float64
 
 # python3-onnx's checker, as a second reader of the file.
 py_check='import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)'
 
 # compare NAME MODEL EXPECTED EXPORT_FLAGS...: exports MODEL, runs
 # onnxruntime on the images and compares with predict's logits in EXPECTED.
+# With against_float64=1 both are compared with float64 too (the model file
+# predict ran is EXPECTED's name without .expect.npy).
 compare() {
   local name=$1 model=$2 expected=$3
   shift 3
   run "$bnorm" export --model "$model" --onnx "$T/$name.onnx" "$@"
   check "$name: export" rc=0 out~"exported"
-  run node "$check_script" --model "$T/$name.onnx" --input "$images" --limit 1000 --expect "$expected" --tol 1e-4
-  check "$name: onnxruntime equals bnorm predict (1e-4, same labels)" rc=0 out~"labels differ on 0 of 1000"
+  run node "$check_script" --model "$T/$name.onnx" --input "$images" --limit $limit --expect "$expected" --tol 1e-4 \
+    --output "$T/$name.ort.npy"
+  check "$name: onnxruntime equals bnorm predict (1e-4, same labels)" rc=0 out~"labels differ on 0 of $limit"
   echo "      $name: $(grep -o 'max .*' "$T/.out")"
+  if [ $against_float64 = 1 ] && [ $have_torch = 1 ]; then
+    run /usr/bin/python3 "$root/scripts/onnx_precision.py" --model "${expected%.expect.npy}.safetensors" \
+      --bnorm "$expected" --ort "$T/$name.ort.npy" --images "$images" --limit $limit --rtol 1e-5
+    check "$name: bnorm and onnxruntime each within 1e-5 * max(1, |logit|) of float64, float64's labels" rc=0
+    sed 's/^/      /' "$T/.out"
+  fi
   if [ $have_onnx_py = 1 ]; then
     run /usr/bin/python3 -c "$py_check" "$T/$name.onnx"
     check "$name: python3-onnx checker accepts the file" rc=0
   fi
 }
 
-# predict_images NAME: predict's logits for the first 1000 images, in $T/NAME.expect.npy.
+# predict_images NAME: predict's logits for the first $limit images, in $T/NAME.expect.npy.
 predict_images() {
-  run "$bnorm" predict --model "$T/$1.safetensors" --input "$images" --limit 1000 --output "$T/$1.expect.npy"
+  run "$bnorm" predict --model "$T/$1.safetensors" --input "$images" --limit $limit --output "$T/$1.expect.npy"
   check "$1: predict" rc=0
 }
 
@@ -76,16 +97,33 @@ model() {
   compare "$name folded" "$T/$name.safetensors" "$T/$name-folded.expect.npy" --fold-bn
 }
 
+# The default MLP and CNN, on more images and against float64 too.
+against_float64=1
+limit=10000
 model mlp                                # BN before ReLU, pixel normalization
+if [ $have_torch = 1 ]; then
+  # The float64 check can fail: one logit moved by 1e-3, hundreds of float32
+  # rounding steps of logits this size, is caught.
+  run /usr/bin/python3 -c 'import numpy as np, sys; y = np.load(sys.argv[1]); y[17, 3] += 1e-3; np.save(sys.argv[2], y)' \
+    "$T/mlp.expect.npy" "$T/mlp.moved.npy"
+  check "a moved logit written" rc=0
+  run /usr/bin/python3 "$root/scripts/onnx_precision.py" --model "$T/mlp.safetensors" --bnorm "$T/mlp.moved.npy" \
+    --ort "$T/mlp.ort.npy" --images "$images" --rtol 1e-5
+  check "  ... and the float64 check reports it" rc=1 out~"FAIL: bnorm"
+fi
+limit=2000
+model cnn --arch cnn
+against_float64=0
+limit=1000
 model mlp-bn-after --bn after
 model mlp-no-affine --no-affine
-model cnn --arch cnn
 # The other layers, activations and input normalizations.
 model cnn-mix --arch "conv3x3:8:s2,bn,sigmoid,avgpool2,conv5x5:6:p0,tanh,bn,gap,flatten,dropout:0.2,fc:10" \
   --input-norm channel
 model mlp-global --input-norm global --activation tanh --eps 1e-3
 model mlp-raw --input-norm none --bn after
 # The oldest opset the export writes (Gemm needs its bias input there).
+predict_images cnn  # on $limit images again
 compare "cnn opset 9" "$T/cnn.safetensors" "$T/cnn.expect.npy" --opset 9
 compare "mlp-no-affine opset 9 folded" "$T/mlp-no-affine.safetensors" "$T/mlp-no-affine-folded.expect.npy" \
   --opset 9 --fold-bn
