@@ -28,7 +28,12 @@ constexpr std::int64_t kParallelMin = std::int64_t{1} << 16;
 // (1 channel) took 16 ms for its weight gradient where im2col took 1.3, and
 // oneDNN's alternative for plain layouts (its own im2col + GEMM) 250 ms on 2
 // threads (bench/conv_pair, docs/convolutions.md). Such layers stay on im2col.
-constexpr std::int64_t kOnednnMinChannels = 8;
+// A test build may lower it (-DBNORM_CONV_ONEDNN_MIN_CHANNELS=1) so that the
+// gradient checks and golden tests, whose layers are narrow, run on oneDNN.
+#ifndef BNORM_CONV_ONEDNN_MIN_CHANNELS
+#define BNORM_CONV_ONEDNN_MIN_CHANNELS 8
+#endif
+constexpr std::int64_t kOnednnMinChannels = BNORM_CONV_ONEDNN_MIN_CHANNELS;
 
 }  // namespace
 
