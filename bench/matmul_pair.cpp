@@ -13,9 +13,9 @@
 // Run: OMP_WAIT_POLICY=passive build/matmul_pair [rounds] [threads...]   (default 15 rounds, 1 and 2 threads)
 #define BNORM_GEMM_WITH_OPENBLAS 1
 #include "gemm_slices.hpp"
+#include "count_allocations.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -24,45 +24,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-extern "C" {
-void* __libc_malloc(std::size_t);
-void* __libc_calloc(std::size_t, std::size_t);
-void* __libc_realloc(void*, std::size_t);
-void* __libc_memalign(std::size_t, std::size_t);
-}
-
-namespace {
-std::atomic<long> g_allocs{0};
-std::atomic<bool> g_counting{false};
-void note() {
-  if (g_counting.load(std::memory_order_relaxed)) g_allocs.fetch_add(1, std::memory_order_relaxed);
-}
-}  // namespace
-
-extern "C" {
-void* malloc(std::size_t n) {
-  note();
-  return __libc_malloc(n);
-}
-void* calloc(std::size_t n, std::size_t size) {
-  note();
-  return __libc_calloc(n, size);
-}
-void* realloc(void* p, std::size_t n) {
-  note();
-  return __libc_realloc(p, n);
-}
-int posix_memalign(void** out, std::size_t align, std::size_t n) {
-  note();
-  *out = __libc_memalign(align, n);
-  return *out ? 0 : 12;  // ENOMEM
-}
-void* aligned_alloc(std::size_t align, std::size_t n) {
-  note();
-  return __libc_memalign(align, n);
-}
-}
 
 namespace {
 
