@@ -118,6 +118,7 @@ TEST(Allocation, TrainingStepsAllocateNothingOnceRunning) {
       {"fc:256,bn,relu,fc:256,bn,relu,fc:10", {784}, BnPlacement::before, "sgd"},
       {"fc:64,bn,relu,fc:10", {784}, BnPlacement::after, "adam"},
       {"fc:64,bn,tanh,fc:10", {784}, BnPlacement::none, "sgd"},
+      // its second convolution (8 channels in) runs on oneDNN in a BNORM_CONV=onednn build
       {"conv3x3:8,bn,relu,maxpool2,conv3x3:8,bn,relu,gap,dropout:0.2,fc:10", {1, 28, 28}, BnPlacement::before, "sgd"},
       // 64 x 24 x 28 x 28 floats: 4.8 MB activations, so storage of their own
       {"conv3x3:24,bn,relu,gap,fc:10", {1, 28, 28}, BnPlacement::before, "sgd"},

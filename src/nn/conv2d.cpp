@@ -8,22 +8,52 @@
 #include "bnorm/error.hpp"
 #include "bnorm/kernels/gemm.hpp"
 
+#if defined(BNORM_CONV_WITH_ONEDNN)
+#include "../kernels/conv_onednn.hpp"
+#else
+namespace bnorm::kernels {
+class OnednnConv {};  // never made in this build; complete only so that Conv2d can be destroyed
+}  // namespace bnorm::kernels
+#endif
+
 namespace bnorm {
 namespace {
 
 // Below this many im2col values a batch runs on one thread.
 constexpr std::int64_t kParallelMin = std::int64_t{1} << 16;
 
+// oneDNN's fast convolutions keep x and dx in blocks of 8 channels (AVX2) or
+// 16 (AVX-512), so with fewer input channels most of a block is padding, and
+// its backward passes lost to im2col badly: the default CNN's first layer
+// (1 channel) took 16 ms for its weight gradient where im2col took 1.3, and
+// oneDNN's alternative for plain layouts (its own im2col + GEMM) 250 ms on 2
+// threads (bench/conv_pair, docs/convolutions.md). Such layers stay on im2col.
+// A test build may lower it (-DBNORM_CONV_ONEDNN_MIN_CHANNELS=1) so that the
+// gradient checks and golden tests, whose layers are narrow, run on oneDNN.
+#ifndef BNORM_CONV_ONEDNN_MIN_CHANNELS
+#define BNORM_CONV_ONEDNN_MIN_CHANNELS 8
+#endif
+constexpr std::int64_t kOnednnMinChannels = BNORM_CONV_ONEDNN_MIN_CHANNELS;
+
 }  // namespace
 
 Conv2d::Conv2d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t kernel_h, std::int64_t kernel_w,
                std::int64_t stride, std::int64_t padding, bool bias)
-    : C_(in_channels), O_(out_channels), KH_(kernel_h), KW_(kernel_w), stride_(stride), pad_(padding), has_bias_(bias) {
+    : C_(in_channels),
+      O_(out_channels),
+      KH_(kernel_h),
+      KW_(kernel_w),
+      stride_(stride),
+      pad_(padding),
+      has_bias_(bias),
+      path_(onednn_built() && C_ >= kOnednnMinChannels ? ConvPath::onednn : ConvPath::im2col) {
   if (C_ <= 0 || O_ <= 0 || C_ > 65536 || O_ > 65536) throw Error("conv2d: channels must be in 1..65536");
   if (KH_ <= 0 || KW_ <= 0 || KH_ > 64 || KW_ > 64) throw Error("conv2d: kernel size must be in 1..64");
   if (stride_ <= 0 || stride_ > 64) throw Error("conv2d: stride must be in 1..64");
   if (pad_ < 0 || pad_ > 64) throw Error("conv2d: padding must be in 0..64");
 }
+
+Conv2d::~Conv2d() = default;
 
 nlohmann::json Conv2d::config() const {
   return {{"type", "conv2d"},  {"in_channels", C_}, {"out_channels", O_}, {"kernel_size", {KH_, KW_}},
@@ -73,39 +103,40 @@ std::vector<StateEntry> Conv2d::state() {
   return s;
 }
 
-// Each thread takes whole examples: its im2col columns are written and at
-// once multiplied while still in its cache, and the GEMM writes y in NCHW
-// directly. A single GEMM over the whole batch needed its output reordered
-// from (O, N, P) to (N, O, P), and dy back again: two extra passes.
+bool Conv2d::onednn_built() {
+#if defined(BNORM_CONV_WITH_ONEDNN)
+  return true;
+#else
+  return false;
+#endif
+}
+
+void Conv2d::set_path(ConvPath path) {
+  if (path == ConvPath::onednn && !onednn_built())
+    throw Error("conv2d: this build has no oneDNN convolutions (configure with -DBNORM_CONV=onednn)");
+  path_ = path;
+  onednn_.reset();
+}
+
 void Conv2d::forward(Tensor& y, const Tensor& x, Mode /*mode*/) {
   if (x.rank() != 4) throw Error("conv2d: expects input (N, C, H, W), got " + shape_str(x.shape()));
   const kernels::ConvGeometry g = geometry(x.shape());
   if (x.dim(1) != C_ || x.dim(2) + 2 * pad_ < KH_ || x.dim(3) + 2 * pad_ < KW_)
     output_shape({x.dim(1), x.dim(2), x.dim(3)});  // throws, naming the problem
-  const std::int64_t N = x.dim(0), OH = g.out_h(), OW = g.out_w(), P = OH * OW, CKK = g.patch();
-  const std::int64_t plane_in = C_ * g.H * g.W;
-  cols_.resize(static_cast<std::size_t>(N * CKK * P));
-  y.resize({N, O_, OH, OW});
-#pragma omp parallel for schedule(static) if (N > 1 && N * CKK * P >= kParallelMin)
-  for (std::int64_t n = 0; n < N; ++n) {
-    float* col = cols_.data() + n * CKK * P;
-    float* yn = y.data() + n * O_ * P;
-    kernels::im2col(col, x.data() + n * plane_in, 1, g);
-    kernels::gemm_ab(yn, weight_, col, O_, P, CKK);  // y_n (O, P) = W (O, CKK) · col_n (CKK, P)
-    if (has_bias_)
-      for (std::int64_t o = 0; o < O_; ++o)
-        for (std::int64_t p = 0; p < P; ++p) yn[o * P + p] += bias_[o];
-  }
+  y.resize({x.dim(0), O_, g.out_h(), g.out_w()});
   x_shape_ = x.shape();
+  if (path_ == ConvPath::onednn)
+    forward_onednn(y, x, g);
+  else
+    forward_im2col(y, x, g);
 }
 
 void Conv2d::backward(Tensor* dx, const Tensor& dy) {
   if (x_shape_.empty()) throw Error("conv2d: backward called before forward");
   const kernels::ConvGeometry g = geometry(x_shape_);
-  const std::int64_t N = x_shape_[0], OH = g.out_h(), OW = g.out_w(), P = OH * OW, CKK = g.patch();
+  const std::int64_t N = x_shape_[0], OH = g.out_h(), OW = g.out_w(), P = OH * OW;
   if (!dy.has_shape({N, O_, OH, OW}))
     throw Error("conv2d: gradient " + shape_str(dy.shape()) + " does not match output " + shape_str({N, O_, OH, OW}));
-  const std::int64_t plane_in = C_ * g.H * g.W, nw = O_ * CKK;
   if (has_bias_) {
 #pragma omp parallel for schedule(static) if (N * O_ * P >= kParallelMin)
     for (std::int64_t o = 0; o < O_; ++o) {
@@ -118,6 +149,58 @@ void Conv2d::backward(Tensor* dx, const Tensor& dy) {
     }
   }
   if (dx) dx->resize(x_shape_);
+  if (path_ == ConvPath::onednn)
+    backward_onednn(dx, dy);
+  else
+    backward_im2col(dx, dy, g);
+}
+
+// oneDNN's primitives are called outside any parallel region: each runs on
+// bnorm's OpenMP threads itself.
+#if defined(BNORM_CONV_WITH_ONEDNN)
+void Conv2d::forward_onednn(Tensor& y, const Tensor& x, const kernels::ConvGeometry& g) {
+  // Made again only when the batch size or thread count changes (a last,
+  // smaller batch; set_threads), so training steps make no primitives.
+  const std::int64_t N = x.dim(0);
+  if (!onednn_ || !onednn_->fits(N, omp_get_max_threads()))
+    onednn_ = std::make_unique<kernels::OnednnConv>(N, g, O_, has_bias_);
+  onednn_->forward(y.data(), x.data(), weight_, has_bias_ ? bias_ : nullptr);
+  x_ = x.data();
+}
+
+void Conv2d::backward_onednn(Tensor* dx, const Tensor& dy) {
+  onednn_->backward_weights(dweight_, x_, dy.data());
+  if (dx) onednn_->backward_data(dx->data(), dy.data(), weight_);
+}
+#else
+// Unreachable: set_path refuses ConvPath::onednn in this build, and says why.
+void Conv2d::forward_onednn(Tensor&, const Tensor&, const kernels::ConvGeometry&) { set_path(ConvPath::onednn); }
+void Conv2d::backward_onednn(Tensor*, const Tensor&) { set_path(ConvPath::onednn); }
+#endif
+
+// Each thread takes whole examples: its im2col columns are written and at
+// once multiplied while still in its cache, and the GEMM writes y in NCHW
+// directly. A single GEMM over the whole batch needed its output reordered
+// from (O, N, P) to (N, O, P), and dy back again: two extra passes.
+void Conv2d::forward_im2col(Tensor& y, const Tensor& x, const kernels::ConvGeometry& g) {
+  const std::int64_t N = x.dim(0), P = g.out_h() * g.out_w(), CKK = g.patch();
+  const std::int64_t plane_in = C_ * g.H * g.W;
+  cols_.resize(static_cast<std::size_t>(N * CKK * P));
+#pragma omp parallel for schedule(static) if (N > 1 && N * CKK * P >= kParallelMin)
+  for (std::int64_t n = 0; n < N; ++n) {
+    float* col = cols_.data() + n * CKK * P;
+    float* yn = y.data() + n * O_ * P;
+    kernels::im2col(col, x.data() + n * plane_in, 1, g);
+    kernels::gemm_ab(yn, weight_, col, O_, P, CKK);  // y_n (O, P) = W (O, CKK) · col_n (CKK, P)
+    if (has_bias_)
+      for (std::int64_t o = 0; o < O_; ++o)
+        for (std::int64_t p = 0; p < P; ++p) yn[o * P + p] += bias_[o];
+  }
+}
+
+void Conv2d::backward_im2col(Tensor* dx, const Tensor& dy, const kernels::ConvGeometry& g) {
+  const std::int64_t N = x_shape_[0], P = g.out_h() * g.out_w(), CKK = g.patch();
+  const std::int64_t plane_in = C_ * g.H * g.W, nw = O_ * CKK;
   // Each thread sums the weight gradient of its examples into its own
   // buffer; the buffers are added in thread order at the end.
   const bool parallel = N > 1 && N * CKK * P >= kParallelMin;

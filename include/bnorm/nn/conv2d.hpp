@@ -1,18 +1,32 @@
 #pragma once
+#include <memory>
+
 #include "bnorm/kernels/conv.hpp"
 #include "bnorm/nn/layer.hpp"
 
 namespace bnorm {
+namespace kernels {
+class OnednnConv;  // src/kernels/conv_onednn.hpp, in builds with BNORM_CONV=onednn
+}
 
 // 2-D convolution over NCHW input: y (N, O, OH, OW) = weight ⋆ x + bias, weight
 // (O, C, KH, KW) as in PyTorch, square stride and zero padding. Each example
-// is one GEMM against its im2col matrix, examples split across threads. The
+// is one GEMM against its im2col matrix, examples split across threads; or,
+// built with BNORM_CONV=onednn, oneDNN's convolution primitives run the
+// three passes (docs/convolutions.md). The
 // bias is optional for the same reason as Linear's: a batch norm that follows
 // would cancel it.
 class Conv2d final : public Layer {
  public:
+  // How the three passes run: im2col + GEMM (every build) or oneDNN's
+  // convolution primitives (builds with BNORM_CONV=onednn, where it is the
+  // default for inputs of 8 channels or more). Both give the same results up
+  // to the order of float sums.
+  enum class ConvPath { im2col, onednn };
+
   Conv2d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t kernel_h, std::int64_t kernel_w,
          std::int64_t stride, std::int64_t padding, bool bias);
+  ~Conv2d() override;
 
   std::string type() const override { return "conv2d"; }
   nlohmann::json config() const override;
@@ -26,11 +40,22 @@ class Conv2d final : public Layer {
   void forward(Tensor& y, const Tensor& x, Mode mode) override;
   void backward(Tensor* dx, const Tensor& dy) override;
 
+  // Whether this build has the oneDNN path.
+  static bool onednn_built();
+  // Throws Error for ConvPath::onednn in a build without it. For tests and
+  // benchmarks that compare the two paths in one process.
+  void set_path(ConvPath path);
+
  private:
   kernels::ConvGeometry geometry(const Shape& x_shape) const;
+  void forward_im2col(Tensor& y, const Tensor& x, const kernels::ConvGeometry& g);
+  void backward_im2col(Tensor* dx, const Tensor& dy, const kernels::ConvGeometry& g);
+  void forward_onednn(Tensor& y, const Tensor& x, const kernels::ConvGeometry& g);
+  void backward_onednn(Tensor* dx, const Tensor& dy);
 
   std::int64_t C_, O_, KH_, KW_, stride_, pad_;
   bool has_bias_;
+  ConvPath path_;
   float* weight_ = nullptr;             // (O, C, KH, KW)
   float* bias_ = nullptr;               // (O) or nullptr
   float* dweight_ = nullptr;            // (O, C, KH, KW)
@@ -39,6 +64,10 @@ class Conv2d final : public Layer {
   AlignedVector<float> cols_;           // (N, C·KH·KW, P): the batch's im2col, kept for the weight gradient
   AlignedVector<float> dcol_;           // (threads, C·KH·KW, P): one example's input-gradient columns per thread
   AlignedVector<float> dweight_parts_;  // (threads, O·C·KH·KW): each thread's share of the weight gradient
+  // The oneDNN path: its primitives for the last batch size, and the input
+  // of the last forward (which the caller keeps alive until backward).
+  std::unique_ptr<kernels::OnednnConv> onednn_;
+  const float* x_ = nullptr;  // (N, C, H, W)
 };
 
 }  // namespace bnorm
