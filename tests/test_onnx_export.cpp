@@ -101,7 +101,11 @@ TEST(OnnxExport, FoldingLeavesNoBatchNormAndGivesTheConvABias) {
 }
 
 TEST(OnnxExport, WithoutAffineTheScaleIsOnesAndTheShiftZeros) {
-  LoadedModel loaded = small_cnn({.scale = false, .center = false});
+  LoadedModel loaded = small_cnn([] {
+    BatchNormOptions o;
+    o.scale = o.center = false;
+    return o;
+  }());
   const onnx::ModelProto proto = exported(loaded);
   const auto& bn = node_of(proto, "BatchNormalization");
   ASSERT_EQ(bn.input_size(), 5);
@@ -137,7 +141,11 @@ TEST(OnnxExport, RegressionEndsInTheTargetsUnits) {
 }
 
 TEST(OnnxExport, RefusesWhatItCannotExpress) {
-  LoadedModel batch_stats = small_cnn({.track_running_stats = false});
+  LoadedModel batch_stats = small_cnn([] {
+    BatchNormOptions o;
+    o.track_running_stats = false;
+    return o;
+  }());
   EXPECT_THROW(onnx_model_bytes(batch_stats, {}, "out.onnx"), Error);
   LoadedModel loaded = small_cnn();
   EXPECT_THROW(onnx_model_bytes(loaded, {.opset = 8}, "out.onnx"), Error);

@@ -113,7 +113,7 @@ TEST(OnnxImport, MlpLayersStatisticsAndMomentum) {
   EXPECT_EQ(arch["layers"][0]["bias"], true);  // a non-zero bias before a BN is kept
   auto& bn = static_cast<BatchNorm&>(m.model.model.layer(1));
   EXPECT_FLOAT_EQ(*bn.options().momentum, 0.2f);  // ONNX 0.8 weighs the old value
-  EXPECT_TRUE(bn.options().affine);
+  EXPECT_TRUE(bn.options().scale && bn.options().center);
   for (int c = 0; c < 4; ++c) {
     EXPECT_FLOAT_EQ(bn.running_mean()[static_cast<std::size_t>(c)], 0.3f + 0.2f * static_cast<float>(c));
     EXPECT_FLOAT_EQ(bn.running_var()[static_cast<std::size_t>(c)], 1.5f + 0.25f * static_cast<float>(c));
@@ -163,7 +163,11 @@ TEST(OnnxImport, RoundTripOfBnormExport) {
   layers.push_back(std::make_unique<Pool2d>(Pool2d::Kind::average, 2, 2));
   layers.push_back(std::make_unique<Flatten>());
   layers.push_back(std::make_unique<Linear>(64, 5, false));
-  layers.push_back(std::make_unique<BatchNorm>(5, BatchNormOptions{.momentum = std::nullopt}));
+  layers.push_back(std::make_unique<BatchNorm>(5, [] {
+    BatchNormOptions o;
+    o.momentum = std::nullopt;
+    return o;
+  }()));
   InputNormalization norm;
   norm.mode = "channel";
   norm.mean = {0.1f, 0.2f, 0.3f};

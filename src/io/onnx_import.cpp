@@ -542,23 +542,23 @@ void Importer::read_batchnorm(const onnx::NodeProto& n) {
     notes_.push_back(node + "ONNX momentum " + number_text(onnx_momentum) + " (weight of the old running value) -> bnorm momentum " +
                      number_text(*options.momentum) + " (weight of the new batch, as PyTorch); epsilon " + number_text(options.eps));
   }
+  const bool scale_is_one = std::all_of(scale.begin(), scale.end(), [](float v) { return v == 1.0f; });
+  const bool bias_is_zero = std::all_of(bias.begin(), bias.end(), [](float v) { return v == 0.0f; });
   if (exported) {
-    options.affine = exported->at("affine").get<bool>();
+    // bnorm's own files say "affine" (both or neither) or "scale" and "center".
+    const bool both = exported->contains("affine");
+    options.scale = (both ? exported->at("affine") : exported->at("scale")).get<bool>();
+    options.center = (both ? exported->at("affine") : exported->at("center")).get<bool>();
+    if ((!options.scale && !scale_is_one) || (!options.center && !bias_is_zero))
+      refuse(n, "bnorm export's metadata says this batch norm does not learn its scale or bias, but they are not 1 and 0");
   } else {
-    options.affine = !(std::all_of(scale.begin(), scale.end(), [](float v) { return v == 1.0f; }) &&
-                       std::all_of(bias.begin(), bias.end(), [](float v) { return v == 0.0f; }));
-    if (!options.affine)
+    options.scale = options.center = !(scale_is_one && bias_is_zero);
+    if (!options.scale)
       notes_.push_back("node '" + n.name() + "' (BatchNormalization): scale all 1 and bias all 0, imported as "
                        "affine=false (PyTorch's affine=False exports exactly these)");
   }
-  if (options.affine) {
-    tensors_[slot("weight")] = scale;
-    tensors_[slot("bias")] = bias;
-  } else if (exported &&
-             !(std::all_of(scale.begin(), scale.end(), [](float v) { return v == 1.0f; }) &&
-               std::all_of(bias.begin(), bias.end(), [](float v) { return v == 0.0f; }))) {
-    refuse(n, "bnorm export's metadata says this batch norm is not affine, but its scale and bias are not 1 and 0");
-  }
+  if (options.scale) tensors_[slot("weight")] = scale;
+  if (options.center) tensors_[slot("bias")] = bias;
   tensors_[slot("running_mean")] = mean;
   tensors_[slot("running_var")] = var;
   add_layer(n, BatchNorm(C, options).config());
