@@ -55,10 +55,17 @@ int main(int argc, char** argv) {
     }
   };
   const double g = median_us(gradient, kReps), f = median_us(bn_forward, kReps), b = median_us(bn_backward, kReps);
-  const double step = median_us([&] { bn_forward(); bn_backward(); gradient(); }, kReps);
+  const double step = median_us(
+      [&] {
+        bn_forward();
+        bn_backward();
+        gradient();
+      },
+      kReps);
   if (world.rank() == 0) {
     std::printf("K = %d: gradient all-reduce of %zu floats (%.2f MB): %.1f us\n", K, floats, floats * 4 / 1e6, g);
-    std::printf("        BN forward allgathers (%zu layers): %.1f us; BN backward sums: %.1f us\n", channels.size(), f, b);
+    std::printf("        BN forward allgathers (%zu layers): %.1f us; BN backward sums: %.1f us\n", channels.size(), f,
+                b);
     std::printf("        one step's collectives together: %.1f us\n", step);
   }
   return 0;

@@ -52,7 +52,8 @@ int main(int argc, char** argv) {
     dims.clear();
   }
   const int rounds = argc > 2 ? std::atoi(argv[2]) : 40;
-  if (dims.size() != 4 || rounds < 1 || std::any_of(dims.begin(), dims.end(), [](dnnl::memory::dim d) { return d < 1; })) {
+  if (dims.size() != 4 || rounds < 1 ||
+      std::any_of(dims.begin(), dims.end(), [](dnnl::memory::dim d) { return d < 1; })) {
     std::fprintf(stderr, "bad shape or rounds\n");
     return 2;
   }
@@ -95,11 +96,11 @@ int main(int argc, char** argv) {
     r_fb.push_back(d_fb.back() / b_fb.back());
     r_inf.push_back(d_inf.back() / b_inf.back());
   }
-  std::printf("%s, %d rounds: forward+backward bnorm %.4f ms, oneDNN %.4f ms, speed-up %.3fx (rounds %.2f-%.2f); "
-              "inference bnorm %.4f ms, oneDNN %.4f ms, speed-up %.3fx (rounds %.2f-%.2f)\n",
-              argv[1], rounds, median(b_fb), median(d_fb), median(r_fb),
-              *std::min_element(r_fb.begin(), r_fb.end()), *std::max_element(r_fb.begin(), r_fb.end()),
-              median(b_inf), median(d_inf), median(r_inf), *std::min_element(r_inf.begin(), r_inf.end()),
-              *std::max_element(r_inf.begin(), r_inf.end()));
+  std::printf(
+      "%s, %d rounds: forward+backward bnorm %.4f ms, oneDNN %.4f ms, speed-up %.3fx (rounds %.2f-%.2f); "
+      "inference bnorm %.4f ms, oneDNN %.4f ms, speed-up %.3fx (rounds %.2f-%.2f)\n",
+      argv[1], rounds, median(b_fb), median(d_fb), median(r_fb), *std::min_element(r_fb.begin(), r_fb.end()),
+      *std::max_element(r_fb.begin(), r_fb.end()), median(b_inf), median(d_inf), median(r_inf),
+      *std::min_element(r_inf.begin(), r_inf.end()), *std::max_element(r_inf.begin(), r_inf.end()));
   return 0;
 }

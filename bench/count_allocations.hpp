@@ -55,4 +55,3 @@ void* memalign(std::size_t align, std::size_t n) {
   return __libc_memalign(align, n);
 }
 }
-

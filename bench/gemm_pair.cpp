@@ -21,9 +21,6 @@
 // Run: build/gemm_pair [rounds] [threads...]   (default 15 rounds, 1 and 2 threads)
 #define BNORM_GEMM_WITH_OPENBLAS 1
 #define BNORM_GEMM_WITH_ONEDNN 1
-#include "gemm_slices.hpp"
-#include "count_allocations.hpp"
-
 #include <dirent.h>
 
 #include <algorithm>
@@ -35,6 +32,9 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include "count_allocations.hpp"
+#include "gemm_slices.hpp"
 
 namespace {
 
@@ -87,9 +87,9 @@ template <class Block>
 void run_shape(const Shape& s, Buffers& buf, Block block) {
   const std::int64_t lda = s.trans_a ? s.M : s.K, ldb = s.trans_b ? s.K : s.N;
   if (!s.per_example) {
-    gd::run_sliced(gd::GemmCall{s.trans_a, s.trans_b, s.M, s.N, s.K, buf.a.data(), lda, buf.b.data(), ldb, s.beta,
-                                buf.c.data()},
-                   block);
+    gd::run_sliced(
+        gd::GemmCall{s.trans_a, s.trans_b, s.M, s.N, s.K, buf.a.data(), lda, buf.b.data(), ldb, s.beta, buf.c.data()},
+        block);
     return;
   }
   const std::int64_t sa = s.M * s.K, sb = s.K * s.N, sc = s.M * s.N;
@@ -213,8 +213,8 @@ int main(int argc, char** argv) {
       counts[lib] = g_allocs.load();
       largest[lib] = g_largest.load();
     }
-    std::printf("  %-40s OpenBLAS %6.1f (largest %8zu B)  oneDNN %6.1f (largest %8zu B)\n", s.name,
-                counts[0] / 10.0, largest[0], counts[1] / 10.0, largest[1]);
+    std::printf("  %-40s OpenBLAS %6.1f (largest %8zu B)  oneDNN %6.1f (largest %8zu B)\n", s.name, counts[0] / 10.0,
+                largest[0], counts[1] / 10.0, largest[1]);
   }
   std::printf("threads in the process: %d before the first product, %d after the runs (OpenMP threads up to %d)\n",
               threads_at_start, count_threads(), *std::max_element(thread_counts.begin(), thread_counts.end()));

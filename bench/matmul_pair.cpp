@@ -12,9 +12,6 @@
 //       bench/matmul_pair.cpp -lopenblas -ldnnl -o build/matmul_pair
 // Run: OMP_WAIT_POLICY=passive build/matmul_pair [rounds] [threads...]   (default 15 rounds, 1 and 2 threads)
 #define BNORM_GEMM_WITH_OPENBLAS 1
-#include "gemm_slices.hpp"
-#include "count_allocations.hpp"
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -24,6 +21,9 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include "count_allocations.hpp"
+#include "gemm_slices.hpp"
 
 namespace {
 
@@ -38,10 +38,10 @@ struct Shape {
 };
 
 const Shape kShapes[] = {
-    {"fc1 fwd x*W^T 64x256x784", false, true, 64, 256, 784},  {"fc1 dW dy^T*x 256x784x64", true, false, 256, 784, 64},
-    {"fc2 fwd 64x256x256", false, true, 64, 256, 256},        {"fc2 dW 256x256x64", true, false, 256, 256, 64},
-    {"fc2 dx dy*W 64x256x256", false, false, 64, 256, 256},   {"fc3 fwd 64x10x256", false, true, 64, 10, 256},
-    {"fc3 dW 10x256x64", true, false, 10, 256, 64},           {"fc3 dx dy*W 64x256x10", false, false, 64, 256, 10},
+    {"fc1 fwd x*W^T 64x256x784", false, true, 64, 256, 784}, {"fc1 dW dy^T*x 256x784x64", true, false, 256, 784, 64},
+    {"fc2 fwd 64x256x256", false, true, 64, 256, 256},       {"fc2 dW 256x256x64", true, false, 256, 256, 64},
+    {"fc2 dx dy*W 64x256x256", false, false, 64, 256, 256},  {"fc3 fwd 64x10x256", false, true, 64, 10, 256},
+    {"fc3 dW 10x256x64", true, false, 10, 256, 64},          {"fc3 dx dy*W 64x256x10", false, false, 64, 256, 10},
 };
 
 // A (M, K) stored row-major as (M, K), or as (K, M) when transposed: the same
@@ -126,8 +126,8 @@ int main(int argc, char** argv) {
   std::printf("load average at start: %s\n", load_average().c_str());
   std::mt19937 gen(1);
   std::normal_distribution<float> normal;
-  std::printf("%-28s %3s %11s %11s %8s %6s %6s %8s %8s %8s\n", "shape", "thr", "OpenBLAS_ms", "matmul_ms", "ratio", "min",
-              "max", "maxrel", "BLAS_al", "DNNL_al");
+  std::printf("%-28s %3s %11s %11s %8s %6s %6s %8s %8s %8s\n", "shape", "thr", "OpenBLAS_ms", "matmul_ms", "ratio",
+              "min", "max", "maxrel", "BLAS_al", "DNNL_al");
   for (int threads : thread_counts) {
     omp_set_num_threads(threads);
     for (const Shape& s : kShapes) {

@@ -9,12 +9,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <random>
 #include <string>
 #include <unordered_map>
 #include <vector>
-
-#include <oneapi/dnnl/dnnl.hpp>
 
 #include "onednn_peer.hpp"
 
@@ -54,9 +53,10 @@ int main(int argc, char** argv) {
   const double t_fwd = median_ms(iterations, [&] { bn.forward(); });
   const double t_both = median_ms(iterations, [&] { bn.forward_backward(); });
   const double t_inf = median_ms(iterations, [&] { bn.inference(); });
-  std::printf("{\"shape\": \"%s\", \"layout\": \"%s\", \"fwd_train_ms\": %.5f, \"fwdbwd_train_ms\": %.5f, "
-              "\"infer_ms\": %.5f}\n",
-              shape_text.c_str(), layout == "plain" ? (dims[2] * dims[3] == 1 ? "nc" : "nchw") : "nChw16c", t_fwd,
-              t_both, t_inf);
+  std::printf(
+      "{\"shape\": \"%s\", \"layout\": \"%s\", \"fwd_train_ms\": %.5f, \"fwdbwd_train_ms\": %.5f, "
+      "\"infer_ms\": %.5f}\n",
+      shape_text.c_str(), layout == "plain" ? (dims[2] * dims[3] == 1 ? "nc" : "nchw") : "nChw16c", t_fwd, t_both,
+      t_inf);
   return 0;
 }

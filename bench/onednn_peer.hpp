@@ -3,12 +3,11 @@
 // training forward, the backward and the inference forward (with the training
 // forward's mean and variance), each with its arguments bound. Shared by
 // bench/onednn_bn.cpp and bench/bn_pair_onednn.cpp.
+#include <oneapi/dnnl/dnnl.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <unordered_map>
-
-#include <oneapi/dnnl/dnnl.hpp>
 
 // "NxC" or "NxCxHxW" as N, C, H, W (an (N, C) shape runs as (N, C, 1, 1));
 // the caller checks the result. Throws std::invalid_argument on a part that
@@ -29,21 +28,37 @@ struct OnednnBatchNorm {
                 blocked ? dnnl::memory::format_tag::nChw16c : dnnl::memory::format_tag::nchw),
         channel_md({dims[1]}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::x),
         fwd_pd(dnnl::batch_normalization_forward::desc(dnnl::prop_kind::forward_training, data_md, kEps, flags()), eng),
-        bwd_pd(dnnl::batch_normalization_backward::desc(dnnl::prop_kind::backward, data_md, data_md, kEps, flags()), eng,
-               fwd_pd),
+        bwd_pd(dnnl::batch_normalization_backward::desc(dnnl::prop_kind::backward, data_md, data_md, kEps, flags()),
+               eng, fwd_pd),
         inf_pd(dnnl::batch_normalization_forward::desc(dnnl::prop_kind::forward_inference, data_md, kEps,
                                                        flags() | dnnl::normalization_flags::use_global_stats),
                eng),
-        src(filled(data_md, gen)), diff_dst(filled(data_md, gen)), dst(data_md, eng), diff_src(data_md, eng),
-        mean(fwd_pd.mean_desc(), eng), var(fwd_pd.variance_desc(), eng), scale(filled(channel_md, gen)),
-        shift(filled(channel_md, gen)), diff_scale(channel_md, eng), diff_shift(channel_md, eng),
-        workspace(fwd_pd.workspace_desc(), eng), fwd(fwd_pd), bwd(bwd_pd), inf(inf_pd) {
-    fwd_args = {{DNNL_ARG_SRC, src},   {DNNL_ARG_DST, dst},     {DNNL_ARG_MEAN, mean},
+        src(filled(data_md, gen)),
+        diff_dst(filled(data_md, gen)),
+        dst(data_md, eng),
+        diff_src(data_md, eng),
+        mean(fwd_pd.mean_desc(), eng),
+        var(fwd_pd.variance_desc(), eng),
+        scale(filled(channel_md, gen)),
+        shift(filled(channel_md, gen)),
+        diff_scale(channel_md, eng),
+        diff_shift(channel_md, eng),
+        workspace(fwd_pd.workspace_desc(), eng),
+        fwd(fwd_pd),
+        bwd(bwd_pd),
+        inf(inf_pd) {
+    fwd_args = {{DNNL_ARG_SRC, src},      {DNNL_ARG_DST, dst},     {DNNL_ARG_MEAN, mean},
                 {DNNL_ARG_VARIANCE, var}, {DNNL_ARG_SCALE, scale}, {DNNL_ARG_SHIFT, shift}};
     inf_args = fwd_args;
-    bwd_args = {{DNNL_ARG_SRC, src},           {DNNL_ARG_MEAN, mean},           {DNNL_ARG_VARIANCE, var},
-                {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_SCALE, scale},         {DNNL_ARG_DIFF_SRC, diff_src},
-                {DNNL_ARG_SHIFT, shift},       {DNNL_ARG_DIFF_SCALE, diff_scale}, {DNNL_ARG_DIFF_SHIFT, diff_shift}};
+    bwd_args = {{DNNL_ARG_SRC, src},
+                {DNNL_ARG_MEAN, mean},
+                {DNNL_ARG_VARIANCE, var},
+                {DNNL_ARG_DIFF_DST, diff_dst},
+                {DNNL_ARG_SCALE, scale},
+                {DNNL_ARG_DIFF_SRC, diff_src},
+                {DNNL_ARG_SHIFT, shift},
+                {DNNL_ARG_DIFF_SCALE, diff_scale},
+                {DNNL_ARG_DIFF_SHIFT, diff_shift}};
     if (fwd_pd.workspace_desc().get_size() > 0) {  // only some implementations keep one
       fwd_args.insert({DNNL_ARG_WORKSPACE, workspace});
       bwd_args.insert({DNNL_ARG_WORKSPACE, workspace});

@@ -5,9 +5,8 @@
 // for gigabytes.
 #include <cstddef>
 #include <cstdint>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "bnorm/error.hpp"
 #include "bnorm/nn/model.hpp"

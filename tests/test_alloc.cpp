@@ -86,8 +86,8 @@ std::vector<long> allocations_between_reports(const std::string& spec, const Sha
   model.init_parameters(rng);
   auto opt = make_optimizer(optimizer, 0.01f, 0.9f, 1e-4f);
   // A last batch of one is dropped.
-  const Dataset data = input.size() == 1 && input[0] == 30 ? synthetic_table(64 * 61 + 1, 30)
-                                                           : synthetic_images(64 * 61 + 1, 28, 28);
+  const Dataset data =
+      input.size() == 1 && input[0] == 30 ? synthetic_table(64 * 61 + 1, 30) : synthetic_images(64 * 61 + 1, 28, 28);
   const Preprocessing norm(InputNormalization::fit(data, data.has_bytes() ? "pixel" : "feature"),
                            TargetNormalization::fit(data));
   std::vector<long> counts;

@@ -33,8 +33,9 @@ TEST(Arch, DefaultCnnMatchesTheDocumentedNetwork) {
 
 TEST(Arch, PlacementMovesOrDropsBatchNorm) {
   const std::string spec = "conv3x3:8,bn,relu,fc:16,bn,tanh,fc:10";
-  EXPECT_EQ(types(parse_arch(spec, kImage, BnPlacement::after, {})),
-            (std::vector<std::string>{"conv2d", "relu", "batchnorm", "flatten", "linear", "tanh", "batchnorm", "linear"}));
+  EXPECT_EQ(
+      types(parse_arch(spec, kImage, BnPlacement::after, {})),
+      (std::vector<std::string>{"conv2d", "relu", "batchnorm", "flatten", "linear", "tanh", "batchnorm", "linear"}));
   const auto none = parse_arch(spec, kImage, BnPlacement::none, {});
   EXPECT_EQ(types(none), (std::vector<std::string>{"conv2d", "relu", "flatten", "linear", "tanh", "linear"}));
   EXPECT_EQ(none.at("layers")[0].at("bias"), true);  // no bn follows any more: the bias returns

@@ -10,11 +10,10 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/atomic_file.hpp"
@@ -87,7 +86,8 @@ TEST(AtomicFile, FailedSaveLeavesEarlierModelUnchanged) {
   ASSERT_FALSE(before.empty());
   model.parameters()[0] += 1.0f;
   const std::string bad = dir.file("missing-dir/m.safetensors");
-  EXPECT_FILE_ERROR(save_model(bad, model, make_norm(), nlohmann::json::object()), bad, "cannot create a temporary file");
+  EXPECT_FILE_ERROR(save_model(bad, model, make_norm(), nlohmann::json::object()), bad,
+                    "cannot create a temporary file");
   EXPECT_EQ(read_file(good), before);
   EXPECT_FALSE(fs::exists(bad));
   // Overwriting the good file itself works and leaves no temporary behind.

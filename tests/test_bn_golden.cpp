@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-
 #include <nlohmann/json.hpp>
 
 #include "bnorm/io/safetensors.hpp"
@@ -61,8 +60,8 @@ std::vector<Case> load_cases(const SafetensorsFile& file) {
 //   |Δdbeta|  <= (m + B)·u·Σ|dy| + 2u·|dbeta|
 //   |Δdgamma| <= (m + B)·u·Σ|dy·x̂| + Σ|dy|·c.tol·(1 + |x̂|) + 2u·|dgamma|
 // with x̂ from the fixture's x in double.
-void expect_parameter_gradients_within_bound(const std::string& what, const Case& c, const Tensor& x,
-                                             const Tensor& dy, const float* grads, const std::vector<float>& dgamma,
+void expect_parameter_gradients_within_bound(const std::string& what, const Case& c, const Tensor& x, const Tensor& dy,
+                                             const float* grads, const std::vector<float>& dgamma,
                                              const std::vector<float>& dbeta) {
   constexpr double u = 0x1p-24;
   const std::int64_t N = c.shape[0], C = c.shape[1], S = numel(c.shape) / (N * C), m = N * S;
@@ -125,7 +124,8 @@ TEST(BatchNormGolden, MatchesPyTorchOverTrainingStepsAndEval) {
         expect_parameter_gradients_within_bound(p, c, x, dy, h.grads.data(), file.at(p + "dgamma", kFixture).to_f32(),
                                                 file.at(p + "dbeta", kFixture).to_f32());
       if (c.options.track_running_stats) {
-        expect_close(p + "running_mean", bn.running_mean().data(), file.at(p + "running_mean", kFixture).to_f32(), c.tol);
+        expect_close(p + "running_mean", bn.running_mean().data(), file.at(p + "running_mean", kFixture).to_f32(),
+                     c.tol);
         expect_close(p + "running_var", bn.running_var().data(), file.at(p + "running_var", kFixture).to_f32(), c.tol);
         EXPECT_EQ(bn.num_batches_tracked(), file.at(p + "num_batches_tracked", kFixture).to_i64_scalar());
       }

@@ -40,8 +40,8 @@ Reference reference_batchnorm(const Tensor& x, const Tensor& dy, const std::vect
   r.y.resize(total);
   r.dx.resize(total);
   for (auto* per_channel : {&r.dgamma, &r.dbeta, &r.mean, &r.var, &r.inv_std}) per_channel->resize(channels);
-  kernels::reference::batchnorm_forward_train(r.y.data(), nullptr, false, r.mean.data(), r.var.data(),
-                                              r.inv_std.data(), x.data(), gamma.data(), beta.data(), eps, N, C, S);
+  kernels::reference::batchnorm_forward_train(r.y.data(), nullptr, false, r.mean.data(), r.var.data(), r.inv_std.data(),
+                                              x.data(), gamma.data(), beta.data(), eps, N, C, S);
   kernels::reference::batchnorm_backward(r.dx.data(), r.dgamma.data(), r.dbeta.data(), dy.data(), nullptr, x.data(),
                                          r.mean.data(), r.inv_std.data(), gamma.data(), N, C, S);
   return r;
@@ -164,8 +164,8 @@ TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
     const double tol = 2e-6 * (1.0 + std::abs(sh.mean) / sh.sd);
     EXPECT_LE(worst_error(y.data(), ref.y), tol) << "y";
     EXPECT_LE(worst_error(dx.data(), ref.dx), tol * 10) << "dx";
-    expect_sums_within_rounding_bound(sh, x, dy, dgamma.data(), dbeta.data(), mean.data(), inv_std.data(),
-                                      ref.dgamma, ref.dbeta, ref.mean, ref.inv_std);
+    expect_sums_within_rounding_bound(sh, x, dy, dgamma.data(), dbeta.data(), mean.data(), inv_std.data(), ref.dgamma,
+                                      ref.dbeta, ref.mean, ref.inv_std);
     // The mean is stored in float (1e-7·|mean|), after float sums over short
     // stretches around a shift, whose rounding scales with the spread.
     EXPECT_LE(worst_error(mean.data(), ref.mean), 1e-7 * (1 + std::abs(sh.mean)) + 1e-6 * sh.sd) << "mean";
@@ -174,11 +174,10 @@ TEST(BatchNormKernels, MatchFloat64ReferenceOnAwkwardShapes) {
     const std::vector<float> ref_mean(ref.mean.begin(), ref.mean.end()), ref_var(ref.var.begin(), ref.var.end());
     std::vector<double> ref_y_inference(ref.y.size());
     kernels::reference::batchnorm_forward_inference(ref_y_inference.data(), false, x.data(), ref_mean.data(),
-                                                    ref_var.data(), gamma.data(), beta.data(), 1e-5f, sh.N, sh.C,
-                                                    sh.S);
+                                                    ref_var.data(), gamma.data(), beta.data(), 1e-5f, sh.N, sh.C, sh.S);
     y = junk_tensor(x.shape());
-    kernels::batchnorm_forward_inference(y.data(), x.data(), ref_mean.data(), ref_var.data(), gamma.data(),
-                                         beta.data(), 1e-5f, sh.N, sh.C, sh.S, scratch(sh.C));
+    kernels::batchnorm_forward_inference(y.data(), x.data(), ref_mean.data(), ref_var.data(), gamma.data(), beta.data(),
+                                         1e-5f, sh.N, sh.C, sh.S, scratch(sh.C));
     EXPECT_LE(worst_error(y.data(), ref_y_inference), tol) << "inference y";
   }
 }
@@ -229,8 +228,12 @@ Tensor column_batch(std::initializer_list<float> values) {
 // runs with tails, a tensor large enough for streamed stores, and means that
 // send many values below zero.
 TEST(BatchNormKernels, FusedReluIsBitIdenticalToSeparateLayers) {
-  const Shape3 shapes[] = {{7, 37, 1, 0.3, 1.0},     {64, 512, 1, -0.5, 2.0}, {3, 5, 17, 0.0, 1.0},
-                           {4, 19, 196, 1.0, 3.0},   {2, 3, 1030, -1.0, 1.0}, {5, 173, 4913, 0.0, 1.0},
+  const Shape3 shapes[] = {{7, 37, 1, 0.3, 1.0},
+                           {64, 512, 1, -0.5, 2.0},
+                           {3, 5, 17, 0.0, 1.0},
+                           {4, 19, 196, 1.0, 3.0},
+                           {2, 3, 1030, -1.0, 1.0},
+                           {5, 173, 4913, 0.0, 1.0},
                            {examples_to_stream(1550, 1024, 1, 2), 1024, 1, 0.0, 1.0}};  // streamed
   for (const Shape3& sh : shapes) {
     const std::int64_t N = sh.N, C = sh.C, S = sh.S, total = N * C * S;
@@ -255,8 +258,8 @@ TEST(BatchNormKernels, FusedReluIsBitIdenticalToSeparateLayers) {
     kernels::batchnorm_backward(dx.data(), dg.data(), db.data(), dy.data(), x.data(), mean.data(), inv_std.data(),
                                 gamma.data(), N, C, S, scratch(C));
 
-    std::vector<float> f_out = junk(total), f_dx = junk(total), f_mean = junk(C), f_var = junk(C),
-                       f_inv_std = junk(C), f_dg = junk(C), f_db = junk(C);
+    std::vector<float> f_out = junk(total), f_dx = junk(total), f_mean = junk(C), f_var = junk(C), f_inv_std = junk(C),
+                       f_dg = junk(C), f_db = junk(C);
     std::vector<std::uint8_t> mask(Ts, 7);
     kernels::batchnorm_relu_forward_train(f_out.data(), mask.data(), f_mean.data(), f_var.data(), f_inv_std.data(),
                                           x.data(), gamma.data(), beta.data(), 1e-5f, N, C, S, scratch(C));

@@ -29,7 +29,9 @@ BatchNormOptions switches(bool scale, bool center) {
 
 struct Switches {
   bool scale, center;
-  std::string name() const { return std::string(scale ? "scale" : "no scale") + ", " + (center ? "center" : "no center"); }
+  std::string name() const {
+    return std::string(scale ? "scale" : "no scale") + ", " + (center ? "center" : "no center");
+  }
 };
 constexpr Switches kOneOfTwo[] = {{true, false}, {false, true}};
 

@@ -89,7 +89,8 @@ class ThreadGroup {
       group_.slots_[static_cast<std::size_t>(rank_)].assign(in.begin(), in.end());
       group_.barrier_.arrive_and_wait();
       for (std::size_t r = 0; r < group_.slots_.size(); ++r)
-        std::copy(group_.slots_[r].begin(), group_.slots_[r].end(), out.begin() + static_cast<std::ptrdiff_t>(r * in.size()));
+        std::copy(group_.slots_[r].begin(), group_.slots_[r].end(),
+                  out.begin() + static_cast<std::ptrdiff_t>(r * in.size()));
       group_.barrier_.arrive_and_wait();  // nobody overwrites a slot still being read
     }
     void allreduce_sum(std::span<double> data) override {
@@ -142,7 +143,8 @@ void check_split(const Shape& shape, const std::vector<std::int64_t>& shares, do
   // One layer, the whole batch; gamma and beta moved off 1 and 0.
   LayerHarness whole(std::make_unique<BatchNorm>(C, options));
   static_cast<BatchNorm&>(*whole.layer).set_fused_relu(fused_relu);
-  for (std::int64_t c = 0; c < C; ++c) whole.params[c] = 0.5f + 0.1f * static_cast<float>(c), whole.params[C + c] = 0.2f;
+  for (std::int64_t c = 0; c < C; ++c)
+    whole.params[c] = 0.5f + 0.1f * static_cast<float>(c), whole.params[C + c] = 0.2f;
   Tensor y_whole, dx_whole;
   whole->forward(y_whole, x, Mode::train);
   whole->backward(&dx_whole, dy);
@@ -193,10 +195,10 @@ void check_split(const Shape& shape, const std::vector<std::int64_t>& shares, do
 }
 
 TEST(SynchronizedBatchNorm, SharesOnThreadsMatchOneLayerOnTheWholeBatch) {
-  check_split({10, 6}, {4, 3, 3}, 0.0);          // uneven shares
-  check_split({2, 5}, {1, 1, 0}, 3.0);           // shares of one and an empty one
-  check_split({7, 3, 4, 5}, {0, 5, 2}, -2.0);    // (N, C, H, W), rank 0 empty
-  check_split({9, 4}, {9}, 1e6);                 // one process, mean 1e6
+  check_split({10, 6}, {4, 3, 3}, 0.0);        // uneven shares
+  check_split({2, 5}, {1, 1, 0}, 3.0);         // shares of one and an empty one
+  check_split({7, 3, 4, 5}, {0, 5, 2}, -2.0);  // (N, C, H, W), rank 0 empty
+  check_split({9, 4}, {9}, 1e6);               // one process, mean 1e6
   // Fused with the ReLU after it (as a model runs BN + ReLU): mask and all.
   check_split({10, 6}, {4, 3, 3}, 0.0, true);
   check_split({7, 3, 4, 5}, {0, 5, 2}, -2.0, true);

@@ -68,7 +68,8 @@ Reference reference(const Tensor& x, const Tensor& dy, const std::vector<float>&
       double mu = 0, var = 0;
       for (const std::size_t k : at) mu += x[static_cast<std::int64_t>(k)];
       mu /= m;
-      for (const std::size_t k : at) var += (x[static_cast<std::int64_t>(k)] - mu) * (x[static_cast<std::int64_t>(k)] - mu);
+      for (const std::size_t k : at)
+        var += (x[static_cast<std::int64_t>(k)] - mu) * (x[static_cast<std::int64_t>(k)] - mu);
       var /= m;
       const double sigma_b = std::sqrt(var + kEps), sigma = std::sqrt(running_var[cs] + kEps);
       const double r = std::clamp(sigma_b / sigma, 1 / rmax, rmax);
@@ -166,7 +167,9 @@ TEST(BatchRenorm, MatchesReferenceTightLimits) { check_against_reference(variant
 TEST(GhostBatchNorm, MatchesReferenceNC) { check_against_reference(variant(3, false), {8, 5}, 4); }
 TEST(GhostBatchNorm, MatchesReferenceNCHW) { check_against_reference(variant(2, false), {5, 3, 2, 2}, 5); }
 // 7 = 3 + 3 + 1: the lone last example joins the slice before it.
-TEST(GhostBatchNorm, SingleExampleRemainderJoinsPreviousSlice) { check_against_reference(variant(3, false), {7, 4}, 6); }
+TEST(GhostBatchNorm, SingleExampleRemainderJoinsPreviousSlice) {
+  check_against_reference(variant(3, false), {7, 4}, 6);
+}
 TEST(GhostBatchNorm, WithBatchRenorm) { check_against_reference(variant(4, true, 2, 1), {10, 3}, 7); }
 
 // The reference itself must see the slices: with V = 3 it differs from V = 0.
@@ -175,7 +178,8 @@ TEST(GhostBatchNorm, ReferenceDependsOnSlices) {
   const Tensor x = random_tensor({6, 2}, rng), dy = random_tensor({6, 2}, rng);
   const std::vector<float> g(2, 1.0f), b(2, 0.0f);
   const std::vector<double> rm(2, 0.0), rv(2, 1.0);
-  EXPECT_GT(std::abs(reference(x, dy, g, b, rm, rv, 3, 1, 0).y[0] - reference(x, dy, g, b, rm, rv, 0, 1, 0).y[0]), 1e-3);
+  EXPECT_GT(std::abs(reference(x, dy, g, b, rm, rv, 3, 1, 0).y[0] - reference(x, dy, g, b, rm, rv, 0, 1, 0).y[0]),
+            1e-3);
 }
 
 // Outputs, running statistics and gradients of two layers on the same input.

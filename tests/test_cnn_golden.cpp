@@ -48,7 +48,8 @@ TEST(CnnGolden, MatchesPyTorchForwardBackwardAndRunningStatistics) {
       }
       // The gradient of a parameter sits at the same offset in the gradient buffer.
       const std::ptrdiff_t offset = static_cast<float*>(e.data) - param_base;
-      expect_close(p + "grad." + e.name, model.gradients().data() + offset, file.at(p + "grad." + e.name, kFixture).to_f32(), kTol);
+      expect_close(p + "grad." + e.name, model.gradients().data() + offset,
+                   file.at(p + "grad." + e.name, kFixture).to_f32(), kTol);
     }
   }
   const Tensor x = tensor_from(file.at("eval.x", kFixture));

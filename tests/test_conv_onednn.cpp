@@ -96,7 +96,8 @@ TEST(ConvOnednn, MatchesIm2colPath) {
 TEST(ConvOnednn, NewBatchSizeGetsNewPrimitives) {
   if (!Conv2d::onednn_built()) GTEST_SKIP() << "built without oneDNN convolutions (BNORM_CONV=onednn)";
   Rng rng(3);
-  LayerHarness a(std::make_unique<Conv2d>(3, 4, 3, 3, 1, 1, true), 5), b(std::make_unique<Conv2d>(3, 4, 3, 3, 1, 1, true), 5);
+  LayerHarness a(std::make_unique<Conv2d>(3, 4, 3, 3, 1, 1, true), 5),
+      b(std::make_unique<Conv2d>(3, 4, 3, 3, 1, 1, true), 5);
   static_cast<Conv2d&>(*b.layer).set_path(Path::im2col);
   for (std::int64_t N : {4, 2, 4}) {
     const Tensor x = random_tensor({N, 3, 6, 6}, rng);

@@ -95,7 +95,8 @@ TEST(NpyReader, ReadsEachDtype) {
     EXPECT_EQ(u8.to_float(), (std::vector<float>{0, 7, 128, 255}));
   }
 
-  const NpyArray i32 = parse(npy_file(npy_dict("<i4", "(2, 2)"), le_bytes(std::vector<std::int32_t>{-1, 2, INT32_MIN, 9})));
+  const NpyArray i32 =
+      parse(npy_file(npy_dict("<i4", "(2, 2)"), le_bytes(std::vector<std::int32_t>{-1, 2, INT32_MIN, 9})));
   EXPECT_EQ(i32.dtype, NpyDType::i32);
   EXPECT_EQ(i32.to_int64(), (std::vector<std::int64_t>{-1, 2, INT32_MIN, 9}));
   EXPECT_EQ(i32.to_float(), (std::vector<float>{-1, 2, static_cast<float>(INT32_MIN), 9}));
@@ -217,8 +218,8 @@ TEST(NpyReader, RefusesHeaderLengthPastTheEnd) {
   std::string bytes = npy_file(npy_dict("<f4", "(6,)"), le_bytes(kSix));
   bytes[8] = static_cast<char>(0xFF);
   bytes[9] = 0x00;
-  EXPECT_NPY_ERROR(bytes, "header length 255 points past the end of the file (" + std::to_string(bytes.size()) +
-                              " bytes)");
+  EXPECT_NPY_ERROR(bytes,
+                   "header length 255 points past the end of the file (" + std::to_string(bytes.size()) + " bytes)");
   std::string v2 = npy_file(npy_dict("<f4", "(6,)"), le_bytes(kSix), 2);
   v2[11] = static_cast<char>(0x80);  // over 2 GiB in version 2's 32-bit length
   const std::size_t v2_header = v2.size() - 12 - 24;
@@ -490,8 +491,7 @@ TEST(SklearnDatasets, LoadThroughTheReaders) {
     return labels;
   };
   EXPECT_EQ(check_csv("breast_cancer.csv", 569, 30, "diagnosis", 2), (std::set<std::string>{"benign", "malignant"}));
-  EXPECT_EQ(check_csv("iris.csv", 150, 4, "species", 3),
-            (std::set<std::string>{"setosa", "versicolor", "virginica"}));
+  EXPECT_EQ(check_csv("iris.csv", 150, 4, "species", 3), (std::set<std::string>{"setosa", "versicolor", "virginica"}));
   const CsvTable iris = read_csv(dir.file("iris.csv"));
   EXPECT_EQ(iris.header[0], "sepal_length");
   EXPECT_EQ(iris.header[3], "petal_width");

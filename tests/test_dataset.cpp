@@ -41,14 +41,14 @@ struct TempDir {
 };
 
 // The message must name the file and say what is wrong.
-#define EXPECT_ERROR_WITH(statement, part1, part2)                                             \
-  try {                                                                                        \
-    statement;                                                                                 \
-    ADD_FAILURE() << "no error from " #statement;                                              \
-  } catch (const Error& e) {                                                                   \
-    const std::string what = e.what();                                                         \
-    EXPECT_NE(what.find(part1), std::string::npos) << what;                                    \
-    EXPECT_NE(what.find(part2), std::string::npos) << what;                                    \
+#define EXPECT_ERROR_WITH(statement, part1, part2)          \
+  try {                                                     \
+    statement;                                              \
+    ADD_FAILURE() << "no error from " #statement;           \
+  } catch (const Error& e) {                                \
+    const std::string what = e.what();                      \
+    EXPECT_NE(what.find(part1), std::string::npos) << what; \
+    EXPECT_NE(what.find(part2), std::string::npos) << what; \
   }
 
 Dataset float_table(std::int64_t count, std::int64_t features) {
@@ -93,7 +93,8 @@ TEST(Dataset, ValidateRefusesNonFiniteFeaturesAndLabelsOutOfRange) {
 
 TEST(Dataset, ValidationSplitIsSeededDisjointAndComplete) {
   const Dataset d = float_table(100, 1);
-  const ValidationSplit a = split_validation(d, 0.2, 7), b = split_validation(d, 0.2, 7), c = split_validation(d, 0.2, 8);
+  const ValidationSplit a = split_validation(d, 0.2, 7), b = split_validation(d, 0.2, 7),
+                        c = split_validation(d, 0.2, 8);
   EXPECT_EQ(a.validation.count, 20);
   EXPECT_EQ(a.train.count, 80);
   EXPECT_EQ(a.validation_indices, b.validation_indices);
@@ -122,8 +123,8 @@ TEST(InputNormalization, FeatureChannelAndNoneOnFloats) {
   EXPECT_FLOAT_EQ(feature.std[2], 1.0f);  // a constant column: std 1, not 0
   const auto channel = InputNormalization::fit(d, "channel");
   ASSERT_EQ(channel.mean.size(), 2u);
-  EXPECT_FLOAT_EQ(channel.mean[0], 3.0f);               // mean of 1, 3, 3, 5
-  EXPECT_FLOAT_EQ(channel.std[0], std::sqrt(2.0f));     // biased variance (4+0+0+4)/4
+  EXPECT_FLOAT_EQ(channel.mean[0], 3.0f);            // mean of 1, 3, 3, 5
+  EXPECT_FLOAT_EQ(channel.std[0], std::sqrt(2.0f));  // biased variance (4+0+0+4)/4
   Tensor out;
   const std::int64_t idx[] = {1};
   channel.apply(out, d, d.example_shape, idx);
@@ -150,7 +151,8 @@ TEST(Loss, MeanSquaredErrorMatchesItsDefinitionAndFiniteDifferences) {
     Tensor up = pred, down = pred;
     up[i] += 1e-3f;
     down[i] -= 1e-3f;
-    const double numeric = (mean_squared_error(up, target, nullptr).loss - mean_squared_error(down, target, nullptr).loss) / 2e-3;
+    const double numeric =
+        (mean_squared_error(up, target, nullptr).loss - mean_squared_error(down, target, nullptr).loss) / 2e-3;
     EXPECT_NEAR(grad[i], numeric, 1e-3) << "value " << i;
   }
   EXPECT_THROW(mean_squared_error(pred, std::vector<float>(5), nullptr), Error);
@@ -202,7 +204,8 @@ TEST(Regression, TrainsToHighR2AndMetricsAreInTheTargetsUnits) {
   prep.input.apply(x, test, model.input_shape(), all);
   const Tensor& out = model.forward(x, Mode::eval);
   double sse = 0.0, sae = 0.0, mean = 0.0, sst = 0.0;
-  for (std::int64_t i = 0; i < test.count; ++i) mean += test.targets[static_cast<std::size_t>(i)] / static_cast<double>(test.count);
+  for (std::int64_t i = 0; i < test.count; ++i)
+    mean += test.targets[static_cast<std::size_t>(i)] / static_cast<double>(test.count);
   for (std::int64_t i = 0; i < test.count; ++i) {
     const double y = test.targets[static_cast<std::size_t>(i)];
     const double p = static_cast<double>(out[i]) * prep.target.std[0] + prep.target.mean[0];
@@ -250,7 +253,13 @@ TEST(CsvDataset, ClassesFromStringsAndIntegersAndRegressionFromNumbers) {
   EXPECT_EQ(r.data.targets, (std::vector<float>{2.5f, 3.0f, 4.25f}));
   TableOptions forced;
   forced.task = Task::regress;
-  EXPECT_EQ(load_csv_dataset(ints, [&] { auto o = forced; o.target = "y"; return o; }()).data.targets,
+  EXPECT_EQ(load_csv_dataset(ints,
+                             [&] {
+                               auto o = forced;
+                               o.target = "y";
+                               return o;
+                             }())
+                .data.targets,
             (std::vector<float>{10, 9, 10}));
 }
 
@@ -279,7 +288,8 @@ TEST(CsvDataset, BadTablesAreRefusedWithFileLineAndColumn) {
   TableOptions like;
   like.like = &task;
   const auto unseen = dir.write("unseen.csv", "b,a,y\n1,2,cat\n3,4,bird\n");
-  EXPECT_ERROR_WITH(load_csv_dataset(unseen, like), unseen, "line 3, column 3 ('y'): label 'bird' was never seen in training");
+  EXPECT_ERROR_WITH(load_csv_dataset(unseen, like), unseen,
+                    "line 3, column 3 ('y'): label 'bird' was never seen in training");
   const auto reordered = dir.write("reordered.csv", "y,b,a\ndog,20,10\n");
   const TableData t = load_csv_dataset(reordered, like);
   EXPECT_EQ(t.data.values, (std::vector<float>{10, 20}));  // by name, in the training order

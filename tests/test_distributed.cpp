@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "bnorm/io/dataset.hpp"
 #include "bnorm/dist/mpi.hpp"
 #include "bnorm/error.hpp"
+#include "bnorm/io/dataset.hpp"
 #include "bnorm/nn/arch.hpp"
 #include "bnorm/nn/batchnorm.hpp"
 #include "bnorm/nn/model.hpp"
@@ -40,7 +40,8 @@ Dataset make_data(std::int64_t count) {
   d.bytes.resize(static_cast<std::size_t>(count * d.features));
   for (std::int64_t i = 0; i < count; ++i)
     for (std::int64_t f = 0; f < d.features; ++f) {
-      std::normal_distribution<double> pixel(60.0 + 3.0 * static_cast<double>(f), 20.0 + static_cast<double>(f % 7) * 5.0);
+      std::normal_distribution<double> pixel(60.0 + 3.0 * static_cast<double>(f),
+                                             20.0 + static_cast<double>(f % 7) * 5.0);
       d.bytes[static_cast<std::size_t>(i * d.features + f)] =
           static_cast<std::uint8_t>(std::clamp(pixel(gen), 0.0, 255.0));
     }
@@ -124,20 +125,24 @@ int main(int argc, char** argv) {
   const std::string mlp_dropout = "fc:16,bn,relu,dropout:0.3,fc:12,bn,relu,fc:10";
   const std::string cnn_dropout = "conv3x3:4,bn,relu,dropout:0.2,maxpool2,conv3x3:6,bn,relu,gap,fc:10";
   const std::vector<Case> cases = {
-      {"mlp", mlp, 10, 43, true},  {"cnn", cnn, 10, 43, true},   // uneven shares; last batch of 3
-      {"mlp", mlp, 5, 21, true},                                  // shares of 1 (K = 3: 2, 2, 1)
+      {"mlp", mlp, 10, 43, true},
+      {"cnn", cnn, 10, 43, true},  // uneven shares; last batch of 3
+      {"mlp", mlp, 5, 21, true},   // shares of 1 (K = 3: 2, 2, 1)
       {"cnn", cnn, 2, 21, true},   // K = 3: shares 1, 1, 0 (an empty one); the MLP is left out here: with two
                                    // values per channel x_hat is ±1 whatever x is, so its input gradient is
                                    // rounding noise in every run
-      {"mlp", mlp, 12, 48, false}, {"cnn", cnn, 12, 48, false},  // per-share statistics
-      {"mlp+dropout", mlp_dropout, 10, 43, true},                 // masks as one process draws them
-      {"cnn+dropout", cnn_dropout, 2, 21, true},                  // and past an empty share
+      {"mlp", mlp, 12, 48, false},
+      {"cnn", cnn, 12, 48, false},                 // per-share statistics
+      {"mlp+dropout", mlp_dropout, 10, 43, true},  // masks as one process draws them
+      {"cnn+dropout", cnn_dropout, 2, 21, true},   // and past an empty share
   };
   constexpr double kTolerance = 1e-5;
   if (world.rank() == 0) {
-    std::printf("K = %d processes; 2 epochs of SGD (momentum 0.9, lr 0.05); difference to one process on the same global batches,\n"
-                "max |a - b| / max |b| per tensor, worst parameter tensor / worst running mean or variance\n",
-                K);
+    std::printf(
+        "K = %d processes; 2 epochs of SGD (momentum 0.9, lr 0.05); difference to one process on the same global "
+        "batches,\n"
+        "max |a - b| / max |b| per tensor, worst parameter tensor / worst running mean or variance\n",
+        K);
     std::printf("%-3s %-11s %-7s %-6s %-13s %-14s %-13s %s\n", "K", "model", "bn-sync", "batch", "max param diff",
                 "max run-stat diff", "same on ranks", "result");
   }

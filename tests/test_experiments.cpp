@@ -9,8 +9,8 @@
 #include <numeric>
 #include <sstream>
 
-#include "bnorm/io/dataset.hpp"
 #include "bnorm/error.hpp"
+#include "bnorm/io/dataset.hpp"
 #include "bnorm/nn/batchnorm.hpp"
 #include "experiments.hpp"
 #include "test_util.hpp"

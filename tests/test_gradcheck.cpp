@@ -12,13 +12,13 @@
 #include "bnorm/kernels/conv.hpp"
 #include "bnorm/nn/activation.hpp"
 #include "bnorm/nn/arch.hpp"
-#include "bnorm/nn/conv2d.hpp"
-#include "bnorm/nn/pooling.hpp"
 #include "bnorm/nn/batchnorm.hpp"
+#include "bnorm/nn/conv2d.hpp"
 #include "bnorm/nn/layer_factory.hpp"
 #include "bnorm/nn/linear.hpp"
 #include "bnorm/nn/loss.hpp"
 #include "bnorm/nn/model.hpp"
+#include "bnorm/nn/pooling.hpp"
 #include "gradcheck.hpp"
 #include "test_util.hpp"
 
@@ -160,8 +160,10 @@ TEST(GradCheck, Conv2dShapesStridesPadding) {
     bool bias;
     Shape x;
   };
-  const Case cases[] = {{2, 3, 3, 3, 1, 1, true, {2, 2, 5, 5}},  {1, 2, 3, 3, 2, 1, false, {3, 1, 6, 7}},
-                        {3, 2, 1, 1, 1, 0, true, {2, 3, 4, 3}},  {2, 4, 2, 3, 1, 0, true, {1, 2, 4, 5}},
+  const Case cases[] = {{2, 3, 3, 3, 1, 1, true, {2, 2, 5, 5}},
+                        {1, 2, 3, 3, 2, 1, false, {3, 1, 6, 7}},
+                        {3, 2, 1, 1, 1, 0, true, {2, 3, 4, 3}},
+                        {2, 4, 2, 3, 1, 0, true, {1, 2, 4, 5}},
                         {2, 2, 5, 5, 3, 2, false, {2, 2, 7, 6}}};
   std::uint64_t seed = 50;
   for (const Case& c : cases) {
@@ -175,7 +177,7 @@ TEST(GradCheck, Conv2dShapesStridesPadding) {
 TEST(GradCheck, Pooling) {
   Rng rng(60);
   LayerHarness max2(std::make_unique<Pool2d>(Pool2d::Kind::max, 2, 2));
-  check_layer(max2, random_tensor({2, 3, 5, 4}, rng), 61);  // odd height: the last row is dropped
+  check_layer(max2, random_tensor({2, 3, 5, 4}, rng), 61);               // odd height: the last row is dropped
   LayerHarness max3(std::make_unique<Pool2d>(Pool2d::Kind::max, 3, 1));  // overlapping windows
   check_layer(max3, random_tensor({1, 2, 5, 5}, rng), 62);
   LayerHarness avg(std::make_unique<Pool2d>(Pool2d::Kind::average, 2, 2));
@@ -203,7 +205,7 @@ TEST(GradCheck, DropoutBackwardUsesTheForwardMask) {
     EXPECT_FLOAT_EQ(dx[i], dy[i] * scale);
     dropped += scale == 0.0f;
   }
-  EXPECT_GT(dropped, 30);   // about 60 of 200
+  EXPECT_GT(dropped, 30);  // about 60 of 200
   EXPECT_LT(dropped, 100);
   h->forward(y, x, Mode::eval);
   for (std::int64_t i = 0; i < x.size(); ++i) ASSERT_EQ(y[i], x[i]);
@@ -222,8 +224,8 @@ void check_model_gradients(Model& model, const Shape& x_shape, const std::vector
   softmax_cross_entropy(model.forward(x, Mode::train), labels, &dlogits);
   model.backward(dlogits);
   const std::vector<float> grads(model.gradients().begin(), model.gradients().end());
-  const auto bad = compare("dparams", model.parameters().data(), grads.data(),
-                           static_cast<std::int64_t>(grads.size()), loss);
+  const auto bad =
+      compare("dparams", model.parameters().data(), grads.data(), static_cast<std::int64_t>(grads.size()), loss);
   EXPECT_TRUE(bad.empty()) << description << ": " << bad.size() << " of " << grads.size() << " disagree\n"
                            << report(bad);
 }
@@ -264,8 +266,7 @@ TEST(GradCheck, ModelsWithFrozenBatchNorm) {
     spec.bn_options = frozen;
     Model mlp(Shape{5}, build_mlp_layers(spec));
     check_model_gradients(mlp, {6, 5}, {0, 2, 1, 1, 0, 2}, 51, "frozen mlp, bn " + bn_placement_name(placement));
-    const auto arch =
-        parse_arch("conv3x3:3,bn,tanh,avgpool2,conv3x3:4:s2,bn,tanh,fc:3", {2, 8, 8}, placement, frozen);
+    const auto arch = parse_arch("conv3x3:3,bn,tanh,avgpool2,conv3x3:4:s2,bn,tanh,fc:3", {2, 8, 8}, placement, frozen);
     Model cnn = Model::from_architecture(arch);
     check_model_gradients(cnn, {4, 2, 8, 8}, {0, 2, 1, 1}, 52, "frozen cnn, bn " + bn_placement_name(placement));
   }

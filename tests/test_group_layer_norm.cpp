@@ -31,7 +31,7 @@ struct GroupCase {
 };
 
 TEST(GroupNormGradCheck, GroupsOneInBetweenAndPerChannel) {
-  const GroupCase cases[] = {{{4, 6}, 1}, {{4, 6}, 2}, {{3, 6}, 6},  // (N, C)
+  const GroupCase cases[] = {{{4, 6}, 1},       {{4, 6}, 2},       {{3, 6}, 6},  // (N, C)
                              {{2, 6, 3, 2}, 1}, {{2, 6, 2, 3}, 3}, {{3, 4, 2, 2}, 4}, {{1, 4, 1, 5}, 2}};
   std::uint64_t seed = 100;
   for (const GroupCase& c : cases) {
@@ -76,7 +76,8 @@ LayerPtr layer_for_case(const nlohmann::json& c) {
   const Shape shape = c.at("shape").get<Shape>();
   const float eps = c.at("eps").get<float>();
   const bool affine = c.at("affine").get<bool>();
-  if (c.at("kind") == "gn") return std::make_unique<GroupNorm>(c.at("groups").get<std::int64_t>(), shape[1], eps, affine);
+  if (c.at("kind") == "gn")
+    return std::make_unique<GroupNorm>(c.at("groups").get<std::int64_t>(), shape[1], eps, affine);
   return std::make_unique<LayerNorm>(Shape(shape.begin() + 1, shape.end()), eps, affine);
 }
 

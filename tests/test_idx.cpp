@@ -12,11 +12,10 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/dataset.hpp"
@@ -335,7 +334,8 @@ TEST(Dataset, ClassCountFromTheLabels) {
 TEST(Dataset, CountMismatch) {
   TempDir dir;
   const auto f = write_dataset(dir, idx_u8({3, 2, 2}, iota_bytes(12)), idx_u8({2}, {0, 1}));
-  EXPECT_FILE_ERROR(load_image_dataset(f.images, f.labels), f.labels, "holds 2 labels but " + f.images + " holds 3 images");
+  EXPECT_FILE_ERROR(load_image_dataset(f.images, f.labels), f.labels,
+                    "holds 2 labels but " + f.images + " holds 3 images");
 }
 
 TEST(Dataset, ImagesWithTwoDimensions) {

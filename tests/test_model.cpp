@@ -1,13 +1,12 @@
 // The model and its pieces around batch norm: PyTorch naming, the flat
 // buffers, test-time behaviour one example at a time, folding, save/load.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>
 
-#include "bnorm/io/dataset.hpp"
 #include "bnorm/error.hpp"
+#include "bnorm/io/dataset.hpp"
 #include "bnorm/io/model_file.hpp"
 #include "bnorm/nn/arch.hpp"
 #include "bnorm/nn/fold.hpp"
@@ -45,15 +44,27 @@ TEST(Model, StateDictFollowsTorchSequentialNaming) {
   EXPECT_EQ(names(before), want_before);
 
   Model after = mlp(BnPlacement::after);  // Linear(bias), ReLU, BatchNorm1d
-  const std::vector<std::string> want_after = {
-      "0.weight(5, 6)", "0.bias(5)", "2.weight(5)", "2.bias(5)", "2.running_mean(5)", "2.running_var(5)",
-      "2.num_batches_tracked()", "3.weight(4, 5)", "3.bias(4)", "5.weight(4)", "5.bias(4)", "5.running_mean(4)",
-      "5.running_var(4)", "5.num_batches_tracked()", "6.weight(3, 4)", "6.bias(3)"};
+  const std::vector<std::string> want_after = {"0.weight(5, 6)",
+                                               "0.bias(5)",
+                                               "2.weight(5)",
+                                               "2.bias(5)",
+                                               "2.running_mean(5)",
+                                               "2.running_var(5)",
+                                               "2.num_batches_tracked()",
+                                               "3.weight(4, 5)",
+                                               "3.bias(4)",
+                                               "5.weight(4)",
+                                               "5.bias(4)",
+                                               "5.running_mean(4)",
+                                               "5.running_var(4)",
+                                               "5.num_batches_tracked()",
+                                               "6.weight(3, 4)",
+                                               "6.bias(3)"};
   EXPECT_EQ(names(after), want_after);
 
   Model none = mlp(BnPlacement::none);
-  const std::vector<std::string> want_none = {"0.weight(5, 6)", "0.bias(5)", "2.weight(4, 5)", "2.bias(4)",
-                                              "4.weight(3, 4)", "4.bias(3)"};
+  const std::vector<std::string> want_none = {"0.weight(5, 6)", "0.bias(5)",      "2.weight(4, 5)",
+                                              "2.bias(4)",      "4.weight(3, 4)", "4.bias(3)"};
   EXPECT_EQ(names(none), want_none);
 }
 
@@ -280,7 +291,8 @@ TEST(Model, SaveLoadGivesIdenticalPredictions) {
     const Tensor x = random_tensor({7, 6}, rng);
     const Tensor want = m.forward(x, Mode::eval);
     const Tensor& got = loaded.model.forward(x, Mode::eval);
-    for (std::int64_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << bn_placement_name(bn) << " logit " << i;
+    for (std::int64_t i = 0; i < want.size(); ++i)
+      ASSERT_EQ(got[i], want[i]) << bn_placement_name(bn) << " logit " << i;
   }
   std::filesystem::remove_all(dir);
 }

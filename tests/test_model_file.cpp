@@ -10,11 +10,10 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/model_file.hpp"
@@ -93,7 +92,8 @@ TEST_F(ModelFixture, SaveLoadIsExact) {
     EXPECT_EQ(sa[i].name, sb[i].name);
     EXPECT_EQ(sa[i].shape, sb[i].shape);
     ASSERT_EQ(sa[i].dtype, sb[i].dtype);
-    const std::size_t bytes = static_cast<std::size_t>(numel(sa[i].shape)) * (sa[i].dtype == StateEntry::DType::f32 ? 4 : 8);
+    const std::size_t bytes =
+        static_cast<std::size_t>(numel(sa[i].shape)) * (sa[i].dtype == StateEntry::DType::f32 ? 4 : 8);
     EXPECT_EQ(std::memcmp(sa[i].data, sb[i].data, bytes), 0);
   }
   // Running statistics really were trained (not the defaults 0 and 1).
@@ -161,7 +161,8 @@ TEST_F(ModelFixture, ArchitectureLayersDoNotChain) {
   EXPECT_FILE_ERROR(load_model(p), p, "layer 3 (linear)");
   const auto q = with_architecture("input.safetensors", [](nlohmann::json& a) { a["input_shape"] = {7}; });
   EXPECT_FILE_ERROR(load_model(q), q, "layer 0 (linear)");
-  const auto r = with_architecture("bnwidth.safetensors", [](nlohmann::json& a) { a["layers"][1]["num_features"] = 6; });
+  const auto r =
+      with_architecture("bnwidth.safetensors", [](nlohmann::json& a) { a["layers"][1]["num_features"] = 6; });
   EXPECT_FILE_ERROR(load_model(r), r, "layer 1 (batchnorm)");
 }
 
@@ -169,8 +170,9 @@ TEST_F(ModelFixture, ArchitectureTooLargeIsRefusedNotAllocated) {
   // Regression: a few-KB file declaring Linear(16777216 -> 16777216), 2^48
   // parameters, once made the loader allocate before checking anything. The
   // architecture's state is now bounded by the bytes the file holds.
-  nlohmann::json arch = {{"input_shape", {1 << 24}},
-                         {"layers", {{{"type", "linear"}, {"in_features", 1 << 24}, {"out_features", 1 << 24}, {"bias", true}}}}};
+  nlohmann::json arch = {
+      {"input_shape", {1 << 24}},
+      {"layers", {{{"type", "linear"}, {"in_features", 1 << 24}, {"out_features", 1 << 24}, {"bias", true}}}}};
   const auto p = with_metadata("huge.safetensors", "architecture", arch.dump());
   EXPECT_FILE_ERROR(load_model(p), p, "");
 }
@@ -184,13 +186,16 @@ TEST_F(ModelFixture, ArchitectureNumbersOutOfRangeAreRefusedNotCast) {
     a["layers"][0]["in_features"] = nlohmann::json::parse("3333333333333330000000000004741327996562045");
   });
   EXPECT_FILE_ERROR(load_model(p), p, "\"in_features\" has the wrong type or is out of range");
-  const auto q = with_architecture("fraction.safetensors", [](nlohmann::json& a) { a["layers"][0]["in_features"] = 6.5; });
+  const auto q =
+      with_architecture("fraction.safetensors", [](nlohmann::json& a) { a["layers"][0]["in_features"] = 6.5; });
   EXPECT_FILE_ERROR(load_model(q), q, "\"in_features\" has the wrong type or is out of range");
   const auto r = with_architecture("hugeeps.safetensors", [](nlohmann::json& a) { a["layers"][1]["eps"] = 1e300; });
   EXPECT_FILE_ERROR(load_model(r), r, "\"eps\" has the wrong type or is out of range");
-  const auto s = with_architecture("hugemom.safetensors", [](nlohmann::json& a) { a["layers"][1]["momentum"] = -1e300; });
+  const auto s =
+      with_architecture("hugemom.safetensors", [](nlohmann::json& a) { a["layers"][1]["momentum"] = -1e300; });
   EXPECT_FILE_ERROR(load_model(s), s, "\"momentum\" has the wrong type or is out of range");
-  const auto t = with_metadata("hugemean.safetensors", "input_normalization", R"({"mode":"global","mean":[1e300],"std":[1]})");
+  const auto t =
+      with_metadata("hugemean.safetensors", "input_normalization", R"({"mode":"global","mean":[1e300],"std":[1]})");
   EXPECT_FILE_ERROR(load_model(t), t, "within float range");
 }
 
@@ -266,22 +271,27 @@ TEST_F(ModelFixture, NegativeRunningVar) {
 }
 
 TEST_F(ModelFixture, BadInputNormalization) {
-  const auto p = with_metadata("pixel.safetensors", "input_normalization",
-                               R"({"mode":"pixel","mean":[0.5],"std":[0.25]})");
+  const auto p =
+      with_metadata("pixel.safetensors", "input_normalization", R"({"mode":"pixel","mean":[0.5],"std":[0.25]})");
   EXPECT_FILE_ERROR(load_model(p), p, "mode 'pixel' needs 6 means and stds for 6 features, got 1 and 1");
-  const auto q = with_metadata("std0.safetensors", "input_normalization", R"({"mode":"global","mean":[0.5],"std":[0]})");
+  const auto q =
+      with_metadata("std0.safetensors", "input_normalization", R"({"mode":"global","mean":[0.5],"std":[0]})");
   EXPECT_FILE_ERROR(load_model(q), q, "std <= 0");
-  const auto r = with_metadata("stdneg.safetensors", "input_normalization", R"({"mode":"global","mean":[0.5],"std":[-1]})");
+  const auto r =
+      with_metadata("stdneg.safetensors", "input_normalization", R"({"mode":"global","mean":[0.5],"std":[-1]})");
   EXPECT_FILE_ERROR(load_model(r), r, "std <= 0");
-  const auto s = with_metadata("mode.safetensors", "input_normalization", R"({"mode":"median","mean":[0.5],"std":[1]})");
+  const auto s =
+      with_metadata("mode.safetensors", "input_normalization", R"({"mode":"median","mean":[0.5],"std":[1]})");
   EXPECT_FILE_ERROR(load_model(s), s, "unknown mode 'median'");
-  const auto t = with_metadata("types.safetensors", "input_normalization", R"({"mode":"global","mean":"0.5","std":[1]})");
+  const auto t =
+      with_metadata("types.safetensors", "input_normalization", R"({"mode":"global","mean":"0.5","std":[1]})");
   EXPECT_FILE_ERROR(load_model(t), t, "needs a string \"mode\" and number lists");
   const auto u = with_metadata("notjson.safetensors", "input_normalization", "mean=0.5");
   EXPECT_FILE_ERROR(load_model(u), u, "metadata \"input_normalization\" is not valid JSON");
   const auto v = variant("nonorm.safetensors", [](SafetensorsFile& f) { f.metadata.erase("input_normalization"); });
   EXPECT_FILE_ERROR(load_model(v), v, "metadata lacks \"input_normalization\"");
-  const auto w = with_metadata("lengths.safetensors", "input_normalization", R"({"mode":"global","mean":[0.5],"std":[1,2]})");
+  const auto w =
+      with_metadata("lengths.safetensors", "input_normalization", R"({"mode":"global","mean":[0.5],"std":[1,2]})");
   EXPECT_FILE_ERROR(load_model(w), w, "got 1 and 2");
 }
 
@@ -305,8 +315,7 @@ TEST_F(ModelFixture, RandomHeaderDamageNeverEscapesAsAnotherException) {
   for (int trial = 0; trial < 2000; ++trial) {
     std::string bad = bytes;
     const int edits = 1 + static_cast<int>(gen() % 3);
-    for (int e = 0; e < edits; ++e)
-      bad[8 + gen() % header_len] = alphabet[gen() % alphabet.size()];
+    for (int e = 0; e < edits; ++e) bad[8 + gen() % header_len] = alphabet[gen() % alphabet.size()];
     write_file(path, bad);
     EXPECT_TRUE(succeeds_or_throws_error([&] { load_model(path); })) << "trial " << trial;
   }

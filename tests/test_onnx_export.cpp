@@ -2,7 +2,6 @@
 // attributes and constant shapes, for each opset it accepts. What the graph
 // computes is checked against onnxruntime in tests/onnx_export.sh.
 #include <gtest/gtest.h>
-
 #include <onnx/onnx_pb.h>
 
 #include <algorithm>
@@ -75,8 +74,8 @@ using Dims = std::vector<std::int64_t>;
 TEST(OnnxExport, EveryLayerInOrderAfterTheInputNormalization) {
   LoadedModel loaded = small_cnn();
   const onnx::ModelProto proto = exported(loaded);
-  EXPECT_EQ(op_types(proto), (Strings{"Div", "Sub", "Div", "Conv", "BatchNormalization", "Relu", "MaxPool", "Flatten",
-                                      "Gemm"}));
+  EXPECT_EQ(op_types(proto),
+            (Strings{"Div", "Sub", "Div", "Conv", "BatchNormalization", "Relu", "MaxPool", "Flatten", "Gemm"}));
   EXPECT_EQ(proto.opset_import(0).version(), 15);
   // One mean and std per channel, broadcast over each channel's plane.
   EXPECT_EQ(initializer_dims(proto, "input_mean"), (Dims{3, 1, 1}));

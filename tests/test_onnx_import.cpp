@@ -3,7 +3,6 @@
 // node and its op type, with nothing written. PyTorch's own exports are
 // checked against PyTorch's outputs in tests/onnx_import.sh.
 #include <gtest/gtest.h>
-
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
@@ -63,7 +62,8 @@ class Graph {
 
   // Gemm (out, in) with bias, transB = 1, as PyTorch writes a Linear.
   void linear(const std::string& name, std::int64_t in, std::int64_t out) {
-    auto& n = node("Gemm", name, {initializer(name + ".w", {out, in}, -0.3f, 0.01f), initializer(name + ".b", {out}, 0.1f, 0.05f)});
+    auto& n = node("Gemm", name,
+                   {initializer(name + ".w", {out, in}, -0.3f, 0.01f), initializer(name + ".b", {out}, 0.1f, 0.05f)});
     auto* a = n.add_attribute();
     a->set_name("transB");
     a->set_type(onnx::AttributeProto::INT);
@@ -133,8 +133,9 @@ TEST(OnnxImport, AffineFalseAndZeroBiasBeforeBatchNorm) {
   a->set_name("transB");
   a->set_type(onnx::AttributeProto::INT);
   a->set_i(1);
-  g.node("BatchNormalization", "bn", {g.initializer("s", {3}, 1.0f, 0.0f), g.initializer("z", {3}, 0.0f, 0.0f),
-                                      g.initializer("m", {3}, 0.0f, 1.0f), g.initializer("v", {3}, 1.0f, 1.0f)});
+  g.node("BatchNormalization", "bn",
+         {g.initializer("s", {3}, 1.0f, 0.0f), g.initializer("z", {3}, 0.0f, 0.0f), g.initializer("m", {3}, 0.0f, 1.0f),
+          g.initializer("v", {3}, 1.0f, 1.0f)});
   OnnxImport m = import(g.bytes());
   const auto arch = m.model.model.architecture();
   EXPECT_EQ(arch["layers"][0]["bias"], false);
@@ -179,7 +180,8 @@ TEST(OnnxImport, RoundTripOfBnormExport) {
   for (const StateEntry& e : original.model.state_dict())
     if (e.name == "0.bias") static_cast<float*>(e.data)[2] = 0.25f;  // a non-zero bias before a BN stays
   auto& bn = static_cast<BatchNorm&>(original.model.layer(1));
-  for (std::size_t c = 0; c < 4; ++c) bn.running_mean()[c] = 0.1f * static_cast<float>(c) - 0.2f, bn.running_var()[c] = 0.5f + static_cast<float>(c);
+  for (std::size_t c = 0; c < 4; ++c)
+    bn.running_mean()[c] = 0.1f * static_cast<float>(c) - 0.2f, bn.running_var()[c] = 0.5f + static_cast<float>(c);
 
   for (int opset : {kOnnxMinOpset, kOnnxMaxOpset}) {
     SCOPED_TRACE("opset " + std::to_string(opset));
@@ -222,15 +224,18 @@ TEST(OnnxImport, RefusesBatchNormInTrainingMode) {
 
 TEST(OnnxImport, RefusesWrongInitializerShape) {
   Graph g({4});
-  g.node("BatchNormalization", "bn_bad", {g.initializer("s", {4}, 1.0f, 0.1f), g.initializer("b", {4}, 0.0f, 0.1f),
-                                          g.initializer("m", {5}, 0.0f, 0.1f), g.initializer("v", {4}, 1.0f, 0.1f)});
-  EXPECT_FILE_ERROR(import(g.bytes()), "m.onnx", "node 'bn_bad' (BatchNormalization): its mean 'm' has shape [5], expected [4]");
+  g.node("BatchNormalization", "bn_bad",
+         {g.initializer("s", {4}, 1.0f, 0.1f), g.initializer("b", {4}, 0.0f, 0.1f), g.initializer("m", {5}, 0.0f, 0.1f),
+          g.initializer("v", {4}, 1.0f, 0.1f)});
+  EXPECT_FILE_ERROR(import(g.bytes()), "m.onnx",
+                    "node 'bn_bad' (BatchNormalization): its mean 'm' has shape [5], expected [4]");
 }
 
 TEST(OnnxImport, RefusesMissingInitializer) {
   Graph g({4});
   g.node("Gemm", "fc_orphan", {"no_such_weight"});
-  EXPECT_FILE_ERROR(import(g.bytes()), "m.onnx", "node 'fc_orphan' (Gemm): its weight 'no_such_weight' is not an initializer");
+  EXPECT_FILE_ERROR(import(g.bytes()), "m.onnx",
+                    "node 'fc_orphan' (Gemm): its weight 'no_such_weight' is not an initializer");
 }
 
 TEST(OnnxImport, RefusesBranches) {
@@ -281,10 +286,12 @@ TEST(OnnxImport, FileRefusalWritesNothingAndKeepsTheOldModel) {
   Graph g({6});
   g.node("Softmax", "sm", {});
   test::write_file(dir.file("bad.onnx"), g.bytes());
-  EXPECT_FILE_ERROR(import_onnx(dir.file("bad.onnx"), dir.file("out.safetensors"), {}), dir.file("bad.onnx"), "'sm' (Softmax)");
+  EXPECT_FILE_ERROR(import_onnx(dir.file("bad.onnx"), dir.file("out.safetensors"), {}), dir.file("bad.onnx"),
+                    "'sm' (Softmax)");
   EXPECT_FALSE(std::filesystem::exists(dir.file("out.safetensors")));
   test::write_file(dir.file("kept.safetensors"), "keep me");
-  EXPECT_FILE_ERROR(import_onnx(dir.file("bad.onnx"), dir.file("kept.safetensors"), {}), dir.file("bad.onnx"), "Softmax");
+  EXPECT_FILE_ERROR(import_onnx(dir.file("bad.onnx"), dir.file("kept.safetensors"), {}), dir.file("bad.onnx"),
+                    "Softmax");
   EXPECT_EQ(test::read_file(dir.file("kept.safetensors")), "keep me");
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), std::filesystem::directory_iterator{}), 2);
 

@@ -17,7 +17,9 @@ namespace {
 // tie (PyTorch's choice, and where the gradient goes), a NaN wins and
 // propagates, -inf is an ordinary value. Ties are made common by rounding.
 TEST(MaxPoolKernel, MatchesReferenceOnTiesNaNAndInfinity) {
-  struct Case { std::int64_t C, H, W, K, stride; };
+  struct Case {
+    std::int64_t C, H, W, K, stride;
+  };
   // The 2x2 cases take the vectorized path (even width), the one-at-a-time
   // path (odd width, or a plane larger than its buffers) and an odd height.
   for (const Case c : {Case{3, 8, 8, 2, 2}, Case{2, 9, 7, 2, 2}, Case{2, 11, 12, 2, 2}, Case{1, 100, 100, 2, 2},
@@ -26,7 +28,7 @@ TEST(MaxPoolKernel, MatchesReferenceOnTiesNaNAndInfinity) {
     std::vector<float> x(static_cast<std::size_t>(c.C * c.H * c.W));
     for (float& v : x) {
       const double u = rng.uniform();
-      v = u < 0.03 ? std::numeric_limits<float>::quiet_NaN()
+      v = u < 0.03   ? std::numeric_limits<float>::quiet_NaN()
           : u < 0.06 ? -std::numeric_limits<float>::infinity()
                      : static_cast<float>(std::round(rng.normal() * 2.0));
     }

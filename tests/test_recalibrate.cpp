@@ -22,7 +22,6 @@
 namespace bnorm::test {
 namespace {
 
-
 constexpr const char* kMlp = "fc:12,bn,relu,fc:8,bn,relu,fc:10";
 constexpr const char* kCnn = "conv3x3:3,bn,relu,conv3x3:4,bn,relu,fc:10";
 
@@ -113,7 +112,8 @@ void check_exact(const std::string& arch, const Shape& input, std::int64_t batch
     const Direct d = direct_stats(model.layer_output(i - 1));
     for (std::size_t c = 0; c < d.mean.size(); ++c) {
       const double var = d.m2[c] / (d.count - 1);
-      EXPECT_NEAR(bn.running_mean()[c], d.mean[c], 2e-6 * (1 + std::abs(d.mean[c]))) << "layer " << i << " channel " << c;
+      EXPECT_NEAR(bn.running_mean()[c], d.mean[c], 2e-6 * (1 + std::abs(d.mean[c])))
+          << "layer " << i << " channel " << c;
       EXPECT_NEAR(bn.running_var()[c], var, 2e-6 * (1 + var)) << "layer " << i << " channel " << c;
     }
     // Recalibration is not a training step.
@@ -413,9 +413,12 @@ TEST(RecalibrateGolden, FrozenBatchNormMatchesTorchEvalModeTraining) {
     bn.forward(y, x, Mode::train);
     bn.backward(&dx, dy);
     expect_close(p + "y", {y.data(), static_cast<std::size_t>(y.size())}, file.at(p + "y", kFixture).to_f32(), 1e-5);
-    expect_close(p + "dx", {dx.data(), static_cast<std::size_t>(dx.size())}, file.at(p + "dx", kFixture).to_f32(), 1e-5);
-    expect_close(p + "dgamma", {grads.data(), static_cast<std::size_t>(C)}, file.at(p + "dgamma", kFixture).to_f32(), 1e-4);
-    expect_close(p + "dbeta", {grads.data() + C, static_cast<std::size_t>(C)}, file.at(p + "dbeta", kFixture).to_f32(), 1e-4);
+    expect_close(p + "dx", {dx.data(), static_cast<std::size_t>(dx.size())}, file.at(p + "dx", kFixture).to_f32(),
+                 1e-5);
+    expect_close(p + "dgamma", {grads.data(), static_cast<std::size_t>(C)}, file.at(p + "dgamma", kFixture).to_f32(),
+                 1e-4);
+    expect_close(p + "dbeta", {grads.data() + C, static_cast<std::size_t>(C)}, file.at(p + "dbeta", kFixture).to_f32(),
+                 1e-4);
     EXPECT_EQ(bn.num_batches_tracked(), 0);
     expect_close(p + "running_mean unchanged", bn.running_mean(), mean, 0.0);
   }

@@ -13,14 +13,14 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <tuple>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
-#include "bnorm/io/dataset.hpp"
 #include "bnorm/error.hpp"
 #include "bnorm/io/checkpoint.hpp"
+#include "bnorm/io/dataset.hpp"
 #include "bnorm/io/safetensors.hpp"
 #include "bnorm/nn/layer_factory.hpp"
 #include "bnorm/nn/linear.hpp"
@@ -40,7 +40,8 @@ Dataset synthetic(std::int64_t count, std::int64_t features, std::uint64_t seed)
   d.example_shape = {features};
   d.num_classes = kFashionMnistClasses;
   for (std::int64_t i = 0; i < count * features; ++i) d.bytes.push_back(static_cast<std::uint8_t>(rng.below(256)));
-  for (std::int64_t i = 0; i < count; ++i) d.labels.push_back(static_cast<std::uint8_t>(rng.below(kFashionMnistClasses)));
+  for (std::int64_t i = 0; i < count; ++i)
+    d.labels.push_back(static_cast<std::uint8_t>(rng.below(kFashionMnistClasses)));
   return d;
 }
 
@@ -95,7 +96,7 @@ const InputNormalization kNorm{"global", {0.5f}, {0.25f}};
 
 TEST(NumericFault, StopNamesTheStepAndTheFirstBadLayer) {
   const Dataset data = synthetic(40, 16, 3);  // batch 8: 5 batches per epoch
-  Model model = model_with_injector({7});          // epoch 2, batch 2, global step 7
+  Model model = model_with_injector({7});     // epoch 2, batch 2, global step 7
   Sgd sgd(0.01f, 0.9f, 0.0f);
   Trainer trainer(model, sgd, kNorm, {3, 8, 0, true, OnNan::stop});
   try {
@@ -195,8 +196,9 @@ TEST(RngState, RoundTripIncludesTheBoxMullerSpare) {
 
 class TempDir {
  public:
-  TempDir() : path_(fs::temp_directory_path() / ("bnorm_test_rel_" + std::to_string(::getpid()) + "_" +
-                                                   ::testing::UnitTest::GetInstance()->current_test_info()->name())) {
+  TempDir()
+      : path_(fs::temp_directory_path() / ("bnorm_test_rel_" + std::to_string(::getpid()) + "_" +
+                                           ::testing::UnitTest::GetInstance()->current_test_info()->name())) {
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -297,12 +299,12 @@ TEST(Resume, OptimizerStateRoundTripsAndIsValidated) {
   Adam other(0.01f);
   other.import_state(s, 4);
   EXPECT_EQ(other.export_state().buffers, s.buffers);
-  EXPECT_THROW(other.import_state(s, 5), Error);                 // wrong size
+  EXPECT_THROW(other.import_state(s, 5), Error);  // wrong size
   OptimizerState neg = s;
   neg.buffers[1].second[0] = -1.0f;
-  EXPECT_THROW(other.import_state(neg, 4), Error);               // negative second moment
+  EXPECT_THROW(other.import_state(neg, 4), Error);  // negative second moment
   Sgd sgd(0.1f, 0.9f, 0.0f);
-  EXPECT_THROW(sgd.import_state(s, 4), Error);                   // Adam's buffers into SGD
+  EXPECT_THROW(sgd.import_state(s, 4), Error);  // Adam's buffers into SGD
 }
 
 TEST(Resume, DamagedCheckpointsAreRefusedWithTheFileNamed) {

@@ -10,11 +10,10 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/safetensors.hpp"
@@ -26,8 +25,8 @@ namespace {
 namespace fs = std::filesystem;
 
 using test::read_file;
-using test::throws_error;
 using test::TempDir;
+using test::throws_error;
 using test::write_file;
 
 // --- safetensors -----------------------------------------------------------
@@ -55,7 +54,8 @@ std::function<void()> parse_st(const std::string& bytes, const std::string& path
 
 TEST(Safetensors, ShorterThanTheLengthField) {
   for (std::size_t n = 0; n < 8; ++n)
-    EXPECT_TRUE(throws_error(parse_st(std::string(n, '\x01'), "m.st"), "m.st", "shorter than the 8-byte header length"));
+    EXPECT_TRUE(
+        throws_error(parse_st(std::string(n, '\x01'), "m.st"), "m.st", "shorter than the 8-byte header length"));
 }
 
 TEST(Safetensors, HeaderLengthPastTheEnd) {
@@ -135,7 +135,9 @@ TEST(Safetensors, BadShape) {
 
 TEST(Safetensors, BadDataOffsets) {
   const std::string data(16, '\0');
-  auto one = [&](const std::string& offsets) { return st_file("{\"a\":" + st_entry("F32", "[1]", offsets) + "}", data); };
+  auto one = [&](const std::string& offsets) {
+    return st_file("{\"a\":" + st_entry("F32", "[1]", offsets) + "}", data);
+  };
   EXPECT_TRUE(throws_error(parse_st(one("[8,4]"), "m.st"), "m.st", "data_offsets [8, 4]"));
   EXPECT_TRUE(throws_error(parse_st(one("[12,20]"), "m.st"), "m.st", "outside the data section of 16 bytes"));
   EXPECT_TRUE(throws_error(parse_st(one("[0,18446744073709551615]"), "m.st"), "m.st", "outside the data section"));
@@ -147,24 +149,30 @@ TEST(Safetensors, BadDataOffsets) {
 
 TEST(Safetensors, ByteSizeNotMatchingShape) {
   const std::string data(12, '\0');
-  EXPECT_TRUE(throws_error(parse_st(st_file("{\"a\":" + st_entry("F32", "[2,2]", "[0,12]") + "}", data), "m.st"), "m.st",
-                           "shape (2, 2) needs 16 bytes but data_offsets span 12"));
-  EXPECT_TRUE(throws_error(parse_st(st_file("{\"a\":" + st_entry("I64", "[]", "[0,4]") + "}", data.substr(0, 4)), "m.st"),
-                           "m.st", "needs 8 bytes but data_offsets span 4"));
+  EXPECT_TRUE(throws_error(parse_st(st_file("{\"a\":" + st_entry("F32", "[2,2]", "[0,12]") + "}", data), "m.st"),
+                           "m.st", "shape (2, 2) needs 16 bytes but data_offsets span 12"));
+  EXPECT_TRUE(
+      throws_error(parse_st(st_file("{\"a\":" + st_entry("I64", "[]", "[0,4]") + "}", data.substr(0, 4)), "m.st"),
+                   "m.st", "needs 8 bytes but data_offsets span 4"));
 }
 
 TEST(Safetensors, OverlappingTensors) {
-  const std::string header = "{\"a\":" + st_entry("F32", "[2]", "[0,8]") + ",\"b\":" + st_entry("F32", "[2]", "[4,12]") + "}";
+  const std::string header =
+      "{\"a\":" + st_entry("F32", "[2]", "[0,8]") + ",\"b\":" + st_entry("F32", "[2]", "[4,12]") + "}";
   EXPECT_TRUE(throws_error(parse_st(st_file(header, std::string(12, '\0')), "m.st"), "m.st", "overlaps"));
-  const std::string same = "{\"a\":" + st_entry("F32", "[2]", "[0,8]") + ",\"b\":" + st_entry("F32", "[2]", "[0,8]") + "}";
+  const std::string same =
+      "{\"a\":" + st_entry("F32", "[2]", "[0,8]") + ",\"b\":" + st_entry("F32", "[2]", "[0,8]") + "}";
   EXPECT_TRUE(throws_error(parse_st(st_file(same, std::string(8, '\0')), "m.st"), "m.st", "overlaps"));
 }
 
 TEST(Safetensors, GapBetweenTensors) {
-  const std::string header = "{\"a\":" + st_entry("F32", "[1]", "[0,4]") + ",\"b\":" + st_entry("F32", "[1]", "[8,12]") + "}";
-  EXPECT_TRUE(throws_error(parse_st(st_file(header, std::string(12, '\0')), "m.st"), "m.st", "bytes 4..8 belong to no tensor"));
+  const std::string header =
+      "{\"a\":" + st_entry("F32", "[1]", "[0,4]") + ",\"b\":" + st_entry("F32", "[1]", "[8,12]") + "}";
+  EXPECT_TRUE(
+      throws_error(parse_st(st_file(header, std::string(12, '\0')), "m.st"), "m.st", "bytes 4..8 belong to no tensor"));
   const std::string first = "{\"a\":" + st_entry("F32", "[1]", "[4,8]") + "}";
-  EXPECT_TRUE(throws_error(parse_st(st_file(first, std::string(8, '\0')), "m.st"), "m.st", "bytes 0..4 belong to no tensor"));
+  EXPECT_TRUE(
+      throws_error(parse_st(st_file(first, std::string(8, '\0')), "m.st"), "m.st", "bytes 0..4 belong to no tensor"));
 }
 
 TEST(Safetensors, TrailingBytes) {
@@ -175,7 +183,8 @@ TEST(Safetensors, TrailingBytes) {
 }
 
 TEST(Safetensors, DuplicateName) {
-  const std::string header = "{\"a\":" + st_entry("F32", "[1]", "[0,4]") + ",\"a\":" + st_entry("F32", "[1]", "[4,8]") + "}";
+  const std::string header =
+      "{\"a\":" + st_entry("F32", "[1]", "[0,4]") + ",\"a\":" + st_entry("F32", "[1]", "[4,8]") + "}";
   EXPECT_TRUE(throws_error(parse_st(st_file(header, std::string(8, '\0')), "m.st"), "m.st", "names 'a' twice"));
   const std::string meta = R"({"__metadata__":{"k":"v"},"__metadata__":{"k":"w"}})";
   EXPECT_TRUE(throws_error(parse_st(st_file(meta, ""), "m.st"), "m.st", "names '__metadata__' twice"));

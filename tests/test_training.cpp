@@ -11,9 +11,7 @@
 namespace bnorm::test {
 namespace {
 
-bool have_dataset() {
-  return std::filesystem::exists(std::string(kDefaultDataDir) + "/train-images-idx3-ubyte.gz");
-}
+bool have_dataset() { return std::filesystem::exists(std::string(kDefaultDataDir) + "/train-images-idx3-ubyte.gz"); }
 
 struct RunResult {
   EvalResult test;

@@ -57,7 +57,8 @@ inline Dataset synthetic_images(std::int64_t n, std::uint64_t seed) {
     const auto label = static_cast<std::int32_t>(rng.below(10));
     d.labels.push_back(label);
     for (int f = 0; f < 16; ++f)
-      d.bytes.push_back(static_cast<std::uint8_t>(std::min<std::uint64_t>(255, rng.below(120) + (f == label ? 120 : 0))));
+      d.bytes.push_back(
+          static_cast<std::uint8_t>(std::min<std::uint64_t>(255, rng.below(120) + (f == label ? 120 : 0))));
   }
   return d;
 }
@@ -131,8 +132,6 @@ inline void expect_close(const std::string& what, const float* got, const std::v
 
 // --- files ------------------------------------------------------------------
 
-
-
 // A fresh directory per test, removed afterwards.
 class TempDir {
  public:
@@ -178,7 +177,7 @@ inline std::string read_file(const std::string& path) {
 // Passes when fn throws bnorm::Error whose message starts with "<path>: " and
 // contains fragment; otherwise says what happened instead.
 inline ::testing::AssertionResult throws_error(const std::function<void()>& fn, const std::string& path,
-                                        const std::string& fragment) {
+                                               const std::string& fragment) {
   try {
     fn();
   } catch (const Error& e) {
@@ -197,7 +196,8 @@ inline ::testing::AssertionResult throws_error(const std::function<void()>& fn, 
   return ::testing::AssertionFailure() << "did not throw; expected " << path << ": ..." << fragment;
 }
 
-#define EXPECT_FILE_ERROR(call, path, fragment) EXPECT_TRUE(::bnorm::test::throws_error([&] { (void)(call); }, (path), (fragment)))
+#define EXPECT_FILE_ERROR(call, path, fragment) \
+  EXPECT_TRUE(::bnorm::test::throws_error([&] { (void)(call); }, (path), (fragment)))
 
 // Either succeeds or throws bnorm::Error: never another exception type.
 inline ::testing::AssertionResult succeeds_or_throws_error(const std::function<void()>& fn) {

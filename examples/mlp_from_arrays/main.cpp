@@ -54,8 +54,8 @@ int run(const std::string& path) {
   const bnorm::Dataset train = make_blobs(512, rng), test = make_blobs(512, rng);
 
   // A new model is ready to train: weights drawn from a fixed seed, gamma 1, beta 0.
-  bnorm::Model model = bnorm::Model::from_architecture(
-      bnorm::parse_arch("fc:32,bn,relu,fc:2", {2}, bnorm::BnPlacement::before, {}));
+  bnorm::Model model =
+      bnorm::Model::from_architecture(bnorm::parse_arch("fc:32,bn,relu,fc:2", {2}, bnorm::BnPlacement::before, {}));
   // Inputs standardized with the training set's statistics (stored with the model).
   const bnorm::Preprocessing prep(bnorm::InputNormalization::fit(train, "feature"));
   const auto optimizer = bnorm::make_optimizer("sgd", 0.1f, 0.9f, 0.0f);

@@ -4,9 +4,14 @@
 // parts (bnorm/dist/, bnorm/train/data_parallel.hpp) are left out: they are
 // the layers' internals and the MPI build's, not the library's interface.
 #include "bnorm/error.hpp"
-#include "bnorm/rng.hpp"
-#include "bnorm/tensor.hpp"
-
+#include "bnorm/io/checkpoint.hpp"
+#include "bnorm/io/csv.hpp"
+#include "bnorm/io/dataset.hpp"
+#include "bnorm/io/idx.hpp"
+#include "bnorm/io/model_file.hpp"
+#include "bnorm/io/npy.hpp"
+#include "bnorm/io/safetensors.hpp"
+#include "bnorm/io/table_dataset.hpp"
 #include "bnorm/nn/activation.hpp"
 #include "bnorm/nn/arch.hpp"
 #include "bnorm/nn/batchnorm.hpp"
@@ -18,16 +23,8 @@
 #include "bnorm/nn/loss.hpp"
 #include "bnorm/nn/model.hpp"
 #include "bnorm/nn/pooling.hpp"
-
+#include "bnorm/rng.hpp"
+#include "bnorm/tensor.hpp"
 #include "bnorm/train/dataset.hpp"
 #include "bnorm/train/optimizer.hpp"
 #include "bnorm/train/trainer.hpp"
-
-#include "bnorm/io/checkpoint.hpp"
-#include "bnorm/io/csv.hpp"
-#include "bnorm/io/dataset.hpp"
-#include "bnorm/io/idx.hpp"
-#include "bnorm/io/model_file.hpp"
-#include "bnorm/io/npy.hpp"
-#include "bnorm/io/safetensors.hpp"
-#include "bnorm/io/table_dataset.hpp"

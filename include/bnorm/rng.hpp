@@ -13,9 +13,9 @@ class Rng {
   explicit Rng(std::uint64_t seed) : engine_(seed) {}
 
   std::uint64_t next_u64() { return engine_(); }
-  double uniform();                              // [0, 1)
-  double normal();                               // mean 0, variance 1 (Box-Muller)
-  std::uint64_t below(std::uint64_t bound);      // uniform in [0, bound), unbiased
+  double uniform();                          // [0, 1)
+  double normal();                           // mean 0, variance 1 (Box-Muller)
+  std::uint64_t below(std::uint64_t bound);  // uniform in [0, bound), unbiased
   // Skips n draws of next_u64 (or uniform: one draw each).
   void discard(std::uint64_t n) { engine_.discard(n); }
 

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <new>
 #include <initializer_list>
+#include <new>
 #include <span>
 #include <string>
 #include <vector>
@@ -52,7 +52,9 @@ struct AlignedAllocator {
   }
   void deallocate(T* p, std::size_t n) noexcept { deallocate_storage(p, n * sizeof(T), Alignment); }
   template <class U>
-  bool operator==(const AlignedAllocator<U, Alignment>&) const { return true; }
+  bool operator==(const AlignedAllocator<U, Alignment>&) const {
+    return true;
+  }
 };
 
 template <class T>

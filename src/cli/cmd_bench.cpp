@@ -74,11 +74,12 @@ nlohmann::json machine_facts() {
 
 void print_machine_facts(const nlohmann::json& facts) {
   const auto kib = [&](const char* key) { return static_cast<long long>(facts.at(key).get<std::int64_t>() >> 10); };
-  std::printf("caches (%s): L1d %lld KiB, L2 %lld KiB, L3 %lld KiB; batch norm: groups of %lld KiB, streamed from "
-              "%lld KiB, prefetch %lld KiB ahead; matrix products through %s; OpenBLAS core %s\n",
-              facts.at("caches_from").get<std::string>().c_str(), kib("l1d_bytes"), kib("l2_bytes"), kib("l3_bytes"),
-              kib("bn_group_bytes"), kib("bn_stream_from_bytes"), kib("bn_prefetch_bytes"),
-              facts.at("gemm").get<std::string>().c_str(), facts.at("openblas_core").get<std::string>().c_str());
+  std::printf(
+      "caches (%s): L1d %lld KiB, L2 %lld KiB, L3 %lld KiB; batch norm: groups of %lld KiB, streamed from "
+      "%lld KiB, prefetch %lld KiB ahead; matrix products through %s; OpenBLAS core %s\n",
+      facts.at("caches_from").get<std::string>().c_str(), kib("l1d_bytes"), kib("l2_bytes"), kib("l3_bytes"),
+      kib("bn_group_bytes"), kib("bn_stream_from_bytes"), kib("bn_prefetch_bytes"),
+      facts.at("gemm").get<std::string>().c_str(), facts.at("openblas_core").get<std::string>().c_str());
 }
 
 void run_bench(const BenchOptions& o) {
@@ -109,8 +110,8 @@ void run_bench(const BenchOptions& o) {
   // move, x read and y written, then x and dy read and dx written (the fused
   // ReLU's byte mask, written and read once more, is not counted).
   const double gbps = 5.0 * 4.0 * static_cast<double>(x.size()) / (fwdbwd * 1e-3) / 1e9;
-  nlohmann::json result{{"shape", o.shape}, {"fwd_train_ms", fwd}, {"fwdbwd_train_ms", fwdbwd},
-                        {"infer_ms", infer}, {"gbps", gbps}, {"relu", o.relu}, {"machine", machine_facts()}};
+  nlohmann::json result{{"shape", o.shape}, {"fwd_train_ms", fwd}, {"fwdbwd_train_ms", fwdbwd}, {"infer_ms", infer},
+                        {"gbps", gbps},     {"relu", o.relu},      {"machine", machine_facts()}};
   double sep_fwd = 0, sep_fwdbwd = 0, sep_infer = 0;
   if (o.relu) {
     bn.set_fused_relu(false);
@@ -139,14 +140,15 @@ void run_bench(const BenchOptions& o) {
     return;
   }
   print_machine_facts(result["machine"]);
-  std::printf("batchnorm%s %s: train forward %.3f ms, train forward+backward %.3f ms, inference %.3f ms, %.1f GB/s "
-              "(median of %lld)\n",
-              o.relu ? "+relu fused" : "", o.shape.c_str(), fwd, fwdbwd, infer, gbps,
-              static_cast<long long>(o.iterations));
+  std::printf(
+      "batchnorm%s %s: train forward %.3f ms, train forward+backward %.3f ms, inference %.3f ms, %.1f GB/s "
+      "(median of %lld)\n",
+      o.relu ? "+relu fused" : "", o.shape.c_str(), fwd, fwdbwd, infer, gbps, static_cast<long long>(o.iterations));
   if (o.relu)
-    std::printf("batchnorm, relu as two layers: train forward %.3f ms, train forward+backward %.3f ms, "
-                "inference %.3f ms\n",
-                sep_fwd, sep_fwdbwd, sep_infer);
+    std::printf(
+        "batchnorm, relu as two layers: train forward %.3f ms, train forward+backward %.3f ms, "
+        "inference %.3f ms\n",
+        sep_fwd, sep_fwdbwd, sep_infer);
 }
 
 // STREAM-style memory bandwidth: copy (a = b) and triad (a = b + s*c) over
@@ -180,8 +182,7 @@ void run_stream(const StreamOptions& o) {
   const double copy_gbps = 2.0 * bytes / (copy_ms * 1e-3) / 1e9;
   const double triad_gbps = 3.0 * bytes / (triad_ms * 1e-3) / 1e9;
   if (o.json)
-    std::printf("%s\n", nlohmann::json{{"megabytes", o.megabytes}, {"copy_gbps", copy_gbps},
-                                       {"triad_gbps", triad_gbps}}
+    std::printf("%s\n", nlohmann::json{{"megabytes", o.megabytes}, {"copy_gbps", copy_gbps}, {"triad_gbps", triad_gbps}}
                             .dump()
                             .c_str());
   else
@@ -195,8 +196,9 @@ Runner add_bench_command(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* bench = app.add_subcommand("bench", "Micro-benchmarks");
   bench->require_subcommand(1);
-  CLI::App* cmd = bench->add_subcommand("bn", "Median times of the batch-norm layer: training forward, training "
-                                              "forward+backward, inference forward; and effective GB/s");
+  CLI::App* cmd = bench->add_subcommand("bn",
+                                        "Median times of the batch-norm layer: training forward, training "
+                                        "forward+backward, inference forward; and effective GB/s");
   cmd->add_option("--shape", o->shape, "NxC or NxCxHxW")->capture_default_str();
   cmd->add_option("--iterations", o->iterations, "Timed repetitions (median reported)")->capture_default_str();
   cmd->add_option("--threads", o->threads, "Threads (0 = one per core)")->capture_default_str();

@@ -88,11 +88,12 @@ void run_experiments(const ExperimentOptions& o) {
 
 Runner add_experiment_command(CLI::App& app) {
   auto o = std::make_shared<ExperimentOptions>();
-  CLI::App* cmd =
-      app.add_subcommand("experiment",
-                         "Test claims made for batch norm (Ioffe & Szegedy 2015) on Fashion-MNIST: writes CSV data, PNG plots (gnuplot) and a "
-                         "report.md per experiment to OUT/NAME/");
-  cmd->add_option("name", o->name, "speed, covariate-shift, regularization, test-time, input-normalization, small-batch, or all")
+  CLI::App* cmd = app.add_subcommand("experiment",
+                                     "Test claims made for batch norm (Ioffe & Szegedy 2015) on Fashion-MNIST: writes "
+                                     "CSV data, PNG plots (gnuplot) and a "
+                                     "report.md per experiment to OUT/NAME/");
+  cmd->add_option("name", o->name,
+                  "speed, covariate-shift, regularization, test-time, input-normalization, small-batch, or all")
       ->required();
   cmd->add_flag("--quick", o->quick, "Small variants (each well under two minutes), for tests");
   cmd->add_option("--out", o->out, "Directory for the reports")->capture_default_str();

@@ -22,8 +22,9 @@ void run_export(const ExportOptions& o) {
               o.onnx_options.fold_bn ? ", batch norms folded" : "");
 #else
   (void)o;
-  throw Error("export: this bnorm was built without ONNX, so it cannot write .onnx files; install libonnx-dev "
-              "(Debian) and rebuild with scripts/setup.sh");
+  throw Error(
+      "export: this bnorm was built without ONNX, so it cannot write .onnx files; install libonnx-dev "
+      "(Debian) and rebuild with scripts/setup.sh");
 #endif
 }
 
@@ -31,8 +32,8 @@ void run_export(const ExportOptions& o) {
 
 Runner add_export_command(CLI::App& app) {
   auto o = std::make_shared<ExportOptions>();
-  CLI::App* cmd = app.add_subcommand(
-      "export", "Write a model as ONNX: raw inputs in, the same outputs as 'bnorm predict' out");
+  CLI::App* cmd =
+      app.add_subcommand("export", "Write a model as ONNX: raw inputs in, the same outputs as 'bnorm predict' out");
   cmd->add_option("--model", o->model, "Model file written by 'bnorm train' or 'bnorm fold'")->required();
   cmd->add_option("--onnx", o->onnx, "ONNX file to write")->required();
   cmd->add_flag("--fold-bn", o->onnx_options.fold_bn,

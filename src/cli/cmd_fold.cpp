@@ -28,7 +28,8 @@ void run_fold(const FoldOptions& o) {
 Runner add_fold_command(CLI::App& app) {
   auto o = std::make_shared<FoldOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "fold", "Fold each batch norm that follows a Linear or Conv2d into its weights: same eval outputs, faster inference");
+      "fold",
+      "Fold each batch norm that follows a Linear or Conv2d into its weights: same eval outputs, faster inference");
   cmd->add_option("--model", o->model, "Model file written by 'bnorm train'")->required();
   cmd->add_option("--out", o->out, "Folded model file to write")->required();
   return [o] { run_fold(*o); };

@@ -23,8 +23,9 @@ void run_import(const ImportOptions& o) {
               o.import_options.classify ? "outputs are class scores" : "raw outputs");
 #else
   (void)o;
-  throw Error("import: this bnorm was built without ONNX, so it cannot read .onnx files; install libonnx-dev "
-              "(Debian) and rebuild with scripts/setup.sh");
+  throw Error(
+      "import: this bnorm was built without ONNX, so it cannot read .onnx files; install libonnx-dev "
+      "(Debian) and rebuild with scripts/setup.sh");
 #endif
 }
 
@@ -33,7 +34,8 @@ void run_import(const ImportOptions& o) {
 Runner add_import_command(CLI::App& app) {
   auto o = std::make_shared<ImportOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "import", "Read an ONNX model of a sequential network (e.g. torch.onnx.export of an nn.Sequential) as a bnorm model");
+      "import",
+      "Read an ONNX model of a sequential network (e.g. torch.onnx.export of an nn.Sequential) as a bnorm model");
   cmd->add_option("--onnx", o->onnx, "ONNX file to read")->required();
   cmd->add_option("--out", o->out, "Model file to write (as 'bnorm train' writes)")->required();
   cmd->add_flag("--classify", o->import_options.classify,

@@ -51,7 +51,8 @@ std::vector<std::vector<float>> read_text_rows(const std::vector<std::uint8_t>& 
       if (!*p) break;
       char* next = nullptr;
       const float v = std::strtof(p, &next);
-      if (next == p) fail_file(path, "line " + std::to_string(line_no) + ": '" + std::string(p).substr(0, 20) + "' is not a number");
+      if (next == p)
+        fail_file(path, "line " + std::to_string(line_no) + ": '" + std::string(p).substr(0, 20) + "' is not a number");
       if (!std::isfinite(v)) fail_file(path, "line " + std::to_string(line_no) + ": non-finite value");
       row.push_back(v);
       // A line of millions of numbers is refused as soon as it is too long,
@@ -76,7 +77,7 @@ std::vector<std::vector<float>> read_examples(const std::string& path, const Loa
   const std::int64_t features = numel(loaded.model.input_shape());
   if (path.ends_with(".csv") || path.ends_with(".csv.gz") || path.ends_with(".npy")) {
     const Dataset d = path.ends_with(".npy") ? load_npy_features(path, features)
-                                              : load_csv_features(path, loaded.task.feature_names, features);
+                                             : load_csv_features(path, loaded.task.feature_names, features);
     if (d.count == 0) fail_file(path, "holds no examples");
     std::vector<std::vector<float>> rows(static_cast<std::size_t>(d.count));
     for (std::int64_t n = 0; n < d.count; ++n)
@@ -90,7 +91,8 @@ std::vector<std::vector<float>> read_examples(const std::string& path, const Loa
     std::int64_t per = 1;
     for (std::size_t i = 1; i < a.dims.size(); ++i) per *= a.dims[i];
     if (per != features)
-      fail_file(path, "examples have " + std::to_string(per) + " values but the model takes " + std::to_string(features));
+      fail_file(path,
+                "examples have " + std::to_string(per) + " values but the model takes " + std::to_string(features));
     std::vector<std::vector<float>> rows(static_cast<std::size_t>(a.dims[0]));
     for (std::int64_t n = 0; n < a.dims[0]; ++n) {
       auto& row = rows[static_cast<std::size_t>(n)];
@@ -150,8 +152,8 @@ void run_predict(const PredictOptions& o) {
     for (std::int64_t k = 1; k < out.size(); ++k)
       if (out[k] > out[label]) label = k;
     // The label as the training data wrote it: "setosa", or the integer.
-    const std::string name = task.class_names.empty() ? std::to_string(label)
-                                                      : task.class_names[static_cast<std::size_t>(label)];
+    const std::string name =
+        task.class_names.empty() ? std::to_string(label) : task.class_names[static_cast<std::size_t>(label)];
     if (o.json) {
       nlohmann::json line = {{"index", n}, {"logits", v}};
       if (task.class_names.empty() || task.integer_labels)
@@ -173,7 +175,9 @@ void run_predict(const PredictOptions& o) {
 
 Runner add_predict_command(CLI::App& app) {
   auto o = std::make_shared<PredictOptions>();
-  CLI::App* cmd = app.add_subcommand("predict", "Predict examples one at a time with a saved model (running statistics): labels from a classifier, values "
+  CLI::App* cmd = app.add_subcommand(
+      "predict",
+      "Predict examples one at a time with a saved model (running statistics): labels from a classifier, values "
       "from a regression or an imported model's raw outputs");
   cmd->add_option("--model", o->model, "Model file written by 'bnorm train'")->required();
   cmd->add_option("--input", o->input,

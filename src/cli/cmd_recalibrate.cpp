@@ -63,9 +63,10 @@ void run_recalibrate(const RecalibrateOptions& o, DataParallel* dist) {
   const RecalibrationReport r = recalibrate_batchnorm(loaded.model, train, loaded.input_normalization, ro);
   if (!root) return;
   if (dist) std::printf("%d processes, each a share of the examples\n", dist->size());
-  std::printf("recalibrated %zu batch-norm layer(s) of %s, %s, over %lld training examples (%lld batches of up to %lld)\n",
-              r.layers.size(), o.model.c_str(), recalibration_mode_name(ro.mode), static_cast<long long>(r.examples),
-              static_cast<long long>(r.batches), static_cast<long long>(ro.batch_size));
+  std::printf(
+      "recalibrated %zu batch-norm layer(s) of %s, %s, over %lld training examples (%lld batches of up to %lld)\n",
+      r.layers.size(), o.model.c_str(), recalibration_mode_name(ro.mode), static_cast<long long>(r.examples),
+      static_cast<long long>(r.batches), static_cast<long long>(ro.batch_size));
   // A large change means the running averages were far from the statistics
   // the final weights produce: evaluation with them was off too.
   for (const BatchNormDrift& d : r.layers)
@@ -84,9 +85,10 @@ void run_recalibrate(const RecalibrateOptions& o, DataParallel* dist) {
 
 Runner add_recalibrate_command(CLI::App& app) {
   auto o = std::make_shared<RecalibrateOptions>();
-  CLI::App* cmd = app.add_subcommand(
-      "recalibrate", "Replace a model's batch-norm running statistics with ones measured on the training data with "
-                     "its final weights (precise BN statistics); prints how far each layer's moved");
+  CLI::App* cmd =
+      app.add_subcommand("recalibrate",
+                         "Replace a model's batch-norm running statistics with ones measured on the training data with "
+                         "its final weights (precise BN statistics); prints how far each layer's moved");
   cmd->add_option("--model", o->model, "Model file written by 'bnorm train'")->required();
   add_training_data_flags(cmd, o->data);
   cmd->add_option("--batches", o->batches, "Use the first N batches of the training set, or all")
@@ -117,8 +119,9 @@ Runner add_recalibrate_command(CLI::App& app) {
       mpi.abort(e.what(), 1);
     }
 #else
-    throw Error("--distributed: this bnorm was built without MPI; install openmpi-bin and libopenmpi-dev (Debian) "
-                "and rebuild with scripts/setup.sh");
+    throw Error(
+        "--distributed: this bnorm was built without MPI; install openmpi-bin and libopenmpi-dev (Debian) "
+        "and rebuild with scripts/setup.sh");
 #endif
   };
 }

@@ -3,8 +3,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdarg>
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -17,8 +17,8 @@
 #include "bnorm/io/checkpoint.hpp"
 #include "bnorm/io/dataset.hpp"
 #include "bnorm/io/model_file.hpp"
-#include "bnorm/nn/arch.hpp"
 #include "bnorm/json_number.hpp"
+#include "bnorm/nn/arch.hpp"
 #include "bnorm/nn/layer_factory.hpp"
 #include "bnorm/train/data_parallel.hpp"
 #include "bnorm/train/trainer.hpp"
@@ -54,7 +54,7 @@ struct TrainOptions {
   std::string bn_center = "on";  // learned beta
   bool no_running_stats = false;
   std::string input_norm = "auto";
-  std::string init;              // model file to start from (fine-tuning)
+  std::string init;  // model file to start from (fine-tuning)
   std::string freeze_bn = "none";
   bool batch_renorm = false;
   float renorm_rmax = 3.0f;
@@ -136,17 +136,18 @@ TrainOptions options_from_checkpoint(const TrainOptions& cli, const nlohmann::js
   // Checkpoints from before fine-tuning have no init or freeze-bn, from
   // before the separate switches no bn-scale or bn-center (then "on"), and
   // from before the batch-norm variants none of theirs.
-  const std::set<std::string> optional_keys = {"train",         "test",        "train-targets", "test-targets",
-                                               "target",        "task",        "val-fraction",  "init",
-                                               "freeze-bn",     "bn-scale",    "bn-center",     "batch-renorm",
-                                               "renorm-rmax",   "renorm-dmax", "renorm-warmup", "virtual-batch-size"};
+  const std::set<std::string> optional_keys = {"train",       "test",        "train-targets", "test-targets",
+                                               "target",      "task",        "val-fraction",  "init",
+                                               "freeze-bn",   "bn-scale",    "bn-center",     "batch-renorm",
+                                               "renorm-rmax", "renorm-dmax", "renorm-warmup", "virtual-batch-size"};
   for (const auto& [key, value] : given.items()) {
     if (!config.contains(key)) {
       if (optional_keys.count(key) && !cli.explicit_flags.count(key)) continue;
       fail_file(path, "checkpoint configuration lacks \"" + key + "\"");
     }
     if (key != "epochs" && cli.explicit_flags.count(key) && config.at(key) != value)
-      throw Error("--" + key + " " + value.dump() + " conflicts with the checkpoint " + path + " (" + config.at(key).dump() +
+      throw Error("--" + key + " " + value.dump() + " conflicts with the checkpoint " + path + " (" +
+                  config.at(key).dump() +
                   "); a resumed run takes its configuration from the checkpoint: drop the flag");
   }
   TrainOptions o = cli;
@@ -217,7 +218,8 @@ void check_training_memory(const std::vector<std::int64_t>& widths, std::int64_t
   }
   // Parameters, gradients and up to two optimizer buffers; per example a few
   // tensors per unit (outputs, gradients, batch-norm caches).
-  const double bytes = params * 4 * 4 + static_cast<double>(batch) * (units * 4 * 6 + static_cast<double>(widths[0]) * 4);
+  const double bytes =
+      params * 4 * 4 + static_cast<double>(batch) * (units * 4 * 6 + static_cast<double>(widths[0]) * 4);
   if (bytes > kLimitBytes)
     throw Error("--layers " + layers + " with batch " + std::to_string(batch) + " needs about " +
                 std::to_string(static_cast<long long>(bytes / (1u << 30))) + " GiB to train (" +
@@ -311,8 +313,7 @@ std::string class_summary(const Dataset& d) {
 // The defaults that depend on the data: the MLP's input and output widths,
 // the input normalization and the number of epochs.
 void resolve_data_defaults(TrainOptions& o, const Dataset& train) {
-  if (o.layers.empty())
-    o.layers = std::to_string(train.features) + ",256,256," + std::to_string(train.outputs());
+  if (o.layers.empty()) o.layers = std::to_string(train.features) + ",256,256," + std::to_string(train.outputs());
   if (o.input_norm == "auto") o.input_norm = o.data.tables() ? "feature" : "pixel";
   if (o.epochs < 0) {
     // Small tables give few batches per epoch; about 1000 steps trains them
@@ -406,7 +407,8 @@ void check_option_values(const TrainOptions& o) {
   if (o.batch_renorm && o.no_running_stats)
     throw Error("--batch-renorm corrects towards the running statistics; it cannot go with --no-running-stats");
   for (const char* flag : {"renorm-rmax", "renorm-dmax", "renorm-warmup"})
-    if (o.explicit_flags.count(flag) && !o.batch_renorm) throw Error(std::string("--") + flag + " needs --batch-renorm");
+    if (o.explicit_flags.count(flag) && !o.batch_renorm)
+      throw Error(std::string("--") + flag + " needs --batch-renorm");
   // The layer checks the values too, but a flag's name says more.
   if (o.batch_renorm && !(o.renorm_rmax >= 1.0f && o.renorm_dmax >= 0.0f && o.renorm_warmup >= 0))
     throw Error("--renorm-rmax must be >= 1, --renorm-dmax >= 0 and --renorm-warmup >= 0");
@@ -417,7 +419,8 @@ void check_option_values(const TrainOptions& o) {
     throw Error("--freeze-bn normalizes with the running statistics; it cannot go with --no-running-stats");
   // Weight decay moves a parameter even when its gradient is zero.
   if (freeze == BnFreeze::all && o.weight_decay > 0.0f)
-    throw Error("--freeze-bn all fixes gamma and beta, but --weight-decay would still shrink them; drop one of the two");
+    throw Error(
+        "--freeze-bn all fixes gamma and beta, but --weight-decay would still shrink them; drop one of the two");
 }
 
 BatchNormOptions batchnorm_options(const TrainOptions& o) {
@@ -448,14 +451,15 @@ struct StartingPoint {
 Model build_network(const TrainOptions& o, const StartingPoint& start, const Dataset& train) {
   const BatchNormOptions bn_options = batchnorm_options(o);
   if (start.init_arch && (o.batch_renorm || o.virtual_batch_size > 0))
-    throw Error("--batch-renorm and --virtual-batch-size build new batch-norm layers: with --init give --arch or --layers "
-                "(matching tensors are still loaded)");
+    throw Error(
+        "--batch-renorm and --virtual-batch-size build new batch-norm layers: with --init give --arch or --layers "
+        "(matching tensors are still loaded)");
   const BnPlacement placement = parse_bn_placement(o.bn);
   const std::string& arch = o.arch;
   Model built = start.init_arch
-                    ? (start.checkpoint ? Model::from_architecture(start.checkpoint->model.model.architecture())
-                                        : Model::from_architecture(frozen_as(start.init->model.architecture(),
-                                                                             bn_options.freeze)))
+                    ? (start.checkpoint
+                           ? Model::from_architecture(start.checkpoint->model.model.architecture())
+                           : Model::from_architecture(frozen_as(start.init->model.architecture(), bn_options.freeze)))
                 : arch.empty() ? mlp_from_widths(o, train, placement, bn_options)
                                : Model::from_architecture(parse_arch(arch, train.example_shape, placement, bn_options));
   if (built.output_shape() != Shape{train.outputs()})
@@ -500,10 +504,17 @@ std::unique_ptr<Optimizer> optimizer_for_run(const TrainOptions& o, const std::o
 
 // How the model was trained, stored in the model file (informational).
 nlohmann::json training_metadata(const TrainOptions& o, const TrainingData& data, const Cluster& cluster) {
-  nlohmann::json training = {{"epochs", o.epochs},   {"arch", o.arch},   {"batch_size", o.batch_size}, {"lr", o.lr},
-                             {"optimizer", o.optimizer}, {"momentum", o.momentum},
-                             {"weight_decay", o.weight_decay}, {"seed", o.seed},
-                             {"train_size", data.train.count},  {"bn", o.bn}, {"data", data_description(o.data)},
+  nlohmann::json training = {{"epochs", o.epochs},
+                             {"arch", o.arch},
+                             {"batch_size", o.batch_size},
+                             {"lr", o.lr},
+                             {"optimizer", o.optimizer},
+                             {"momentum", o.momentum},
+                             {"weight_decay", o.weight_decay},
+                             {"seed", o.seed},
+                             {"train_size", data.train.count},
+                             {"bn", o.bn},
+                             {"data", data_description(o.data)},
                              {"task", task_name(data.train.task)}};
   if (!o.init.empty()) training["init"] = o.init;
   if (parse_bn_freeze(o.freeze_bn) != BnFreeze::none) training["freeze_bn"] = o.freeze_bn;
@@ -524,7 +535,8 @@ void check_ranks_agree(const nlohmann::json& config, const TrainOptions& o, cons
       cluster.dist->allgather(fingerprint({reinterpret_cast<const unsigned char*>(text.data()), text.size()}));
   for (std::size_t r = 1; r < all.size(); ++r)
     if (all[r] != all[0])
-      throw Error("rank " + std::to_string(r) + " was started with different training options than rank 0; "
+      throw Error("rank " + std::to_string(r) +
+                  " was started with different training options than rank 0; "
                   "every rank must run the same command");
 }
 
@@ -536,8 +548,7 @@ void print_run_summary(const TrainOptions& cli, const TrainOptions& o, const std
   const Dataset& test = data.test;
   std::FILE* const say = cluster.root() ? (o.json ? stderr : stdout) : nullptr;
   if (checkpoint && say)
-    std::fprintf(say,
-                 "resuming %s at epoch %lld, batch %lld (global step %lld), with the configuration stored in it\n",
+    std::fprintf(say, "resuming %s at epoch %lld, batch %lld (global step %lld), with the configuration stored in it\n",
                  cli.resume.c_str(), static_cast<long long>(checkpoint->position.epoch),
                  static_cast<long long>(checkpoint->position.batch),
                  static_cast<long long>(checkpoint->position.global_step));
@@ -545,25 +556,27 @@ void print_run_summary(const TrainOptions& cli, const TrainOptions& o, const std
     // The task and the rule that chose it, on stderr under --json so stdout stays JSON.
     if (o.data.tables())
       std::fprintf(say, "data %s: %lld examples of %s, task %s (%s)%s\n", data_description(o.data).c_str(),
-                  static_cast<long long>(train.count + test.count), shape_str(train.example_shape).c_str(),
-                  task_name(train.task), data.task_rule.c_str(), class_summary(train).c_str());
+                   static_cast<long long>(train.count + test.count), shape_str(train.example_shape).c_str(),
+                   task_name(train.task), data.task_rule.c_str(), class_summary(train).c_str());
     if (!data.validation.is_null())
       std::fprintf(say, "held out %lld of %lld examples (--val-fraction %g, seed %llu) as the test set\n",
-                  static_cast<long long>(test.count), static_cast<long long>(train.count + test.count),
-                  data.validation.at("fraction").get<double>(), static_cast<unsigned long long>(o.seed));
+                   static_cast<long long>(test.count), static_cast<long long>(train.count + test.count),
+                   data.validation.at("fraction").get<double>(), static_cast<unsigned long long>(o.seed));
   }
   if (!o.json && cluster.root()) {
     std::printf("training %s on %lld examples (test %lld), bn %s, %s lr %g, batch %lld, %lld epochs\n",
-                o.arch.empty() ? o.layers.c_str() : expand_named_arch(o.arch).c_str(), static_cast<long long>(train.count), static_cast<long long>(test.count),
-                o.bn.c_str(), o.optimizer.c_str(), static_cast<double>(o.lr), static_cast<long long>(o.batch_size),
+                o.arch.empty() ? o.layers.c_str() : expand_named_arch(o.arch).c_str(),
+                static_cast<long long>(train.count), static_cast<long long>(test.count), o.bn.c_str(),
+                o.optimizer.c_str(), static_cast<double>(o.lr), static_cast<long long>(o.batch_size),
                 static_cast<long long>(o.epochs));
   }
   if (!o.json && cluster.dist && cluster.root())
-    std::printf("distributed: %d processes (%d on this machine), %lld examples per batch split into shares of %lld-%lld, "
-                "bn-sync %s, %d threads per process\n",
-                cluster.size, cluster.local_size, static_cast<long long>(o.batch_size),
-                static_cast<long long>(o.batch_size / cluster.size),
-                static_cast<long long>((o.batch_size + cluster.size - 1) / cluster.size), o.bn_sync.c_str(), threads);
+    std::printf(
+        "distributed: %d processes (%d on this machine), %lld examples per batch split into shares of %lld-%lld, "
+        "bn-sync %s, %d threads per process\n",
+        cluster.size, cluster.local_size, static_cast<long long>(o.batch_size),
+        static_cast<long long>(o.batch_size / cluster.size),
+        static_cast<long long>((o.batch_size + cluster.size - 1) / cluster.size), o.bn_sync.c_str(), threads);
   std::fflush(stdout);
 }
 
@@ -622,12 +635,9 @@ class EpochOutput {
 
  private:
   void print_json(const EpochReport& r) const {
-    nlohmann::json line = {{"epoch", r.epoch},
-                           {"train_loss", r.train_loss},
-                           {"test_loss", r.test_loss},
-                           {"samples_per_s", r.samples_per_s},
-                           {"seconds", r.seconds},
-                           {"skipped_batches", r.skipped_batches}};
+    nlohmann::json line = {{"epoch", r.epoch},         {"train_loss", r.train_loss},
+                           {"test_loss", r.test_loss}, {"samples_per_s", r.samples_per_s},
+                           {"seconds", r.seconds},     {"skipped_batches", r.skipped_batches}};
     if (r.task == Task::classify) {
       line["train_accuracy"] = r.train_accuracy;
       line["test_accuracy"] = r.test_accuracy;
@@ -642,8 +652,8 @@ class EpochOutput {
   void print_text(const EpochReport& r) const {
     const std::string metrics =
         r.task == Task::classify
-            ? format("train_loss %.4f  train_acc %.4f  test_loss %.4f  test_acc %.4f", r.train_loss,
-                     r.train_accuracy, r.test_loss, r.test_accuracy)
+            ? format("train_loss %.4f  train_acc %.4f  test_loss %.4f  test_acc %.4f", r.train_loss, r.train_accuracy,
+                     r.test_loss, r.test_accuracy)
             : format("train_loss %.4f  test_loss %.4f  test_rmse %.4g  test_mae %.4g  test_r2 %.4f", r.train_loss,
                      r.test_loss, r.test_rmse, r.test_mae, r.test_r2);
     std::printf("epoch %lld/%lld  %s  %.0f samples/s  %.1fs%s\n", static_cast<long long>(r.epoch),
@@ -730,10 +740,13 @@ void run_train(const TrainOptions& cli, const Cluster& cluster) {
   });
   EpochOutput on_epoch(o, cluster, bar, model, norm, training, data.task);
   try {
-    trainer.fit(train, test, [&](const Progress& p) {
-      // Under mpirun a rank's stdout looks like a terminal but lands in a log: no bar there.
-      if (!cluster.dist) bar.update(p);
-    }, std::ref(on_epoch));
+    trainer.fit(
+        train, test,
+        [&](const Progress& p) {
+          // Under mpirun a rank's stdout looks like a terminal but lands in a log: no bar there.
+          if (!cluster.dist) bar.update(p);
+        },
+        std::ref(on_epoch));
   } catch (const NumericFault& e) {
     bar.clear();
     throw NumericFault(std::string(e.what()) + fault_advice(e) + "; " + on_epoch.files_kept(checkpoint_path),
@@ -759,8 +772,9 @@ void run_train_distributed(const TrainOptions& o) {
   }
 #else
   (void)o;
-  throw Error("--distributed: this bnorm was built without MPI, so distributed training is off; install "
-              "openmpi-bin and libopenmpi-dev (Debian) and rebuild with scripts/setup.sh");
+  throw Error(
+      "--distributed: this bnorm was built without MPI, so distributed training is off; install "
+      "openmpi-bin and libopenmpi-dev (Debian) and rebuild with scripts/setup.sh");
 #endif
 }
 
@@ -768,16 +782,19 @@ void run_train_distributed(const TrainOptions& o) {
 
 Runner add_train_command(CLI::App& app) {
   auto o = std::make_shared<TrainOptions>();
-  CLI::App* cmd = app.add_subcommand("train", "Train a network with batch norm (Fashion-MNIST by default, or your CSV or "
-                                              "NumPy data); evaluates on the test set with running statistics after "
-                                              "every epoch");
+  CLI::App* cmd = app.add_subcommand("train",
+                                     "Train a network with batch norm (Fashion-MNIST by default, or your CSV or "
+                                     "NumPy data); evaluates on the test set with running statistics after "
+                                     "every epoch");
   add_training_data_flags(cmd, o->data);
-  auto* layers = cmd->add_option("--layers", o->layers,
-                                 "MLP layer widths, input to output (default: <features>,256,256,<classes or targets>)");
-  auto* arch = cmd->add_option("--arch", o->arch,
-                  "Network in one line instead of --layers: 'cnn' (the default CNN), 'mlp', or tokens like "
-                  "conv3x3:32,bn,relu,maxpool2,conv3x3:64,bn,relu,maxpool2,flatten,fc:10 (see docs/cli.md)");
-  auto* arch_file = cmd->add_option("--arch-file", o->arch_file, "Read the --arch tokens from a file (# comments allowed)");
+  auto* layers = cmd->add_option(
+      "--layers", o->layers, "MLP layer widths, input to output (default: <features>,256,256,<classes or targets>)");
+  auto* arch =
+      cmd->add_option("--arch", o->arch,
+                      "Network in one line instead of --layers: 'cnn' (the default CNN), 'mlp', or tokens like "
+                      "conv3x3:32,bn,relu,maxpool2,conv3x3:64,bn,relu,maxpool2,flatten,fc:10 (see docs/cli.md)");
+  auto* arch_file =
+      cmd->add_option("--arch-file", o->arch_file, "Read the --arch tokens from a file (# comments allowed)");
   arch->excludes(layers);
   arch->excludes(arch_file);
   arch_file->excludes(layers);
@@ -810,7 +827,8 @@ Runner add_train_command(CLI::App& app) {
   cmd->add_option("--eps", o->eps,
                   "Added to the variance inside the square root (batch norm, and the gn and ln layers of --arch)")
       ->capture_default_str();
-  cmd->add_flag("--no-affine", o->no_affine, "No learned gamma/beta (fixed at 1 and 0): --bn-scale off --bn-center off");
+  cmd->add_flag("--no-affine", o->no_affine,
+                "No learned gamma/beta (fixed at 1 and 0): --bn-scale off --bn-center off");
   cmd->add_option("--bn-scale", o->bn_scale, "Batch norm learns gamma (Keras' scale); off fixes it at 1")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
@@ -852,11 +870,16 @@ Runner add_train_command(CLI::App& app) {
                   "own statistics while training (the last slice takes the remainder); 0 = the whole mini-batch. "
                   "Stored in the model")
       ->capture_default_str();
-  cmd->add_option("--seed", o->seed, "Seed for initialization and shuffling (same seed, machine and threads: same bits)")
+  cmd->add_option("--seed", o->seed,
+                  "Seed for initialization and shuffling (same seed, machine and threads: same bits)")
       ->capture_default_str();
-  cmd->add_option("--threads", o->threads, "Threads for the loops and matrix products (0 = one per core; with --distributed: per rank, 0 = the rank's "
-                  "bound cores, at most this machine's cores divided among its ranks)")->capture_default_str();
-  cmd->add_option("--train-size", o->train_size, "Use only the first N training examples (0 = all; after any hold-out)")->capture_default_str();
+  cmd->add_option(
+         "--threads", o->threads,
+         "Threads for the loops and matrix products (0 = one per core; with --distributed: per rank, 0 = the rank's "
+         "bound cores, at most this machine's cores divided among its ranks)")
+      ->capture_default_str();
+  cmd->add_option("--train-size", o->train_size, "Use only the first N training examples (0 = all; after any hold-out)")
+      ->capture_default_str();
   cmd->add_option("--test-size", o->test_size, "Use only the first N test examples (0 = all)")->capture_default_str();
   cmd->add_option("--out", o->out, "Model file to write (safetensors, loadable by PyTorch); saved after every epoch")
       ->capture_default_str();
@@ -885,8 +908,7 @@ Runner add_train_command(CLI::App& app) {
     for (const CLI::Option* opt : cmd->get_options())
       if (opt->count() > 0)
         for (const std::string& name : opt->get_lnames()) o->explicit_flags.insert(name);
-    if (o->explicit_flags.count("bn-sync") && !o->distributed)
-      throw Error("--bn-sync applies only with --distributed");
+    if (o->explicit_flags.count("bn-sync") && !o->distributed) throw Error("--bn-sync applies only with --distributed");
     if (o->distributed)
       run_train_distributed(*o);
     else

@@ -2,7 +2,6 @@
 // The bnorm tool's subcommands. Each registers its flags on the CLI11 app and
 // runs after parsing; errors are thrown as bnorm::Error and reported by main.
 #include <CLI/CLI.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <string>

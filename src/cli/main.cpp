@@ -40,9 +40,10 @@ std::vector<std::int64_t> parse_size_list(const std::string& flag, const std::st
 }  // namespace bnorm::cli
 
 int main(int argc, char** argv) {
-  CLI::App app{"bnorm: batch-normalized neural networks, trained and used on the CPU.\n"
-               "Run 'bnorm train' with no flags to train the default network (an MLP with batch norm) on\n"
-               "Fashion-MNIST, or give it --arch for a CNN and --train for your own CSV or NumPy data."};
+  CLI::App app{
+      "bnorm: batch-normalized neural networks, trained and used on the CPU.\n"
+      "Run 'bnorm train' with no flags to train the default network (an MLP with batch norm) on\n"
+      "Fashion-MNIST, or give it --arch for a CNN and --train for your own CSV or NumPy data."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "bnorm 0.1.0");
   const auto train = bnorm::cli::add_train_command(app);

@@ -1,7 +1,6 @@
 #include "bnorm/tensor.hpp"
 
 #include <algorithm>
-
 #include <limits>
 
 #include "bnorm/error.hpp"

@@ -5,8 +5,6 @@
 //                          allgather, then a sum in rank order, so every
 //                          process gets the same bits whatever algorithm MPI
 //                          picks (these are small: a few KB)
-#include "bnorm/dist/mpi.hpp"
-
 #include <mpi.h>
 
 #include <algorithm>
@@ -15,6 +13,7 @@
 #include <limits>
 #include <vector>
 
+#include "bnorm/dist/mpi.hpp"
 #include "bnorm/error.hpp"
 
 namespace bnorm::dist {

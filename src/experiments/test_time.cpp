@@ -153,10 +153,8 @@ Report run_test_time(const Context& ctx, const std::string& dir) {
                            ? "the running averages are as good as the exact statistics"
                            : "the running averages were " + fixed(std::abs(gap)) + (gap > 0 ? " worse" : " better")) +
                       ".");
-    report.conclusion(
-        "Each example normalized with its own statistics gave " + fixed(def->own) + " test accuracy (" +
-        (def->own < 0.2 ? "chance level: every input gets the same output" : "above chance") +
-        ").");
+    report.conclusion("Each example normalized with its own statistics gave " + fixed(def->own) + " test accuracy (" +
+                      (def->own < 0.2 ? "chance level: every input gets the same output" : "above chance") + ").");
     report.conclusion(
         "Test batches of 100 normalized with their own statistics gave " + fixed(def->batch100) + " (" +
         (std::abs(def->batch100 - def->running) <= 0.01

@@ -82,9 +82,9 @@ Checkpoint parse_checkpoint(const SafetensorsFile& file, const std::string& path
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, Model& model, const Preprocessing& prep,
-                     const nlohmann::json& training, const nlohmann::json& config, const Optimizer& optimizer,
-                     const TrainPosition& position, const ModelTask& task) {
+void save_checkpoint(const std::string& path, Model& model, const Preprocessing& prep, const nlohmann::json& training,
+                     const nlohmann::json& config, const Optimizer& optimizer, const TrainPosition& position,
+                     const ModelTask& task) {
   SafetensorsFile file = model_to_safetensors(model, prep, training, task);
   file.metadata["format"] = kCheckpointFormat;
   file.metadata["version"] = kCheckpointFormatVersion;
@@ -96,10 +96,11 @@ void save_checkpoint(const std::string& path, Model& model, const Preprocessing&
     file.tensors.emplace_back(kOptimizerPrefix + name,
                               make_f32_tensor(Shape{static_cast<std::int64_t>(values.size())}, values.data()));
   }
-  file.metadata["optimizer"] = nlohmann::json{{"name", optimizer.name()}, {"steps", state.steps}, {"buffers", names}}.dump();
+  file.metadata["optimizer"] =
+      nlohmann::json{{"name", optimizer.name()}, {"steps", state.steps}, {"buffers", names}}.dump();
   file.metadata["position"] = position_to_json(position).dump();
-  file.tensors.emplace_back(kOrderTensor, make_i64_tensor(Shape{static_cast<std::int64_t>(position.order.size())},
-                                                          position.order.data()));
+  file.tensors.emplace_back(
+      kOrderTensor, make_i64_tensor(Shape{static_cast<std::int64_t>(position.order.size())}, position.order.data()));
   write_safetensors(path, file);
 }
 

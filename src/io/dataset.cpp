@@ -29,8 +29,8 @@ Dataset load_image_dataset(const std::string& images_path, const std::string& la
                                std::to_string(images.dims.size()) + " dimensions");
   IdxArray labels = read_idx(labels_path);
   if (labels.type_code != 0x08 || labels.dims.size() != 1)
-    fail_file(labels_path, "expected unsigned-byte labels (count), got " + std::to_string(labels.dims.size()) +
-                               " dimensions");
+    fail_file(labels_path,
+              "expected unsigned-byte labels (count), got " + std::to_string(labels.dims.size()) + " dimensions");
   if (images.dims[0] != labels.dims[0])
     fail_file(labels_path, "holds " + std::to_string(labels.dims[0]) + " labels but " + images_path + " holds " +
                                std::to_string(images.dims[0]) + " images");

@@ -40,8 +40,9 @@ std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& packed, const 
     z.avail_out = sizeof chunk;
     rc = inflate(&z, Z_NO_FLUSH);
     if (rc != Z_OK && rc != Z_STREAM_END) {
-      const std::string why = rc == Z_BUF_ERROR ? "gzip stream is truncated"
-                                                : "corrupt gzip data (" + std::string(z.msg ? z.msg : "zlib error") + ")";
+      const std::string why = rc == Z_BUF_ERROR
+                                  ? "gzip stream is truncated"
+                                  : "corrupt gzip data (" + std::string(z.msg ? z.msg : "zlib error") + ")";
       inflateEnd(&z);
       fail_file(path, why);
     }
@@ -76,8 +77,7 @@ std::vector<std::uint8_t> maybe_gunzip(std::vector<std::uint8_t> bytes, const st
 
 IdxArray parse_idx(const std::vector<std::uint8_t>& file, const std::string& path) {
   if (file.size() < 4) fail_file(path, "too short for an IDX header (" + std::to_string(file.size()) + " bytes)");
-  if (file[0] != 0 || file[1] != 0)
-    fail_file(path, "not an IDX file: the magic number must start with two zero bytes");
+  if (file[0] != 0 || file[1] != 0) fail_file(path, "not an IDX file: the magic number must start with two zero bytes");
   IdxArray a;
   a.type_code = file[2];
   if (a.type_code != kUnsignedByte && a.type_code != kFloat32)
@@ -85,7 +85,8 @@ IdxArray parse_idx(const std::vector<std::uint8_t>& file, const std::string& pat
                         std::string(1, "0123456789abcdef"[a.type_code & 15]) +
                         " (bnorm reads 0x08 unsigned byte and 0x0d float)");
   const std::size_t ndim = file[3];
-  if (ndim < 1 || ndim > 4) fail_file(path, "IDX header declares " + std::to_string(ndim) + " dimensions (expected 1 to 4)");
+  if (ndim < 1 || ndim > 4)
+    fail_file(path, "IDX header declares " + std::to_string(ndim) + " dimensions (expected 1 to 4)");
   const std::size_t header = 4 + 4 * ndim;
   if (file.size() < header) fail_file(path, "truncated IDX header: needs " + std::to_string(header) + " bytes");
   const std::size_t elem = a.type_code == kFloat32 ? 4 : 1;
@@ -93,8 +94,7 @@ IdxArray parse_idx(const std::vector<std::uint8_t>& file, const std::string& pat
   for (std::size_t i = 0; i < ndim; ++i) {
     const std::uint32_t d = read_be32(&file[4 + 4 * i]);
     if (d == 0) fail_file(path, "IDX dimension " + std::to_string(i) + " is 0");
-    if (count > std::numeric_limits<std::uint64_t>::max() / d / elem)
-      fail_file(path, "IDX dimensions overflow");
+    if (count > std::numeric_limits<std::uint64_t>::max() / d / elem) fail_file(path, "IDX dimensions overflow");
     count *= d;
     a.dims.push_back(d);
   }

@@ -2,9 +2,8 @@
 // What bnorm's two safetensors formats (model files, checkpoints) read from
 // __metadata__ alike: the format tag and version, and JSON-valued entries.
 // One copy, so the two loaders refuse a bad file in the same words.
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/safetensors.hpp"

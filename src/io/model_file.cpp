@@ -38,10 +38,11 @@ bool json_strings(const nlohmann::json& j, const char* key, std::vector<std::str
 
 InputNormalization parse_input_normalization(const nlohmann::json& j, std::int64_t features, const std::string& path) {
   InputNormalization n;
-  if (!j.is_object() || !j.contains("mode") || !j.at("mode").is_string() || !j.contains("mean") ||
-      !j.contains("std") || !json_floats(j.at("mean"), n.mean) || !json_floats(j.at("std"), n.std))
-    fail_file(path, "metadata \"input_normalization\" needs a string \"mode\" and number lists \"mean\" and \"std\" "
-                    "(each value within float range)");
+  if (!j.is_object() || !j.contains("mode") || !j.at("mode").is_string() || !j.contains("mean") || !j.contains("std") ||
+      !json_floats(j.at("mean"), n.mean) || !json_floats(j.at("std"), n.std))
+    fail_file(path,
+              "metadata \"input_normalization\" needs a string \"mode\" and number lists \"mean\" and \"std\" "
+              "(each value within float range)");
   n.mode = j.at("mode").get<std::string>();
   // Files from before tables existed normalized image bytes only.
   n.divisor = n.mode == "pixel" || n.mode == "global" ? 255.0f : 1.0f;
@@ -70,7 +71,8 @@ ModelTask parse_task(const SafetensorsFile& file, std::int64_t outputs, const st
       !json_strings(j, "feature_names", task.feature_names))
     fail_file(path, "metadata \"task\": class_names, target_names and feature_names must be lists of strings");
   if (j.contains("integer_labels")) {
-    if (!j.at("integer_labels").is_boolean()) fail_file(path, "metadata \"task\": integer_labels must be true or false");
+    if (!j.at("integer_labels").is_boolean())
+      fail_file(path, "metadata \"task\": integer_labels must be true or false");
     task.integer_labels = j.at("integer_labels").get<bool>();
   }
   if (j.contains("target_column")) {
@@ -84,8 +86,8 @@ ModelTask parse_task(const SafetensorsFile& file, std::int64_t outputs, const st
   return task;
 }
 
-TargetNormalization parse_target_normalization(const SafetensorsFile& file, const ModelTask& task,
-                                               std::int64_t outputs, const std::string& path) {
+TargetNormalization parse_target_normalization(const SafetensorsFile& file, const ModelTask& task, std::int64_t outputs,
+                                               const std::string& path) {
   TargetNormalization t;
   if (task.kind != Task::regress) return t;
   const nlohmann::json j = metadata_json(file, "target_normalization", path);
@@ -186,17 +188,21 @@ LoadedModel load_model_from_safetensors(const SafetensorsFile& file, const std::
     expected.insert(e.name);
     const SafeTensor& t = file.at(e.name, path);
     const std::string want_dtype = e.dtype == StateEntry::DType::f32 ? "F32" : "I64";
-    if (t.dtype != want_dtype) fail_file(path, "tensor '" + e.name + "' has dtype " + t.dtype + ", expected " + want_dtype);
+    if (t.dtype != want_dtype)
+      fail_file(path, "tensor '" + e.name + "' has dtype " + t.dtype + ", expected " + want_dtype);
     if (t.shape != e.shape)
-      fail_file(path, "tensor '" + e.name + "' has shape " + shape_str(t.shape) + ", the architecture needs " + shape_str(e.shape));
+      fail_file(path, "tensor '" + e.name + "' has shape " + shape_str(t.shape) + ", the architecture needs " +
+                          shape_str(e.shape));
     std::memcpy(e.data, t.bytes.data(), t.bytes.size());
     if (e.dtype == StateEntry::DType::f32) {
       const auto* v = static_cast<const float*>(e.data);
       const std::int64_t n = numel(e.shape);
       const bool is_var = e.name.size() >= 11 && e.name.ends_with("running_var");
       for (std::int64_t i = 0; i < n; ++i) {
-        if (!std::isfinite(v[i])) fail_file(path, "tensor '" + e.name + "' holds a non-finite value at index " + std::to_string(i));
-        if (is_var && v[i] < 0.0f) fail_file(path, "tensor '" + e.name + "' holds a negative variance at index " + std::to_string(i));
+        if (!std::isfinite(v[i]))
+          fail_file(path, "tensor '" + e.name + "' holds a non-finite value at index " + std::to_string(i));
+        if (is_var && v[i] < 0.0f)
+          fail_file(path, "tensor '" + e.name + "' holds a negative variance at index " + std::to_string(i));
       }
     } else if (*static_cast<const std::int64_t*>(e.data) < 0) {
       fail_file(path, "tensor '" + e.name + "' is negative");

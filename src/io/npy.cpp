@@ -74,7 +74,8 @@ class HeaderParser {
       if (key == "descr") {
         once(seen_descr, key);
         if (peek() == '[')
-          fail_file(name_, "structured dtypes (a list in 'descr') are not supported; bnorm reads " + std::string(kAccepted));
+          fail_file(name_,
+                    "structured dtypes (a list in 'descr') are not supported; bnorm reads " + std::string(kAccepted));
         descr = string_literal();
       } else if (key == "fortran_order") {
         once(seen_fortran, key);
@@ -110,12 +111,13 @@ class HeaderParser {
     std::string shown;
     for (char c : text_.substr(0, 120)) shown += (c >= 0x20 && c < 0x7f) ? c : '?';
     if (text_.size() > 120) shown += "...";
-    fail_file(name_, "malformed .npy header: " + what + " at character " + std::to_string(pos_) + " of \"" + shown +
-                         "\"");
+    fail_file(name_,
+              "malformed .npy header: " + what + " at character " + std::to_string(pos_) + " of \"" + shown + "\"");
   }
   char peek() const { return pos_ < text_.size() ? text_[pos_] : '\0'; }
   void skip_space() {
-    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n' || text_[pos_] == '\r'))
+    while (pos_ < text_.size() &&
+           (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n' || text_[pos_] == '\r'))
       ++pos_;
   }
   void expect(char c) {
@@ -198,7 +200,8 @@ NpyArray parse_header(std::span<const unsigned char> bytes, const std::string& n
     fail_file(name, "header length " + std::to_string(header_len) + " points past the end of the file (" +
                         std::to_string(bytes.size()) + " bytes)");
   if (header_len > kMaxHeader)
-    fail_file(name, "header length " + std::to_string(header_len) + " is over the limit of " + std::to_string(kMaxHeader));
+    fail_file(name,
+              "header length " + std::to_string(header_len) + " is over the limit of " + std::to_string(kMaxHeader));
 
   const std::string_view text(reinterpret_cast<const char*>(&bytes[prefix]), static_cast<std::size_t>(header_len));
   std::string descr;
@@ -211,8 +214,8 @@ NpyArray parse_header(std::span<const unsigned char> bytes, const std::string& n
     if (d.text == descr) dtype = d.dtype;
   if (!dtype) {
     if (!descr.empty() && descr[0] == '>')
-      fail_file(name, "big-endian dtype '" + descr + "' is not supported: save with arr.astype('<" + descr.substr(1) +
-                          "')");
+      fail_file(name,
+                "big-endian dtype '" + descr + "' is not supported: save with arr.astype('<" + descr.substr(1) + "')");
     fail_file(name, "unsupported dtype '" + descr + "' (bnorm reads " + kAccepted + ")");
   }
   a.dtype = *dtype;
@@ -247,22 +250,30 @@ NpyArray parse_header(std::span<const unsigned char> bytes, const std::string& n
 
 const char* npy_dtype_name(NpyDType dtype) {
   switch (dtype) {
-    case NpyDType::f32: return "float32";
-    case NpyDType::f64: return "float64";
-    case NpyDType::u8: return "uint8";
-    case NpyDType::i32: return "int32";
-    case NpyDType::i64: return "int64";
+    case NpyDType::f32:
+      return "float32";
+    case NpyDType::f64:
+      return "float64";
+    case NpyDType::u8:
+      return "uint8";
+    case NpyDType::i32:
+      return "int32";
+    case NpyDType::i64:
+      return "int64";
   }
   return "unknown";
 }
 
 std::size_t npy_itemsize(NpyDType dtype) {
   switch (dtype) {
-    case NpyDType::u8: return 1;
+    case NpyDType::u8:
+      return 1;
     case NpyDType::f32:
-    case NpyDType::i32: return 4;
+    case NpyDType::i32:
+      return 4;
     case NpyDType::f64:
-    case NpyDType::i64: return 8;
+    case NpyDType::i64:
+      return 8;
   }
   return 1;
 }
@@ -281,7 +292,9 @@ std::vector<float> NpyArray::to_float() const {
   const unsigned char* p = data.data();
   for (std::size_t i = 0; i < n; ++i) {
     switch (dtype) {
-      case NpyDType::f32: out[i] = std::bit_cast<float>(load_le<std::uint32_t>(p + 4 * i)); break;
+      case NpyDType::f32:
+        out[i] = std::bit_cast<float>(load_le<std::uint32_t>(p + 4 * i));
+        break;
       case NpyDType::f64: {
         const double v = std::bit_cast<double>(load_le<std::uint64_t>(p + 8 * i));
         // A finite double beyond float's range becomes an infinity the caller
@@ -291,9 +304,15 @@ std::vector<float> NpyArray::to_float() const {
                                                                                       : static_cast<float>(v);
         break;
       }
-      case NpyDType::u8: out[i] = p[i]; break;
-      case NpyDType::i32: out[i] = static_cast<float>(static_cast<std::int32_t>(load_le<std::uint32_t>(p + 4 * i))); break;
-      case NpyDType::i64: out[i] = static_cast<float>(static_cast<std::int64_t>(load_le<std::uint64_t>(p + 8 * i))); break;
+      case NpyDType::u8:
+        out[i] = p[i];
+        break;
+      case NpyDType::i32:
+        out[i] = static_cast<float>(static_cast<std::int32_t>(load_le<std::uint32_t>(p + 4 * i)));
+        break;
+      case NpyDType::i64:
+        out[i] = static_cast<float>(static_cast<std::int64_t>(load_le<std::uint64_t>(p + 8 * i)));
+        break;
     }
   }
   return out;
@@ -301,7 +320,8 @@ std::vector<float> NpyArray::to_float() const {
 
 std::vector<std::int64_t> NpyArray::to_int64() const {
   if (!is_integer())
-    throw Error(std::string("a ") + npy_dtype_name(dtype) + " array has no integer values (uint8, int32 or int64 needed)");
+    throw Error(std::string("a ") + npy_dtype_name(dtype) +
+                " array has no integer values (uint8, int32 or int64 needed)");
   const std::size_t n = data.size() / npy_itemsize(dtype);
   std::vector<std::int64_t> out(n);
   const unsigned char* p = data.data();

@@ -1,5 +1,8 @@
 #include "bnorm/io/onnx_export.hpp"
 
+#include <onnx/checker.h>
+#include <onnx/onnx_pb.h>
+
 #include <bit>
 #include <climits>
 #include <cstring>
@@ -7,9 +10,6 @@
 #include <optional>
 #include <span>
 #include <vector>
-
-#include <onnx/checker.h>
-#include <onnx/onnx_pb.h>
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/atomic_file.hpp"
@@ -129,8 +129,7 @@ void input_constants(const InputNormalization& norm, const Shape& shape, std::ve
 void add_input_normalization(GraphBuilder& g, const InputNormalization& norm, const Shape& shape) {
   // The same three float operations, in the same order, as
   // InputNormalization::apply, so the graph sees bit-identical inputs.
-  if (norm.divisor != 1.0f)
-    g.node("Div", "input_scale", {g.last(), g.constant("input_divisor", {}, norm.divisor)});
+  if (norm.divisor != 1.0f) g.node("Div", "input_scale", {g.last(), g.constant("input_divisor", {}, norm.divisor)});
   if (norm.mean.empty()) return;
   std::vector<std::int64_t> dims;
   std::vector<float> mean, std;
@@ -206,8 +205,8 @@ void add_layer(GraphBuilder& g, Layer& layer, const nlohmann::json& config, std:
     // ONNX has LayerNormalization only from opset 17 and GroupNormalization
     // from 18, beyond the opsets written here.
     fail_file(name, "layer " + std::to_string(index) + " is a " + (type == "groupnorm" ? "GroupNorm" : "LayerNorm") +
-                        ", which the ONNX export does not support (it writes opsets " +
-                        std::to_string(kOnnxMinOpset) + " to " + std::to_string(kOnnxMaxOpset) + ")");
+                        ", which the ONNX export does not support (it writes opsets " + std::to_string(kOnnxMinOpset) +
+                        " to " + std::to_string(kOnnxMaxOpset) + ")");
   } else if (type == "dropout") {
     // The identity at inference: no node.
   } else {

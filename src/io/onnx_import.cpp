@@ -1,5 +1,7 @@
 #include "bnorm/io/onnx_import.hpp"
 
+#include <onnx/onnx_pb.h>
+
 #include <algorithm>
 #include <bit>
 #include <climits>
@@ -9,8 +11,6 @@
 #include <map>
 #include <optional>
 #include <set>
-
-#include <onnx/onnx_pb.h>
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/atomic_file.hpp"
@@ -31,8 +31,8 @@ constexpr std::int64_t kBatch = INT64_MIN;
 
 struct Constant {
   std::vector<std::int64_t> dims;
-  std::vector<float> floats;        // FLOAT tensors
-  std::vector<std::int64_t> ints;   // INT64/INT32 tensors (shapes, axes, indices)
+  std::vector<float> floats;       // FLOAT tensors
+  std::vector<std::int64_t> ints;  // INT64/INT32 tensors (shapes, axes, indices)
   bool is_float = false;
 };
 
@@ -43,7 +43,8 @@ std::string dims_str(const std::vector<std::int64_t>& dims) {
 }
 
 template <class T, class Repeated>
-std::vector<T> values_of(const onnx::TensorProto& t, const Repeated& field, std::int64_t count, const std::string& what) {
+std::vector<T> values_of(const onnx::TensorProto& t, const Repeated& field, std::int64_t count,
+                         const std::string& what) {
   std::vector<T> out(static_cast<std::size_t>(count));
   if (t.has_raw_data()) {
     if (t.raw_data().size() != out.size() * sizeof(T))
@@ -148,8 +149,8 @@ class Importer {
   void read_exported_batchnorms();  // a MatMul waiting for its bias Add
 
   [[noreturn]] void refuse(const onnx::NodeProto& n, const std::string& problem) const {
-    const std::string who = n.name().empty() ? "(unnamed, output '" + (n.output_size() ? n.output(0) : "") + "')"
-                                             : "'" + n.name() + "'";
+    const std::string who =
+        n.name().empty() ? "(unnamed, output '" + (n.output_size() ? n.output(0) : "") + "')" : "'" + n.name() + "'";
     fail_file(name_, "node " + who + " (" + n.op_type() + "): " + problem);
   }
 
@@ -200,8 +201,8 @@ class Importer {
   void read_node(const onnx::NodeProto& n, int index);
   void read_gemm(const onnx::NodeProto& n, int index);
   void read_matmul(const onnx::NodeProto& n, int index);
-  void add_linear(const onnx::NodeProto& n, int index, std::vector<float> weight, std::int64_t out,
-                  std::int64_t in, std::optional<std::vector<float>> bias);
+  void add_linear(const onnx::NodeProto& n, int index, std::vector<float> weight, std::int64_t out, std::int64_t in,
+                  std::optional<std::vector<float>> bias);
   void read_conv(const onnx::NodeProto& n, int index);
   void read_batchnorm(const onnx::NodeProto& n);
   void read_pool(const onnx::NodeProto& n);
@@ -247,8 +248,9 @@ void Importer::read_input() {
   const onnx::ValueInfoProto* input = nullptr;
   for (const auto& v : g.input()) {
     if (constants_.count(v.name())) continue;  // older exporters list initializers as inputs too
-    if (input) fail_file(name_, "the graph has more than one input ('" + input->name() + "', '" + v.name() +
-                                    "'); a bnorm model takes one");
+    if (input)
+      fail_file(name_, "the graph has more than one input ('" + input->name() + "', '" + v.name() +
+                           "'); a bnorm model takes one");
     input = &v;
   }
   if (!input) fail_file(name_, "the graph has no input");
@@ -306,7 +308,9 @@ bool Importer::read_prologue(const onnx::NodeProto& n) {
       refuse(n, "subtracts a constant of shape " + dims_str(c.dims) + " from the input of shape " + shape_str(shape_) +
                     ", which is no input normalization bnorm knows");
   } else if (n.op_type() == "Div" && !input_norm_.mean.empty() && input_norm_.std.empty()) {
-    if (c.dims != mean_dims_) refuse(n, "divides by a constant of shape " + dims_str(c.dims) + ", unlike the means subtracted before " + dims_str(mean_dims_));
+    if (c.dims != mean_dims_)
+      refuse(n, "divides by a constant of shape " + dims_str(c.dims) + ", unlike the means subtracted before " +
+                    dims_str(mean_dims_));
     input_norm_.std = c.floats;
   } else {
     return false;
@@ -349,7 +353,8 @@ bool Importer::read_shape_computation(const onnx::NodeProto& n) {
   };
   std::vector<std::int64_t> result;
   if (op == "Shape") {
-    if (n.input_size() != 1 || n.input(0) != current_) refuse(n, "takes the shape of a tensor other than '" + current_ + "'");
+    if (n.input_size() != 1 || n.input(0) != current_)
+      refuse(n, "takes the shape of a tensor other than '" + current_ + "'");
     result.push_back(kBatch);
     result.insert(result.end(), shape_.begin(), shape_.end());
   } else if (op == "Gather") {
@@ -358,7 +363,8 @@ bool Importer::read_shape_computation(const onnx::NodeProto& n) {
     if (int_attribute(n, "axis").value_or(0) != 0) refuse(n, "gathers along an axis other than 0");
     for (std::int64_t i : indices) {
       const std::int64_t k = i < 0 ? i + static_cast<std::int64_t>(data.size()) : i;
-      if (k < 0 || k >= static_cast<std::int64_t>(data.size())) refuse(n, "index " + std::to_string(i) + " is out of range");
+      if (k < 0 || k >= static_cast<std::int64_t>(data.size()))
+        refuse(n, "index " + std::to_string(i) + " is out of range");
       result.push_back(data[static_cast<std::size_t>(k)]);
     }
   } else if (op == "Unsqueeze" || op == "Cast" || op == "Squeeze") {
@@ -391,7 +397,8 @@ void Importer::add_linear(const onnx::NodeProto& n, int index, std::vector<float
   // bnorm's convention is no bias in front of a batch norm (beta replaces
   // it), but a non-zero one changes the running statistics, so it is kept.
   if (bias && bn_follows(index) && std::all_of(bias->begin(), bias->end(), [](float b) { return b == 0.0f; })) {
-    notes_.push_back("node '" + n.name() + "' (" + n.op_type() + "): its bias is all zero and a batch norm follows, "
+    notes_.push_back("node '" + n.name() + "' (" + n.op_type() +
+                     "): its bias is all zero and a batch norm follows, "
                      "so it is dropped (bnorm's convention: the batch norm's beta is the bias)");
     bias.reset();
   }
@@ -402,10 +409,12 @@ void Importer::add_linear(const onnx::NodeProto& n, int index, std::vector<float
 
 void Importer::read_gemm(const onnx::NodeProto& n, int index) {
   require_chain_input(n);
-  if (shape_.size() != 1) refuse(n, "multiplies an input of example shape " + shape_str(shape_) + "; Gemm needs (N, features)");
+  if (shape_.size() != 1)
+    refuse(n, "multiplies an input of example shape " + shape_str(shape_) + "; Gemm needs (N, features)");
   if (float_attribute(n, "alpha").value_or(1.0f) != 1.0f || float_attribute(n, "beta").value_or(1.0f) != 1.0f)
     refuse(n, "has alpha or beta other than 1, which a Linear layer does not have");
-  if (int_attribute(n, "transA").value_or(0) != 0) refuse(n, "transposes its input (transA), which a Linear layer does not");
+  if (int_attribute(n, "transA").value_or(0) != 0)
+    refuse(n, "transposes its input (transA), which a Linear layer does not");
   const bool trans_b = int_attribute(n, "transB").value_or(0) != 0;
   const Constant& b = constant(n, 1, "weight");
   if (b.dims.size() != 2 || b.dims[trans_b ? 1 : 0] != shape_[0])
@@ -416,7 +425,8 @@ void Importer::read_gemm(const onnx::NodeProto& n, int index) {
   if (!trans_b) {  // (in, out) → bnorm's (out, in)
     std::vector<float> t(weight.size());
     for (std::int64_t i = 0; i < in; ++i)
-      for (std::int64_t o = 0; o < out; ++o) t[static_cast<std::size_t>(o * in + i)] = weight[static_cast<std::size_t>(i * out + o)];
+      for (std::int64_t o = 0; o < out; ++o)
+        t[static_cast<std::size_t>(o * in + i)] = weight[static_cast<std::size_t>(i * out + o)];
     weight = std::move(t);
   }
   std::optional<std::vector<float>> bias;
@@ -433,16 +443,18 @@ void Importer::read_gemm(const onnx::NodeProto& n, int index) {
 // transposed weight, then Add of the bias.
 void Importer::read_matmul(const onnx::NodeProto& n, int index) {
   require_chain_input(n);
-  if (shape_.size() != 1) refuse(n, "multiplies an input of example shape " + shape_str(shape_) + "; bnorm's Linear takes (N, features)");
+  if (shape_.size() != 1)
+    refuse(n, "multiplies an input of example shape " + shape_str(shape_) + "; bnorm's Linear takes (N, features)");
   const Constant& b = constant(n, 1, "weight");
   if (b.dims.size() != 2 || b.dims[0] != shape_[0])
-    refuse(n, "its weight '" + n.input(1) + "' has shape " + dims_str(b.dims) + ", expected [" + std::to_string(shape_[0]) +
-                  ", out]");
+    refuse(n, "its weight '" + n.input(1) + "' has shape " + dims_str(b.dims) + ", expected [" +
+                  std::to_string(shape_[0]) + ", out]");
   const std::int64_t in = b.dims[0], out = b.dims[1];
   const std::vector<float>& w = floats(n, 1, "weight", b.dims);
   std::vector<float> weight(w.size());
   for (std::int64_t i = 0; i < in; ++i)
-    for (std::int64_t o = 0; o < out; ++o) weight[static_cast<std::size_t>(o * in + i)] = w[static_cast<std::size_t>(i * out + o)];
+    for (std::int64_t o = 0; o < out; ++o)
+      weight[static_cast<std::size_t>(o * in + i)] = w[static_cast<std::size_t>(i * out + o)];
   std::optional<std::vector<float>> bias;
   const auto& nodes = proto_.graph().node();
   if (index + 1 < nodes.size() && nodes[index + 1].op_type() == "Add" && nodes[index + 1].input_size() == 2) {
@@ -450,7 +462,9 @@ void Importer::read_matmul(const onnx::NodeProto& n, int index) {
     const int other = add.input(0) == n.output(0) ? 1 : add.input(1) == n.output(0) ? 0 : -1;
     if (other >= 0 && constants_.count(add.input(other))) {
       const Constant& c = constants_.at(add.input(other));
-      if (c.dims != std::vector<std::int64_t>{out}) refuse(add, "its bias '" + add.input(other) + "' has shape " + dims_str(c.dims) + ", expected " + dims_str({out}));
+      if (c.dims != std::vector<std::int64_t>{out})
+        refuse(add,
+               "its bias '" + add.input(other) + "' has shape " + dims_str(c.dims) + ", expected " + dims_str({out}));
       bias = floats(add, other, "bias", c.dims);
       pending_matmul_ = &add;  // the Add is part of this layer
     }
@@ -461,10 +475,13 @@ void Importer::read_matmul(const onnx::NodeProto& n, int index) {
 
 void Importer::read_conv(const onnx::NodeProto& n, int index) {
   require_chain_input(n);
-  if (shape_.size() != 3) refuse(n, "convolves an input of example shape " + shape_str(shape_) + "; bnorm's Conv2d takes (C, H, W)");
-  if (int_attribute(n, "group").value_or(1) != 1) refuse(n, "is a grouped convolution (group > 1), which bnorm does not have");
+  if (shape_.size() != 3)
+    refuse(n, "convolves an input of example shape " + shape_str(shape_) + "; bnorm's Conv2d takes (C, H, W)");
+  if (int_attribute(n, "group").value_or(1) != 1)
+    refuse(n, "is a grouped convolution (group > 1), which bnorm does not have");
   for (const auto& a : n.attribute())
-    if (a.name() == "auto_pad" && a.s() != "NOTSET" && a.s() != "") refuse(n, "uses auto_pad " + a.s() + "; bnorm needs explicit pads");
+    if (a.name() == "auto_pad" && a.s() != "NOTSET" && a.s() != "")
+      refuse(n, "uses auto_pad " + a.s() + "; bnorm needs explicit pads");
   const Constant& w = constant(n, 1, "weight");
   if (w.dims.size() != 4 || w.dims[1] != shape_[0])
     refuse(n, "its weight '" + n.input(1) + "' has shape " + dims_str(w.dims) + ", expected [out, " +
@@ -472,13 +489,15 @@ void Importer::read_conv(const onnx::NodeProto& n, int index) {
   const std::int64_t O = w.dims[0], KH = w.dims[2], KW = w.dims[3];
   if (const auto k = ints_attribute(n, "kernel_shape"); k && *k != std::vector<std::int64_t>{KH, KW})
     refuse(n, "kernel_shape " + dims_str(*k) + " differs from its weight's " + dims_str({KH, KW}));
-  if (const auto d = ints_attribute(n, "dilations"); d && std::any_of(d->begin(), d->end(), [](std::int64_t v) { return v != 1; }))
+  if (const auto d = ints_attribute(n, "dilations");
+      d && std::any_of(d->begin(), d->end(), [](std::int64_t v) { return v != 1; }))
     refuse(n, "is dilated " + dims_str(*d) + ", which bnorm's Conv2d is not");
   const auto strides = ints_attribute(n, "strides").value_or(std::vector<std::int64_t>{1, 1});
   if (strides.size() != 2 || strides[0] != strides[1] || strides[0] < 1)
     refuse(n, "has strides " + dims_str(strides) + "; bnorm's Conv2d has one stride for both directions");
   const auto pads = ints_attribute(n, "pads").value_or(std::vector<std::int64_t>{0, 0, 0, 0});
-  if (pads.size() != 4 || std::any_of(pads.begin(), pads.end(), [&](std::int64_t p) { return p != pads[0]; }) || pads[0] < 0)
+  if (pads.size() != 4 || std::any_of(pads.begin(), pads.end(), [&](std::int64_t p) { return p != pads[0]; }) ||
+      pads[0] < 0)
     refuse(n, "has pads " + dims_str(pads) + "; bnorm's Conv2d pads all four sides alike");
   tensors_[slot("weight")] = floats(n, 1, "weight", w.dims);
   bool bias = false;
@@ -488,18 +507,25 @@ void Importer::read_conv(const onnx::NodeProto& n, int index) {
     if (bias)
       tensors_[slot("bias")] = b;
     else
-      notes_.push_back("node '" + n.name() + "' (Conv): its bias is all zero and a batch norm follows, so it is "
+      notes_.push_back("node '" + n.name() +
+                       "' (Conv): its bias is all zero and a batch norm follows, so it is "
                        "dropped (bnorm's convention: the batch norm's beta is the bias)");
   }
-  add_layer(n, {{"type", "conv2d"}, {"in_channels", shape_[0]}, {"out_channels", O}, {"kernel_size", {KH, KW}},
-                {"stride", strides[0]}, {"padding", pads[0]}, {"bias", bias}});
+  add_layer(n, {{"type", "conv2d"},
+                {"in_channels", shape_[0]},
+                {"out_channels", O},
+                {"kernel_size", {KH, KW}},
+                {"stride", strides[0]},
+                {"padding", pads[0]},
+                {"bias", bias}});
 }
 
 void Importer::read_batchnorm(const onnx::NodeProto& n) {
   require_chain_input(n);
   if (int_attribute(n, "training_mode").value_or(0) != 0)
-    refuse(n, "is in training mode (training_mode = 1); bnorm imports the inference form, which normalizes with "
-              "the running statistics");
+    refuse(n,
+           "is in training mode (training_mode = 1); bnorm imports the inference form, which normalizes with "
+           "the running statistics");
   require_only_first_output_used(n);
   if (shape_.size() != 1 && shape_.size() != 3)
     refuse(n, "normalizes examples of shape " + shape_str(shape_) +
@@ -509,14 +535,16 @@ void Importer::read_batchnorm(const onnx::NodeProto& n) {
   const std::vector<float>& bias = floats(n, 2, "bias", {C});
   const std::vector<float>& mean = floats(n, 3, "mean", {C});
   const std::vector<float>& var = floats(n, 4, "var", {C});
-  if (std::any_of(var.begin(), var.end(), [](float v) { return v < 0.0f; })) refuse(n, "its variance '" + n.input(4) + "' holds a negative value");
+  if (std::any_of(var.begin(), var.end(), [](float v) { return v < 0.0f; }))
+    refuse(n, "its variance '" + n.input(4) + "' holds a negative value");
   BatchNormOptions options;
   options.eps = float_attribute(n, "epsilon").value_or(1e-5f);
   if (!(options.eps > 0.0f)) refuse(n, "has epsilon " + std::to_string(options.eps) + "; it must be positive");
   // ONNX's momentum weighs the old running value, PyTorch's and bnorm's the
   // new batch. Rounded to 6 decimals so that 1 - 0.9f gives back torch's 0.1.
   const float onnx_momentum = float_attribute(n, "momentum").value_or(0.9f);
-  if (!(onnx_momentum >= 0.0f && onnx_momentum <= 1.0f)) refuse(n, "has momentum " + std::to_string(onnx_momentum) + " outside [0, 1]");
+  if (!(onnx_momentum >= 0.0f && onnx_momentum <= 1.0f))
+    refuse(n, "has momentum " + std::to_string(onnx_momentum) + " outside [0, 1]");
   const std::string node = "node '" + n.name() + "' (BatchNormalization): ";
   const std::size_t k = batchnorms_seen_++;
   const nlohmann::json* exported = k < exported_bn_.size() ? &exported_bn_[k] : nullptr;
@@ -535,12 +563,15 @@ void Importer::read_batchnorm(const onnx::NodeProto& n) {
     // What torch.onnx.export writes for momentum=None (1 - 0): the running
     // estimates would never move, which PyTorch did not mean.
     options.momentum.reset();
-    notes_.push_back(node + "ONNX momentum 1, as torch.onnx.export writes PyTorch's momentum=None -> bnorm's "
-                     "cumulative average (momentum null); epsilon " + number_text(options.eps));
+    notes_.push_back(node +
+                     "ONNX momentum 1, as torch.onnx.export writes PyTorch's momentum=None -> bnorm's "
+                     "cumulative average (momentum null); epsilon " +
+                     number_text(options.eps));
   } else {
     options.momentum = static_cast<float>(std::round((1.0 - static_cast<double>(onnx_momentum)) * 1e6) / 1e6);
-    notes_.push_back(node + "ONNX momentum " + number_text(onnx_momentum) + " (weight of the old running value) -> bnorm momentum " +
-                     number_text(*options.momentum) + " (weight of the new batch, as PyTorch); epsilon " + number_text(options.eps));
+    notes_.push_back(node + "ONNX momentum " + number_text(onnx_momentum) +
+                     " (weight of the old running value) -> bnorm momentum " + number_text(*options.momentum) +
+                     " (weight of the new batch, as PyTorch); epsilon " + number_text(options.eps));
   }
   const bool scale_is_one = std::all_of(scale.begin(), scale.end(), [](float v) { return v == 1.0f; });
   const bool bias_is_zero = std::all_of(bias.begin(), bias.end(), [](float v) { return v == 0.0f; });
@@ -550,11 +581,13 @@ void Importer::read_batchnorm(const onnx::NodeProto& n) {
     options.scale = (both ? exported->at("affine") : exported->at("scale")).get<bool>();
     options.center = (both ? exported->at("affine") : exported->at("center")).get<bool>();
     if ((!options.scale && !scale_is_one) || (!options.center && !bias_is_zero))
-      refuse(n, "bnorm export's metadata says this batch norm does not learn its scale or bias, but they are not 1 and 0");
+      refuse(n,
+             "bnorm export's metadata says this batch norm does not learn its scale or bias, but they are not 1 and 0");
   } else {
     options.scale = options.center = !(scale_is_one && bias_is_zero);
     if (!options.scale)
-      notes_.push_back("node '" + n.name() + "' (BatchNormalization): scale all 1 and bias all 0, imported as "
+      notes_.push_back("node '" + n.name() +
+                       "' (BatchNormalization): scale all 1 and bias all 0, imported as "
                        "affine=false (PyTorch's affine=False exports exactly these)");
   }
   if (options.scale) tensors_[slot("weight")] = scale;
@@ -569,22 +602,30 @@ void Importer::read_pool(const onnx::NodeProto& n) {
   require_only_first_output_used(n);
   const bool max = n.op_type() == "MaxPool";
   const auto kernel = ints_attribute(n, "kernel_shape").value_or(std::vector<std::int64_t>{});
-  if (kernel.size() != 2 || kernel[0] != kernel[1]) refuse(n, "has kernel_shape " + dims_str(kernel) + "; bnorm pools square windows of a 2-D image");
+  if (kernel.size() != 2 || kernel[0] != kernel[1])
+    refuse(n, "has kernel_shape " + dims_str(kernel) + "; bnorm pools square windows of a 2-D image");
   const auto strides = ints_attribute(n, "strides").value_or(std::vector<std::int64_t>{1, 1});
-  if (strides.size() != 2 || strides[0] != strides[1]) refuse(n, "has strides " + dims_str(strides) + "; bnorm's pooling has one stride for both directions");
+  if (strides.size() != 2 || strides[0] != strides[1])
+    refuse(n, "has strides " + dims_str(strides) + "; bnorm's pooling has one stride for both directions");
   const auto pads = ints_attribute(n, "pads").value_or(std::vector<std::int64_t>{0, 0, 0, 0});
-  if (std::any_of(pads.begin(), pads.end(), [](std::int64_t p) { return p != 0; })) refuse(n, "is padded " + dims_str(pads) + "; bnorm's pooling is not");
-  if (int_attribute(n, "ceil_mode").value_or(0) != 0) refuse(n, "rounds its output size up (ceil_mode = 1); bnorm's pooling rounds down");
-  if (const auto d = ints_attribute(n, "dilations"); d && std::any_of(d->begin(), d->end(), [](std::int64_t v) { return v != 1; }))
+  if (std::any_of(pads.begin(), pads.end(), [](std::int64_t p) { return p != 0; }))
+    refuse(n, "is padded " + dims_str(pads) + "; bnorm's pooling is not");
+  if (int_attribute(n, "ceil_mode").value_or(0) != 0)
+    refuse(n, "rounds its output size up (ceil_mode = 1); bnorm's pooling rounds down");
+  if (const auto d = ints_attribute(n, "dilations");
+      d && std::any_of(d->begin(), d->end(), [](std::int64_t v) { return v != 1; }))
     refuse(n, "is dilated " + dims_str(*d) + ", which bnorm's pooling is not");
   for (const auto& a : n.attribute())
-    if (a.name() == "auto_pad" && a.s() != "NOTSET" && a.s() != "VALID" && a.s() != "") refuse(n, "uses auto_pad " + a.s());
+    if (a.name() == "auto_pad" && a.s() != "NOTSET" && a.s() != "VALID" && a.s() != "")
+      refuse(n, "uses auto_pad " + a.s());
   add_layer(n, {{"type", max ? "maxpool2d" : "avgpool2d"}, {"kernel_size", kernel[0]}, {"stride", strides[0]}});
 }
 
 void Importer::read_flatten(const onnx::NodeProto& n) {
   require_chain_input(n);
-  if (int_attribute(n, "axis").value_or(1) != 1) refuse(n, "flattens from axis " + std::to_string(*int_attribute(n, "axis")) + "; bnorm keeps the batch axis 0 apart (axis 1)");
+  if (int_attribute(n, "axis").value_or(1) != 1)
+    refuse(n, "flattens from axis " + std::to_string(*int_attribute(n, "axis")) +
+                  "; bnorm keeps the batch axis 0 apart (axis 1)");
   if (shape_.size() == 1) {
     advance(n);  // already flat
     return;
@@ -604,7 +645,8 @@ void Importer::read_reshape(const onnx::NodeProto& n) {
   else
     refuse(n, "its shape input is neither a constant nor computed from the layer before's shape");
   const std::int64_t features = numel(shape_);
-  const auto batch_dim = proto_.graph().input_size() ? proto_.graph().input(0).type().tensor_type().shape().dim(0) : onnx::TensorShapeProto_Dimension{};
+  const auto batch_dim = proto_.graph().input_size() ? proto_.graph().input(0).type().tensor_type().shape().dim(0)
+                                                     : onnx::TensorShapeProto_Dimension{};
   const bool keeps_batch = target.size() == 2 && (target[0] == kBatch || target[0] == 0 ||
                                                   (batch_dim.has_dim_value() && target[0] == batch_dim.dim_value()));
   const bool flat = keeps_batch ? (target[1] == -1 || target[1] == features)
@@ -640,7 +682,8 @@ void Importer::read_pad(const onnx::NodeProto& n) {
 
 void Importer::read_node(const onnx::NodeProto& n, int index) {
   const std::string& op = n.op_type();
-  if (!n.domain().empty() && n.domain() != "ai.onnx") refuse(n, "is from operator domain '" + n.domain() + "', which bnorm import does not read");
+  if (!n.domain().empty() && n.domain() != "ai.onnx")
+    refuse(n, "is from operator domain '" + n.domain() + "', which bnorm import does not read");
   if (n.output_size() == 0) refuse(n, "has no output");
   if (pending_matmul_ == &n) {  // the bias Add of a MatMul, already taken
     pending_matmul_ = nullptr;
@@ -667,7 +710,8 @@ void Importer::read_node(const onnx::NodeProto& n, int index) {
   if (op == "Relu" || op == "Tanh" || op == "Sigmoid") {
     require_chain_input(n);
     std::string type = op;
-    std::transform(type.begin(), type.end(), type.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    std::transform(type.begin(), type.end(), type.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     return add_layer(n, {{"type", type}});
   }
   if (op == "MaxPool" || op == "AveragePool") return read_pool(n);
@@ -689,9 +733,10 @@ void Importer::read_node(const onnx::NodeProto& n, int index) {
     require_only_first_output_used(n);
     return advance(n);
   }
-  refuse(n, "operator " + op + " is not supported (bnorm import reads Gemm, MatMul+Add, Conv, BatchNormalization, "
-            "Relu, Tanh, Sigmoid, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape to (N, -1), Dropout, "
-            "Identity)");
+  refuse(n, "operator " + op +
+                " is not supported (bnorm import reads Gemm, MatMul+Add, Conv, BatchNormalization, "
+                "Relu, Tanh, Sigmoid, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape to (N, -1), Dropout, "
+                "Identity)");
 }
 
 OnnxImport Importer::run(const OnnxImportOptions& options) {
@@ -709,14 +754,16 @@ OnnxImport Importer::run(const OnnxImportOptions& options) {
   const auto& nodes = proto_.graph().node();
   for (int i = 0; i < nodes.size(); ++i) read_node(nodes[i], i);
   const onnx::GraphProto& g = proto_.graph();
-  if (g.output_size() != 1) fail_file(name_, "the graph has " + std::to_string(g.output_size()) + " outputs; a bnorm model has one");
+  if (g.output_size() != 1)
+    fail_file(name_, "the graph has " + std::to_string(g.output_size()) + " outputs; a bnorm model has one");
   if (g.output(0).name() != current_)
     fail_file(name_, "the graph's output '" + g.output(0).name() + "' is not the end of the layer chain ('" + current_ +
                          "'): the graph is not sequential");
   if (layers_.empty()) fail_file(name_, "the graph has no layer bnorm can hold");
   if (!input_norm_.mean.empty() && input_norm_.std.size() != input_norm_.mean.size())
     fail_file(name_, "the input normalization nodes subtract a mean but divide by no matching standard deviation");
-  if (target_norm_ && target_norm_->mean.empty()) fail_file(name_, "the graph ends in a Mul without the Add of a target normalization");
+  if (target_norm_ && target_norm_->mean.empty())
+    fail_file(name_, "the graph ends in a Mul without the Add of a target normalization");
 
   Model model = Model::from_architecture({{"input_shape", input_shape}, {"layers", layers_}});
   for (const StateEntry& e : model.state_dict()) {
@@ -743,17 +790,19 @@ OnnxImport Importer::run(const OnnxImportOptions& options) {
     // Raw outputs: a regression whose target normalization is the identity,
     // so predict writes the graph's outputs as they are.
     loaded.task.kind = Task::regress;
-    loaded.target_normalization = target_norm_ ? *target_norm_
-                                               : TargetNormalization{std::vector<float>(static_cast<std::size_t>(outputs), 0.0f),
-                                                                     std::vector<float>(static_cast<std::size_t>(outputs), 1.0f)};
+    loaded.target_normalization =
+        target_norm_ ? *target_norm_
+                     : TargetNormalization{std::vector<float>(static_cast<std::size_t>(outputs), 0.0f),
+                                           std::vector<float>(static_cast<std::size_t>(outputs), 1.0f)};
     try {
       loaded.target_normalization.validate(outputs);
     } catch (const Error& e) {
       fail_file(name_, e.what());
     }
   }
-  loaded.training = {{"imported_from", name_},
-                     {"onnx", {{"producer", proto_.producer_name() + " " + proto_.producer_version()}, {"opset", opset_}}}};
+  loaded.training = {
+      {"imported_from", name_},
+      {"onnx", {{"producer", proto_.producer_name() + " " + proto_.producer_version()}, {"opset", opset_}}}};
   return out;
 }
 

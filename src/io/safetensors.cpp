@@ -4,9 +4,8 @@
 #include <bit>
 #include <cstring>
 #include <limits>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "bnorm/error.hpp"
 #include "bnorm/io/atomic_file.hpp"
@@ -92,13 +91,15 @@ void write_safetensors(const std::string& path, const SafetensorsFile& file) {
 
 SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& path) {
   if (bytes.size() < 8)
-    fail_file(path, "not a safetensors file: " + std::to_string(bytes.size()) + " bytes, shorter than the 8-byte header length");
+    fail_file(path, "not a safetensors file: " + std::to_string(bytes.size()) +
+                        " bytes, shorter than the 8-byte header length");
   std::uint64_t header_len;
   std::memcpy(&header_len, bytes.data(), 8);
   if (header_len > bytes.size() - 8)
     fail_file(path, "not a safetensors file: header length " + std::to_string(header_len) +
                         " runs past the end of the file (" + std::to_string(bytes.size()) + " bytes)");
-  if (header_len > kMaxHeaderBytes) fail_file(path, "header length " + std::to_string(header_len) + " is implausibly large");
+  if (header_len > kMaxHeaderBytes)
+    fail_file(path, "header length " + std::to_string(header_len) + " is implausibly large");
   const std::string_view header_text(bytes.data() + 8, header_len);
 
   // nlohmann::json keeps the last of duplicate keys silently; a callback sees
@@ -144,7 +145,8 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& p
     const auto& offsets = entry.at("data_offsets");
     if (!dtype.is_string()) fail_file(path, where + "dtype is not a string");
     const std::size_t esize = element_size(dtype.get<std::string>());
-    if (esize == 0) fail_file(path, where + "dtype " + dtype.get<std::string>() + " is not supported (bnorm reads F32 and I64)");
+    if (esize == 0)
+      fail_file(path, where + "dtype " + dtype.get<std::string>() + " is not supported (bnorm reads F32 and I64)");
     if (!shape.is_array() || shape.size() > 8) fail_file(path, where + "shape must be a list of at most 8 sizes");
     Shape dims;
     std::uint64_t count = 1;
@@ -156,7 +158,8 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& p
       count *= v;
       dims.push_back(static_cast<std::int64_t>(v));
     }
-    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned())
+    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+        !offsets[1].is_number_unsigned())
       fail_file(path, where + "data_offsets must be two non-negative integers");
     const std::uint64_t begin = offsets[0].get<std::uint64_t>(), end = offsets[1].get<std::uint64_t>();
     if (begin > end || end > data_size)
@@ -179,7 +182,8 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& p
   for (std::size_t i : order) {
     if (spans[i].begin < covered) fail_file(path, "tensor '" + spans[i].name + "' overlaps the tensor before it");
     if (spans[i].begin > covered)
-      fail_file(path, "bytes " + std::to_string(covered) + ".." + std::to_string(spans[i].begin) + " belong to no tensor");
+      fail_file(path,
+                "bytes " + std::to_string(covered) + ".." + std::to_string(spans[i].begin) + " belong to no tensor");
     covered = spans[i].end;
   }
   if (covered != data_size)

@@ -47,8 +47,8 @@ void assign_classes(Dataset& d, const std::vector<std::string>& raw, bool intege
   } else {
     d.class_names = sorted_classes(std::set<std::string>(raw.begin(), raw.end()), integers);
     if (d.class_names.size() < 2)
-      fail_file(path, "the target holds a single class (" + quoted_list(d.class_names) +
-                          "); a classifier needs at least 2");
+      fail_file(path,
+                "the target holds a single class (" + quoted_list(d.class_names) + "); a classifier needs at least 2");
   }
   d.num_classes = static_cast<std::int64_t>(d.class_names.size());
   std::map<std::string, std::int32_t> index;
@@ -57,8 +57,8 @@ void assign_classes(Dataset& d, const std::vector<std::string>& raw, bool intege
   for (std::size_t i = 0; i < raw.size(); ++i) {
     const auto it = index.find(raw[i]);
     if (it == index.end())
-      fail_file(path, where(i) + ": label '" + raw[i] + "' was never seen in training (classes: " +
-                          quoted_list(d.class_names, 12) + ")");
+      fail_file(path, where(i) + ": label '" + raw[i] +
+                          "' was never seen in training (classes: " + quoted_list(d.class_names, 12) + ")");
     d.labels[i] = it->second;
   }
 }
@@ -79,7 +79,8 @@ std::vector<std::int64_t> feature_columns(const CsvTable& t, const std::vector<s
   }
   for (const std::string& name : names) {
     const std::int64_t c = t.column(name);
-    if (c < 0) fail_file(path, "has no column '" + name + "', which the model reads (header: " + quoted_list(t.header, 8) + ")");
+    if (c < 0)
+      fail_file(path, "has no column '" + name + "', which the model reads (header: " + quoted_list(t.header, 8) + ")");
     cols.push_back(c);
   }
   return cols;
@@ -92,8 +93,7 @@ void read_csv_features(Dataset& d, const CsvTable& t, const std::vector<std::int
   d.values.resize(static_cast<std::size_t>(d.count * d.features));
   for (std::int64_t r = 0; r < t.rows; ++r)
     for (std::size_t f = 0; f < cols.size(); ++f)
-      d.values[static_cast<std::size_t>(r * d.features) + f] =
-          static_cast<float>(csv_number(t, r, cols[f], path));
+      d.values[static_cast<std::size_t>(r * d.features) + f] = static_cast<float>(csv_number(t, r, cols[f], path));
   for (const std::int64_t c : cols) d.feature_names.push_back(t.header[static_cast<std::size_t>(c)]);
 }
 
@@ -141,7 +141,9 @@ TableData load_csv_dataset(const std::string& path, const TableOptions& options)
       }
     }
   }
-  const Task task = options.task ? *options.task : like ? like->kind : (numbers && !integers ? Task::regress : Task::classify);
+  const Task task = options.task ? *options.task
+                    : like       ? like->kind
+                                 : (numbers && !integers ? Task::regress : Task::classify);
   const std::string column = "target '" + out.target_column + "'";
   if (task == Task::regress) {
     if (!numbers) fail_file(path, "regression needs numeric targets, but " + first_text);
@@ -158,9 +160,7 @@ TableData load_csv_dataset(const std::string& path, const TableOptions& options)
       for (std::string& s : raw) s = std::to_string(integer_value(s));
     assign_classes(d, raw, integers, like, path,
                    [&](std::size_t i) { return csv_where(t, static_cast<std::int64_t>(i), tcol); });
-    out.task_rule = options.task || like ? "as asked"
-                    : integers           ? column + " holds integers"
-                                         : column + " holds text";
+    out.task_rule = options.task || like ? "as asked" : integers ? column + " holds integers" : column + " holds text";
   }
   d.validate(path);
   return out;
@@ -228,8 +228,8 @@ Dataset load_csv_features(const std::string& path, const std::vector<std::string
 Dataset load_npy_features(const std::string& path, std::int64_t features) {
   const NpyArray x = read_npy(path);
   if (x.shape.size() < 2 || numel(example_shape_of(x)) != features)
-    fail_file(path, "has shape " + shape_str(x.shape) + " but the model takes examples of " +
-                        std::to_string(features) + " values: (N, ...) with that many after N");
+    fail_file(path, "has shape " + shape_str(x.shape) + " but the model takes examples of " + std::to_string(features) +
+                        " values: (N, ...) with that many after N");
   Dataset d;
   d.count = x.shape[0];
   d.example_shape = example_shape_of(x);

@@ -388,8 +388,8 @@ void batchnorm_channel_moments(double* mean, double* m2, const float* x, std::in
 void batchnorm_normalize_with(float* y, std::uint8_t* relu_mask, bool relu, float* mean_out, float* var_out,
                               float* inv_std, const float* x, const double* mean, const double* var, const float* gamma,
                               const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S, double*) {
-  reference::batchnorm_normalize_with(y, relu_mask, relu, mean_out, var_out, inv_std, x, mean, var, gamma, beta, eps,
-                                      N, C, S);
+  reference::batchnorm_normalize_with(y, relu_mask, relu, mean_out, var_out, inv_std, x, mean, var, gamma, beta, eps, N,
+                                      C, S);
 }
 
 void batchnorm_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, const std::uint8_t* relu_mask,

@@ -323,8 +323,8 @@ void planes_normalize(float* y, std::uint8_t* mask, bool relu, const float* x, c
 }
 
 void planes_apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
-                       const float* k, const float* u, const float* v, std::int64_t N, std::int64_t C,
-                       std::int64_t S, bool parallel, bool stream) {
+                       const float* k, const float* u, const float* v, std::int64_t N, std::int64_t C, std::int64_t S,
+                       bool parallel, bool stream) {
   parallel_segments(N, C, parallel, stream, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
     const std::int64_t at = (n * C + c0) * S;
     apply_grad_segment(dx + at, dy + at, x + at, mask ? mask + at : nullptr, mean + c0, k + c0, u + c0, v + c0, count,

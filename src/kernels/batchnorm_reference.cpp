@@ -134,12 +134,10 @@ template void batchnorm_forward_train<float>(float*, std::uint8_t*, bool, float*
 template void batchnorm_forward_train<double>(double*, std::uint8_t*, bool, double*, double*, double*, const float*,
                                               const float*, const float*, float, std::int64_t, std::int64_t,
                                               std::int64_t);
-template void batchnorm_forward_inference<float>(float*, bool, const float*, const float*, const float*,
-                                                 const float*, const float*, float, std::int64_t, std::int64_t,
-                                                 std::int64_t);
-template void batchnorm_forward_inference<double>(double*, bool, const float*, const float*, const float*,
-                                                  const float*, const float*, float, std::int64_t, std::int64_t,
-                                                  std::int64_t);
+template void batchnorm_forward_inference<float>(float*, bool, const float*, const float*, const float*, const float*,
+                                                 const float*, float, std::int64_t, std::int64_t, std::int64_t);
+template void batchnorm_forward_inference<double>(double*, bool, const float*, const float*, const float*, const float*,
+                                                  const float*, float, std::int64_t, std::int64_t, std::int64_t);
 template void batchnorm_backward<float>(float*, float*, float*, const float*, const std::uint8_t*, const float*,
                                         const float*, const float*, const float*, std::int64_t, std::int64_t,
                                         std::int64_t);
@@ -147,8 +145,8 @@ template void batchnorm_backward<double>(double*, double*, double*, const float*
                                          const double*, const double*, const float*, std::int64_t, std::int64_t,
                                          std::int64_t);
 
-void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
-                              double f, double var_scale, std::int64_t C) {
+void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var, double f,
+                              double var_scale, std::int64_t C) {
   for (std::int64_t c = 0; c < C; ++c) {
     running_mean[c] = static_cast<float>((1.0 - f) * running_mean[c] + f * mean[c]);
     running_var[c] = static_cast<float>((1.0 - f) * running_var[c] + f * var[c] * var_scale);
@@ -168,9 +166,8 @@ void batchnorm_channel_moments(double* mean, double* m2, const float* x, std::in
 }
 
 void batchnorm_normalize_with(float* y, std::uint8_t* relu_mask, bool relu, float* mean_out, float* var_out,
-                              float* inv_std, const float* x, const double* mean, const double* var,
-                              const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
-                              std::int64_t S) {
+                              float* inv_std, const float* x, const double* mean, const double* var, const float* gamma,
+                              const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S) {
   const Layout t{N, C, S};
 #pragma omp parallel for schedule(static) if (t.parallel())
   for (std::int64_t c = 0; c < C; ++c) {
@@ -189,9 +186,9 @@ void batchnorm_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, con
   for (std::int64_t c = 0; c < C; ++c) channel_grad_sums(sum_dy[c], sum_dy_xc[c], dy, relu_mask, x, c, mean[c], t);
 }
 
-void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_mask, const float* x,
-                          const float* mean, const float* inv_std, const float* gamma, const double* sum_dy,
-                          const double* sum_dy_xc, double m, std::int64_t N, std::int64_t C, std::int64_t S) {
+void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_mask, const float* x, const float* mean,
+                          const float* inv_std, const float* gamma, const double* sum_dy, const double* sum_dy_xc,
+                          double m, std::int64_t N, std::int64_t C, std::int64_t S) {
   const Layout t{N, C, S};
 #pragma omp parallel for schedule(static) if (t.parallel())
   for (std::int64_t c = 0; c < C; ++c)

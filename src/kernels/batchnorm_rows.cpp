@@ -237,9 +237,9 @@ void rows_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, const fl
 }
 
 // Blocks of columns, so that the coefficients of a block stay in L1.
-void rows_normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
-                    const float* mean_lo, const float* scale, const float* offset, std::int64_t N, std::int64_t C,
-                    bool parallel, bool stream) {
+void rows_normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi, const float* mean_lo,
+                    const float* scale, const float* offset, std::int64_t N, std::int64_t C, bool parallel,
+                    bool stream) {
   const std::int64_t width = row_block_width(N * std::int64_t{sizeof(float)}, C, parallel);
   parallel_blocks(C, width, parallel, stream, [&](std::int64_t c0) {
     normalize_rows(y, mask, relu, x, mean_hi, mean_lo, scale, offset, N, C, c0, std::min(C, c0 + width), stream);

@@ -290,9 +290,9 @@ void planes_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, const 
 // so fused and unfused give the same bits), and mask, when given, records
 // r > 0 per value: one byte where the ReLU's backward would read a float.
 // Each variant has its own loop so the inner loops stay branch-free.
-void rows_normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
-                    const float* mean_lo, const float* scale, const float* offset, std::int64_t N, std::int64_t C,
-                    bool parallel, bool stream);
+void rows_normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi, const float* mean_lo,
+                    const float* scale, const float* offset, std::int64_t N, std::int64_t C, bool parallel,
+                    bool stream);
 void planes_normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
                       const float* mean_lo, const float* scale, const float* offset, std::int64_t N, std::int64_t C,
                       std::int64_t S, bool parallel, bool stream);
@@ -303,8 +303,8 @@ void rows_apply_grad(float* dx, const float* dy, const float* x, const std::uint
                      const float* k, const float* u, const float* v, std::int64_t N, std::int64_t C, bool parallel,
                      bool stream);
 void planes_apply_grad(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
-                       const float* k, const float* u, const float* v, std::int64_t N, std::int64_t C,
-                       std::int64_t S, bool parallel, bool stream);
+                       const float* k, const float* u, const float* v, std::int64_t N, std::int64_t C, std::int64_t S,
+                       bool parallel, bool stream);
 
 }  // namespace bnorm::kernels::vectorized
 

@@ -120,11 +120,10 @@ OnednnConv::OnednnConv(std::int64_t N, const ConvGeometry& g, std::int64_t O, bo
   const dnnl::primitive_attr attr = user_scratchpad();
   const auto direct = dnnl::algorithm::convolution_direct;
 
-  const auto fwd_desc =
-      bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, direct, x_any, w_any, b_plain, y_any,
-                                             strides, pad, pad)
-           : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, direct, x_any, w_any, y_any, strides,
-                                             pad, pad);
+  const auto fwd_desc = bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, direct, x_any, w_any,
+                                                               b_plain, y_any, strides, pad, pad)
+                             : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, direct, x_any, w_any,
+                                                               y_any, strides, pad, pad);
   const dnnl::convolution_forward::primitive_desc fwd(fwd_desc, attr, p.engine);
   std::vector<Arg> fwd_args{{DNNL_ARG_DST, fwd.dst_desc(), y_plain, true},
                             {DNNL_ARG_SRC, fwd.src_desc(), x_plain, false},

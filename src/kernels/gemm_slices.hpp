@@ -85,8 +85,8 @@ inline void openblas_block(const GemmCall& g, std::int64_t i0, std::int64_t i1, 
 inline void onednn_block(const GemmCall& g, std::int64_t i0, std::int64_t i1, std::int64_t j0, std::int64_t j1) {
   const int saved = omp_in_parallel() ? 1 : omp_get_max_threads();
   if (saved > 1) omp_set_num_threads(1);
-  dnnl_sgemm(g.trans_a ? 'T' : 'N', g.trans_b ? 'T' : 'N', i1 - i0, j1 - j0, g.K, 1.0f, g.a_at(i0), g.lda,
-             g.b_at(j0), g.ldb, g.beta, g.c + i0 * g.N + j0, g.N);
+  dnnl_sgemm(g.trans_a ? 'T' : 'N', g.trans_b ? 'T' : 'N', i1 - i0, j1 - j0, g.K, 1.0f, g.a_at(i0), g.lda, g.b_at(j0),
+             g.ldb, g.beta, g.c + i0 * g.N + j0, g.N);
   if (saved > 1) omp_set_num_threads(saved);
 }
 #endif

@@ -33,8 +33,7 @@ RowGradSums row_grad_sums(const float* dy, const float* x, double mean, double i
 
 }  // namespace
 
-void group_norm_statistics(float* mean, float* inv_std, const float* x, float eps, std::int64_t rows,
-                           std::int64_t m) {
+void group_norm_statistics(float* mean, float* inv_std, const float* x, float eps, std::int64_t rows, std::int64_t m) {
 #pragma omp parallel for schedule(static) if (rows * m >= kParallelMin)
   for (std::int64_t r = 0; r < rows; ++r) {
     const float* row = x + r * m;
@@ -52,9 +51,8 @@ void group_norm_statistics(float* mean, float* inv_std, const float* x, float ep
   }
 }
 
-void group_norm_forward(float* y, float* mean, float* inv_std, const float* x, const float* gamma,
-                        const float* beta, float eps, std::int64_t N, std::int64_t G, std::int64_t m,
-                        std::int64_t R) {
+void group_norm_forward(float* y, float* mean, float* inv_std, const float* x, const float* gamma, const float* beta,
+                        float eps, std::int64_t N, std::int64_t G, std::int64_t m, std::int64_t R) {
   const std::int64_t rows = N * G;
   group_norm_statistics(mean, inv_std, x, eps, rows, m);
 #pragma omp parallel for schedule(static) if (rows * m >= kParallelMin)
@@ -71,9 +69,9 @@ void group_norm_forward(float* y, float* mean, float* inv_std, const float* x, c
   }
 }
 
-void group_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                         const float* mean, const float* inv_std, const float* gamma, std::int64_t N,
-                         std::int64_t G, std::int64_t m, std::int64_t R) {
+void group_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x, const float* mean,
+                         const float* inv_std, const float* gamma, std::int64_t N, std::int64_t G, std::int64_t m,
+                         std::int64_t R) {
   const std::int64_t rows = N * G;
   const bool parallel = rows * m >= kParallelMin;
   if (dx) {

@@ -5,8 +5,8 @@
 
 namespace bnorm::kernels {
 
-double softmax_cross_entropy(float* dlogits, const float* logits, const std::int32_t* labels,
-                             std::int64_t N, std::int64_t K) {
+double softmax_cross_entropy(float* dlogits, const float* logits, const std::int32_t* labels, std::int64_t N,
+                             std::int64_t K) {
   double total = 0.0;
   const float inv_n = 1.0f / static_cast<float>(N);
   for (std::int64_t n = 0; n < N; ++n) {

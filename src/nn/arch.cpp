@@ -113,7 +113,9 @@ nlohmann::json token_config(const std::string& token, const Shape& shape, bool n
   if (is_activation(token) || token == "flatten") return {{"type", token}};
   if (token == "gap") return {{"type", "global_avgpool"}};
   if ((head == "fc" || head == "linear") && parts.size() == 2)
-    return {{"type", "linear"}, {"in_features", shape.at(0)}, {"out_features", number(parts[1], token)},
+    return {{"type", "linear"},
+            {"in_features", shape.at(0)},
+            {"out_features", number(parts[1], token)},
             {"bias", !norm_follows}};
   if (head == "dropout" && parts.size() == 2) {
     char* end = nullptr;
@@ -128,8 +130,9 @@ nlohmann::json token_config(const std::string& token, const Shape& shape, bool n
     const std::int64_t kh = number(size.substr(0, x), token), kw = number(size.substr(x + 1), token);
     std::int64_t stride = 1, pad = (std::min(kh, kw) - 1) / 2;
     read_options(parts, 2, token, &stride, &pad);
-    return {{"type", "conv2d"}, {"in_channels", shape.at(0)}, {"out_channels", number(parts[1], token)},
-            {"kernel_size", {kh, kw}}, {"stride", stride}, {"padding", pad}, {"bias", !norm_follows}};
+    return {{"type", "conv2d"},        {"in_channels", shape.at(0)}, {"out_channels", number(parts[1], token)},
+            {"kernel_size", {kh, kw}}, {"stride", stride},           {"padding", pad},
+            {"bias", !norm_follows}};
   }
   for (const char* pool : {"maxpool", "avgpool"})
     if (head.rfind(pool, 0) == 0 && head.size() > 7) {
@@ -138,9 +141,10 @@ nlohmann::json token_config(const std::string& token, const Shape& shape, bool n
       read_options(parts, 1, token, &stride, nullptr);
       return {{"type", std::string(pool) + "2d"}, {"kernel_size", k}, {"stride", stride}};
     }
-  throw Error("--arch: unknown token '" + token +
-              "' (expected conv<K>x<K>:<out>, fc:<out>, bn, gn:<groups>, ln, relu, tanh, sigmoid, maxpool<k>, avgpool<k>, gap, "
-              "flatten, dropout:<p>)");
+  throw Error(
+      "--arch: unknown token '" + token +
+      "' (expected conv<K>x<K>:<out>, fc:<out>, bn, gn:<groups>, ln, relu, tanh, sigmoid, maxpool<k>, avgpool<k>, gap, "
+      "flatten, dropout:<p>)");
 }
 
 }  // namespace

@@ -22,8 +22,8 @@ double merge_moments(std::span<double> mean, std::span<double> m2, std::span<con
   for (const MomentsView& p : parts) {
     if (p.count == 0) continue;
     const double total = n + p.count;
-    const double weight = p.count / total;      // nb / n
-    const double cross = n * weight;            // na * nb / n
+    const double weight = p.count / total;  // nb / n
+    const double cross = n * weight;        // na * nb / n
     for (std::size_t c = 0; c < C; ++c) {
       const double delta = p.mean[c] - mean[c];
       mean[c] += delta * weight;

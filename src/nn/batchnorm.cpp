@@ -42,9 +42,12 @@ void check_renorm(const BatchRenormOptions& renorm, bool track_running_stats) {
 
 const char* bn_freeze_name(BnFreeze f) {
   switch (f) {
-    case BnFreeze::stats: return "stats";
-    case BnFreeze::all: return "all";
-    case BnFreeze::none: break;
+    case BnFreeze::stats:
+      return "stats";
+    case BnFreeze::all:
+      return "all";
+    case BnFreeze::none:
+      break;
   }
   return "none";
 }
@@ -71,8 +74,7 @@ double* BatchNorm::work() {
   return work_.data();
 }
 
-BatchNorm::BatchNorm(std::int64_t num_features, BatchNormOptions options)
-    : C_(num_features), options_(options) {
+BatchNorm::BatchNorm(std::int64_t num_features, BatchNormOptions options) : C_(num_features), options_(options) {
   if (C_ <= 0 || C_ > (1 << 24)) throw Error("batchnorm: num_features must be in 1..16777216");
   if (!(options_.eps > 0.0f) || !std::isfinite(options_.eps))
     throw Error("batchnorm: eps must be a positive finite number");
@@ -111,9 +113,8 @@ nlohmann::json BatchNorm::config() const {
   if (options_.freeze != BnFreeze::none) c["freeze"] = bn_freeze_name(options_.freeze);
   // Likewise absent for plain batch norm.
   if (options_.renorm.enabled)
-    c["renorm"] = {{"rmax", options_.renorm.rmax},
-                   {"dmax", options_.renorm.dmax},
-                   {"warmup_steps", options_.renorm.warmup_steps}};
+    c["renorm"] = {
+        {"rmax", options_.renorm.rmax}, {"dmax", options_.renorm.dmax}, {"warmup_steps", options_.renorm.warmup_steps}};
   if (options_.virtual_batch_size > 0) c["virtual_batch_size"] = options_.virtual_batch_size;
   return c;
 }
@@ -144,8 +145,7 @@ void BatchNorm::set_renorm(const BatchRenormOptions& renorm) {
 
 Shape BatchNorm::output_shape(const Shape& input) const {
   if (input.empty() || input[0] != C_ || (input.size() != 1 && input.size() != 3))
-    throw Error("batchnorm: expects " + std::to_string(C_) + " channels per example, got " +
-                shape_str(input));
+    throw Error("batchnorm: expects " + std::to_string(C_) + " channels per example, got " + shape_str(input));
   return input;
 }
 
@@ -199,11 +199,11 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
   const bool use_running = mode == Mode::eval && options_.track_running_stats;
   if (use_running) {
     if (fused_relu_)
-      kernels::batchnorm_relu_forward_inference(y.data(), x.data(), running_mean_.data(), running_var_.data(),
-                                                gamma_, beta_, options_.eps, d.N, C_, d.S, work());
+      kernels::batchnorm_relu_forward_inference(y.data(), x.data(), running_mean_.data(), running_var_.data(), gamma_,
+                                                beta_, options_.eps, d.N, C_, d.S, work());
     else
-      kernels::batchnorm_forward_inference(y.data(), x.data(), running_mean_.data(), running_var_.data(),
-                                           gamma_, beta_, options_.eps, d.N, C_, d.S, work());
+      kernels::batchnorm_forward_inference(y.data(), x.data(), running_mean_.data(), running_var_.data(), gamma_, beta_,
+                                           options_.eps, d.N, C_, d.S, work());
     return;
   }
   if (mode == Mode::train && options_.freeze != BnFreeze::none) {
@@ -212,8 +212,9 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
   }
   if (mode == Mode::train && variant_training()) {
     if (sync_)
-      throw Error("batchnorm: batch renormalization and ghost batch norm normalize each process's share alone; "
-                  "with --distributed use --bn-sync local");
+      throw Error(
+          "batchnorm: batch renormalization and ghost batch norm normalize each process's share alone; "
+          "with --distributed use --bn-sync local");
     forward_variants(y, x, d.N, d.S);
     return;
   }
@@ -242,8 +243,8 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
     kernels::batchnorm_relu_forward_train(y.data(), relu_mask_.data(), mean_.data(), var_.data(), inv_std_.data(),
                                           x.data(), gamma_, beta_, options_.eps, d.N, C_, d.S, work());
   } else {
-    kernels::batchnorm_forward_train(y.data(), mean_.data(), var_.data(), inv_std_.data(), x.data(), gamma_,
-                                     beta_, options_.eps, d.N, C_, d.S, work());
+    kernels::batchnorm_forward_train(y.data(), mean_.data(), var_.data(), inv_std_.data(), x.data(), gamma_, beta_,
+                                     options_.eps, d.N, C_, d.S, work());
   }
   if (mode != Mode::train) return;
 
@@ -258,19 +259,17 @@ void BatchNorm::update_running_estimates(std::int64_t m, const float* mean, cons
   //   running = (1 - f) * running + f * batch_statistic
   // with f = momentum, or f = 1 / num_batches_tracked for the cumulative average.
   ++num_batches_tracked_;
-  const double f = options_.momentum ? static_cast<double>(*options_.momentum)
-                                     : 1.0 / static_cast<double>(num_batches_tracked_);
+  const double f =
+      options_.momentum ? static_cast<double>(*options_.momentum) : 1.0 / static_cast<double>(num_batches_tracked_);
   const double var_correction =
       options_.unbiased_running_var ? static_cast<double>(m) / static_cast<double>(m - 1) : 1.0;
   kernels::batchnorm_update_running(running_mean_.data(), running_var_.data(), mean, var, f, var_correction, C_);
 }
 
 void BatchNorm::backward(Tensor* dx, const Tensor& dy) {
-  if (!have_train_cache_)
-    throw Error("batchnorm: backward needs a preceding forward in training mode");
+  if (!have_train_cache_) throw Error("batchnorm: backward needs a preceding forward in training mode");
   if (dy.shape() != x_->shape())
-    throw Error("batchnorm: gradient " + shape_str(dy.shape()) + " does not match input " +
-                shape_str(x_->shape()));
+    throw Error("batchnorm: gradient " + shape_str(dy.shape()) + " does not match input " + shape_str(x_->shape()));
   const Dims d = batch_dims(x_->shape(), C_);
   if (frozen_cache_) {
     backward_frozen(dx, dy, d.N, d.S);
@@ -294,8 +293,8 @@ void BatchNorm::backward(Tensor* dx, const Tensor& dy) {
     kernels::batchnorm_relu_backward(out->data(), dgamma_, dbeta_, dy.data(), relu_mask_.data(), x_->data(),
                                      mean_.data(), inv_std_.data(), gamma_, d.N, C_, d.S, work());
   else
-    kernels::batchnorm_backward(out->data(), dgamma_, dbeta_, dy.data(), x_->data(), mean_.data(),
-                                inv_std_.data(), gamma_, d.N, C_, d.S, work());
+    kernels::batchnorm_backward(out->data(), dgamma_, dbeta_, dy.data(), x_->data(), mean_.data(), inv_std_.data(),
+                                gamma_, d.N, C_, d.S, work());
 }
 
 // Frozen training forward: the running statistics play the batch's part, so
@@ -315,8 +314,8 @@ void BatchNorm::forward_frozen(Tensor& y, const Tensor& x, std::int64_t N, std::
   inv_std_.resize(Cs);
   if (fused_relu_) relu_mask_.resize(static_cast<std::size_t>(x.size()));
   kernels::batchnorm_normalize_with(y.data(), fused_relu_ ? relu_mask_.data() : nullptr, fused_relu_, mean_.data(),
-                                    var_.data(), inv_std_.data(), x.data(), mean, var, gamma_, beta_, options_.eps,
-                                    N, C_, S, work());
+                                    var_.data(), inv_std_.data(), x.data(), mean, var, gamma_, beta_, options_.eps, N,
+                                    C_, S, work());
   x_ = &x;
   have_train_cache_ = true;
   frozen_cache_ = true;
@@ -452,8 +451,8 @@ void BatchNorm::forward_variants(Tensor& y, const Tensor& x, std::int64_t N, std
     if (options_.renorm.enabled)
       normalize_renorm_slice(ys, mask, s, x.data() + at, n, S);
     else if (fused_relu_)
-      kernels::batchnorm_relu_forward_train(ys, mask, mean, var, inv_std, x.data() + at, gamma_, beta_, options_.eps,
-                                            n, C_, S, work());
+      kernels::batchnorm_relu_forward_train(ys, mask, mean, var, inv_std, x.data() + at, gamma_, beta_, options_.eps, n,
+                                            C_, S, work());
     else
       kernels::batchnorm_forward_train(ys, mean, var, inv_std, x.data() + at, gamma_, beta_, options_.eps, n, C_, S,
                                        work());

@@ -46,7 +46,8 @@ Model fold_batchnorm(Model& model) {
     if (!folded[j]) {
       for (const StateEntry& e : to.state()) {
         const StateEntry src = find_entry(from, e.name);
-        std::memcpy(e.data, src.data, static_cast<std::size_t>(numel(e.shape)) * (e.dtype == StateEntry::DType::f32 ? 4 : 8));
+        std::memcpy(e.data, src.data,
+                    static_cast<std::size_t>(numel(e.shape)) * (e.dtype == StateEntry::DType::f32 ? 4 : 8));
       }
       continue;
     }
@@ -56,12 +57,14 @@ Model fold_batchnorm(Model& model) {
     const auto* gamma = bn.options().scale ? static_cast<const float*>(find_entry(bn, "weight").data) : nullptr;
     const auto* beta = bn.options().center ? static_cast<const float*>(find_entry(bn, "bias").data) : nullptr;
     const StateEntry w_src = find_entry(from, "weight");
-    const float* b_src = from.param_slots().size() > 1 ? static_cast<const float*>(find_entry(from, "bias").data) : nullptr;
+    const float* b_src =
+        from.param_slots().size() > 1 ? static_cast<const float*>(find_entry(from, "bias").data) : nullptr;
     auto* w = static_cast<float*>(find_entry(to, "weight").data);
     auto* b = static_cast<float*>(find_entry(to, "bias").data);
     const std::int64_t per_channel = numel(w_src.shape) / C;  // weight rows are output channels
     for (std::int64_t c = 0; c < C; ++c) {
-      const double s = (gamma ? gamma[c] : 1.0) / std::sqrt(static_cast<double>(bn.running_var()[c]) + bn.options().eps);
+      const double s =
+          (gamma ? gamma[c] : 1.0) / std::sqrt(static_cast<double>(bn.running_var()[c]) + bn.options().eps);
       for (std::int64_t k = 0; k < per_channel; ++k)
         w[c * per_channel + k] = static_cast<float>(static_cast<const float*>(w_src.data)[c * per_channel + k] * s);
       const double bias = b_src ? b_src[c] : 0.0;

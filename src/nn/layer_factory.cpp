@@ -3,10 +3,10 @@
 #include <type_traits>
 
 #include "bnorm/error.hpp"
+#include "bnorm/json_number.hpp"
 #include "bnorm/nn/conv2d.hpp"
 #include "bnorm/nn/group_norm.hpp"
 #include "bnorm/nn/layer_norm.hpp"
-#include "bnorm/json_number.hpp"
 #include "bnorm/nn/linear.hpp"
 #include "bnorm/nn/pooling.hpp"
 
@@ -47,8 +47,13 @@ ConvConfig conv_config(const nlohmann::json& config) {
   const auto kernel = field<std::vector<std::int64_t>>(config, "kernel_size");
   if (kernel.size() != 2 || kernel[0] < 1 || kernel[1] < 1 || kernel[0] > 64 || kernel[1] > 64)
     throw Error("layer config " + config.dump() + ": \"kernel_size\" must be [kh, kw], each in 1..64");
-  return {bounded(config, "in_channels", 1, 65536), bounded(config, "out_channels", 1, 65536), kernel[0], kernel[1],
-          bounded(config, "stride", 1, 64), bounded(config, "padding", 0, 64), field<bool>(config, "bias")};
+  return {bounded(config, "in_channels", 1, 65536),
+          bounded(config, "out_channels", 1, 65536),
+          kernel[0],
+          kernel[1],
+          bounded(config, "stride", 1, 64),
+          bounded(config, "padding", 0, 64),
+          field<bool>(config, "bias")};
 }
 
 // Batch norm's learned gamma and beta: PyTorch's "affine" (both or neither;
@@ -71,8 +76,8 @@ LayerPtr make_layer(const nlohmann::json& config) {
   if (!config.is_object()) throw Error("layer config must be a JSON object, got " + config.dump());
   const auto type = field<std::string>(config, "type");
   if (type == "linear")
-    return std::make_unique<Linear>(positive_size(config, "in_features"),
-                                    positive_size(config, "out_features"), field<bool>(config, "bias"));
+    return std::make_unique<Linear>(positive_size(config, "in_features"), positive_size(config, "out_features"),
+                                    field<bool>(config, "bias"));
   if (type == "batchnorm") {
     BatchNormOptions o;
     o.eps = field<float>(config, "eps");
@@ -145,9 +150,12 @@ std::int64_t layer_state_bytes(const nlohmann::json& config) {
 
 std::string bn_placement_name(BnPlacement placement) {
   switch (placement) {
-    case BnPlacement::before: return "before";
-    case BnPlacement::after: return "after";
-    case BnPlacement::none: return "none";
+    case BnPlacement::before:
+      return "before";
+    case BnPlacement::after:
+      return "after";
+    case BnPlacement::none:
+      return "none";
   }
   return "?";
 }

@@ -16,7 +16,8 @@ LayerNorm::LayerNorm(Shape normalized_shape, float eps, bool elementwise_affine)
   for (std::int64_t d : shape_) {
     if (d < 1 || d > (1 << 24)) throw Error("layernorm: normalized_shape " + shape_str(shape_) + " has a bad size");
     values *= d;
-    if (values > (1 << 24)) throw Error("layernorm: normalized_shape " + shape_str(shape_) + " exceeds 16777216 values");
+    if (values > (1 << 24))
+      throw Error("layernorm: normalized_shape " + shape_str(shape_) + " exceeds 16777216 values");
   }
 }
 

@@ -10,8 +10,7 @@ namespace bnorm {
 Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool bias)
     : in_(in_features), out_(out_features), has_bias_(bias) {
   if (in_ <= 0 || out_ <= 0 || in_ > (1 << 24) || out_ > (1 << 24))
-    throw Error("linear: sizes must be in 1..16777216, got in=" + std::to_string(in_) +
-                " out=" + std::to_string(out_));
+    throw Error("linear: sizes must be in 1..16777216, got in=" + std::to_string(in_) + " out=" + std::to_string(out_));
 }
 
 nlohmann::json Linear::config() const {
@@ -20,8 +19,7 @@ nlohmann::json Linear::config() const {
 
 Shape Linear::output_shape(const Shape& input) const {
   if (input.size() != 1 || input[0] != in_)
-    throw Error("linear: expects " + std::to_string(in_) + " features per example, got " +
-                shape_str(input));
+    throw Error("linear: expects " + std::to_string(in_) + " features per example, got " + shape_str(input));
   return {out_};
 }
 
@@ -67,8 +65,8 @@ void Linear::backward(Tensor* dx, const Tensor& dy) {
   if (!x_) throw Error("linear: backward called before forward");
   const std::int64_t N = x_->dim(0);
   if (!dy.has_shape({N, out_}))
-    throw Error("linear: gradient " + shape_str(dy.shape()) + " does not match output (" +
-                std::to_string(N) + ", " + std::to_string(out_) + ")");
+    throw Error("linear: gradient " + shape_str(dy.shape()) + " does not match output (" + std::to_string(N) + ", " +
+                std::to_string(out_) + ")");
   kernels::gemm_atb(dweight_, dy.data(), x_->data(), out_, in_, N);  // dW = dy^T · x
   if (has_bias_) kernels::sum_rows(dbias_, dy.data(), N, out_);      // db = Σ_n dy
   if (dx) {

@@ -5,11 +5,10 @@
 
 namespace bnorm {
 
-LossResult softmax_cross_entropy(const Tensor& logits, std::span<const std::int32_t> labels,
-                                 Tensor* dlogits) {
+LossResult softmax_cross_entropy(const Tensor& logits, std::span<const std::int32_t> labels, Tensor* dlogits) {
   if (logits.rank() != 2 || logits.dim(0) != static_cast<std::int64_t>(labels.size()))
-    throw Error("loss: logits " + shape_str(logits.shape()) + " do not match " +
-                std::to_string(labels.size()) + " labels");
+    throw Error("loss: logits " + shape_str(logits.shape()) + " do not match " + std::to_string(labels.size()) +
+                " labels");
   const std::int64_t N = logits.dim(0), K = logits.dim(1);
   for (const std::int32_t label : labels)
     if (label < 0 || label >= K)

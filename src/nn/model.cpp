@@ -104,9 +104,10 @@ Shape Model::output_shape() const {
 }
 
 const Tensor& Model::forward(const Tensor& x, Mode mode) {
-  if (x.rank() != input_shape_.size() + 1 || !std::equal(input_shape_.begin(), input_shape_.end(), x.shape().begin() + 1))
-    throw Error("model: expects input " + shape_str(with_batch(x.rank() ? x.dim(0) : 0, input_shape_)) +
-                ", got " + shape_str(x.shape()));
+  if (x.rank() != input_shape_.size() + 1 ||
+      !std::equal(input_shape_.begin(), input_shape_.end(), x.shape().begin() + 1))
+    throw Error("model: expects input " + shape_str(with_batch(x.rank() ? x.dim(0) : 0, input_shape_)) + ", got " +
+                shape_str(x.shape()));
   input_ = &x;
   const Tensor* in = &x;
   for (std::size_t i = 0; i < layers_.size(); ++i) {

@@ -16,9 +16,9 @@ T field(const nlohmann::json& j, const char* key) {
 }  // namespace
 
 nlohmann::json position_to_json(const TrainPosition& p) {
-  return nlohmann::json{{"epoch", p.epoch},   {"batch", p.batch},       {"global_step", p.global_step},
-                        {"rng", p.rng},       {"loss_sum", p.loss_sum}, {"correct", p.correct},
-                        {"seen", p.seen},     {"skipped", p.skipped}};
+  return nlohmann::json{{"epoch", p.epoch}, {"batch", p.batch},       {"global_step", p.global_step},
+                        {"rng", p.rng},     {"loss_sum", p.loss_sum}, {"correct", p.correct},
+                        {"seen", p.seen},   {"skipped", p.skipped}};
 }
 
 TrainPosition position_from_json(const nlohmann::json& j) {

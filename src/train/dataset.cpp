@@ -33,8 +33,7 @@ template <class T>
 void keep_rows(std::vector<T>& v, std::span<const std::int64_t> indices, std::int64_t width) {
   std::vector<T> out;
   out.reserve(indices.size() * static_cast<std::size_t>(width));
-  for (const std::int64_t i : indices)
-    out.insert(out.end(), v.begin() + i * width, v.begin() + (i + 1) * width);
+  for (const std::int64_t i : indices) out.insert(out.end(), v.begin() + i * width, v.begin() + (i + 1) * width);
   v = std::move(out);
 }
 
@@ -80,8 +79,8 @@ void Dataset::validate(const std::string& name) const {
       fail_file(name, "example " + std::to_string(i / static_cast<std::size_t>(features)) + ", feature " +
                           std::to_string(i % static_cast<std::size_t>(features)) + " is not finite");
   if (task == Task::classify) {
-    if (labels.size() != rows) fail_file(name, "holds " + std::to_string(labels.size()) + " labels for " +
-                                                   std::to_string(count) + " examples");
+    if (labels.size() != rows)
+      fail_file(name, "holds " + std::to_string(labels.size()) + " labels for " + std::to_string(count) + " examples");
     if (num_classes < 1) fail_file(name, "has no classes");
     for (std::size_t i = 0; i < rows; ++i)
       if (labels[i] < 0 || labels[i] >= num_classes)
@@ -177,11 +176,16 @@ void InputNormalization::validate(std::int64_t features) const {
   if (!(divisor > 0.0f) || !std::isfinite(divisor)) throw Error("input normalization: divisor must be > 0");
   const std::size_t width = mean.size();
   std::string needs;  // how many means and stds the mode needs
-  if (mode == "none") needs = "0";
-  else if (mode == "global") needs = "1";
-  else if (mode == "pixel" || mode == "feature") needs = std::to_string(features);
-  else if (mode == "channel") needs = "a channel count dividing " + std::to_string(features) + " of";
-  else throw Error("input normalization: unknown mode '" + mode + "'");
+  if (mode == "none")
+    needs = "0";
+  else if (mode == "global")
+    needs = "1";
+  else if (mode == "pixel" || mode == "feature")
+    needs = std::to_string(features);
+  else if (mode == "channel")
+    needs = "a channel count dividing " + std::to_string(features) + " of";
+  else
+    throw Error("input normalization: unknown mode '" + mode + "'");
   const bool fits = mode == "channel" ? width > 0 && features % static_cast<std::int64_t>(width) == 0
                                       : needs == std::to_string(width);
   if (!fits || std.size() != width)

@@ -1,6 +1,5 @@
 #include "bnorm/train/numeric_check.hpp"
 
-
 namespace bnorm {
 
 bool all_finite(std::span<const float> values) {
@@ -22,9 +21,7 @@ bool all_finite(std::span<const float> values) {
 }
 
 std::string diagnose_numeric_fault(const Model& model) {
-  const auto name = [&](std::size_t i) {
-    return "layer " + std::to_string(i) + " (" + model.layer(i).type() + ")";
-  };
+  const auto name = [&](std::size_t i) { return "layer " + std::to_string(i) + " (" + model.layer(i).type() + ")"; };
   for (std::size_t i = 0; i < model.num_layers(); ++i)
     if (!all_finite(model.layer_output(i).span())) return name(i) + " output";
   // Parameter gradients live in the flat buffer in layer order (see Model's

@@ -60,7 +60,8 @@ const std::vector<float>& checked_buffer(const OptimizerState& state, const std:
   throw Error(optimizer + " state lacks '" + name + "'");
 }
 
-void check_buffer_names(const OptimizerState& state, const std::string& optimizer, std::initializer_list<const char*> names) {
+void check_buffer_names(const OptimizerState& state, const std::string& optimizer,
+                        std::initializer_list<const char*> names) {
   if (state.buffers.size() != names.size())
     throw Error(optimizer + " state has " + std::to_string(state.buffers.size()) + " buffers, expected " +
                 std::to_string(names.size()));

@@ -15,8 +15,7 @@ namespace {
 std::vector<std::size_t> tracked_batchnorm_layers(Model& model) {
   std::vector<std::size_t> out;
   for (std::size_t i = 0; i < model.num_layers(); ++i)
-    if (auto* bn = dynamic_cast<BatchNorm*>(&model.layer(i)); bn && bn->options().track_running_stats)
-      out.push_back(i);
+    if (auto* bn = dynamic_cast<BatchNorm*>(&model.layer(i)); bn && bn->options().track_running_stats) out.push_back(i);
   return out;
 }
 
@@ -70,7 +69,8 @@ double merge_across_processes(DataParallel& dist, std::vector<double>& mean, std
 }
 
 double relative_change(float old_value, float new_value, double floor) {
-  return std::abs(static_cast<double>(old_value) - new_value) / std::max(std::abs(static_cast<double>(new_value)), floor);
+  return std::abs(static_cast<double>(old_value) - new_value) /
+         std::max(std::abs(static_cast<double>(new_value)), floor);
 }
 
 // One pass over the data per BN layer: per batch, the kernels' per-channel
@@ -100,8 +100,8 @@ void recalibrate_exact(Model& model, const std::vector<std::size_t>& layers, Bat
     }
     if (dist) count = merge_across_processes(*dist, mean, m2, count);
     if (count < 2)
-      throw Error("recalibration: layer " + std::to_string(i) + " sees " + std::to_string(static_cast<long long>(count)) +
-                  " value(s) per channel; a variance needs at least 2");
+      throw Error("recalibration: layer " + std::to_string(i) + " sees " +
+                  std::to_string(static_cast<long long>(count)) + " value(s) per channel; a variance needs at least 2");
     const double divisor = biased_variance || !bn.options().unbiased_running_var ? count : count - 1;
     for (std::size_t c = 0; c < C; ++c) {
       bn.running_mean()[c] = static_cast<float>(mean[c]);

@@ -19,9 +19,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 // A batch's targets as the loss wants them: class indices, or regression
 // targets standardized with the training set's statistics. The buffers keep
@@ -54,8 +52,7 @@ void check_model_fits(const Model& model, const Dataset& data, const Preprocessi
                 std::to_string(data.features) + " values " + shape_str(data.example_shape));
   if (model.output_shape() != Shape{data.outputs()})
     throw Error("the model ends with outputs " + shape_str(model.output_shape()) + " but the data has " +
-                std::to_string(data.outputs()) +
-                (data.task == Task::classify ? " classes" : " regression targets"));
+                std::to_string(data.outputs()) + (data.task == Task::classify ? " classes" : " regression targets"));
   prep.input.validate(data.features);
   if (data.task == Task::regress) prep.target.validate(data.target_dims);
 }
@@ -158,8 +155,7 @@ EvalResult evaluate_shared(Model& model, const Dataset& data, const Preprocessin
 
 }  // namespace
 
-EvalResult evaluate(Model& model, const Dataset& data, const Preprocessing& prep, std::int64_t batch_size,
-                    Mode mode) {
+EvalResult evaluate(Model& model, const Dataset& data, const Preprocessing& prep, std::int64_t batch_size, Mode mode) {
   if (data.count == 0) return {};
   return eval_result(eval_sums(model, data, prep, 0, data.count, batch_size, mode), data);
 }
@@ -324,8 +320,8 @@ struct FitHooks {
 // update; an epoch ends with the agreement check and the evaluation.
 class FitRun {
  public:
-  FitRun(Model& model, Optimizer& optimizer, const Preprocessing& prep, const TrainConfig& config,
-         const Dataset& train, const Dataset& test, const FitHooks& hooks)
+  FitRun(Model& model, Optimizer& optimizer, const Preprocessing& prep, const TrainConfig& config, const Dataset& train,
+         const Dataset& test, const FitHooks& hooks)
       : model_(model),
         optimizer_(optimizer),
         prep_(prep),
@@ -380,12 +376,17 @@ class FitRun {
       throw Error("unsynchronized batch norm needs at least 2 examples on every process, but a batch of " +
                   std::to_string(smallest_batch) + " over " + std::to_string(ranks_) +
                   " processes leaves some with fewer; use synchronized batch norm or a larger batch");
-    const std::int64_t facts[] = {config_.epochs, config_.batch_size, static_cast<std::int64_t>(config_.seed),
-                                  static_cast<std::int64_t>(config_.on_nan), config_.sync_batch_stats,
-                                  train_.count, test_.count, pos_.global_step};
-    check_same_everywhere(*dist_,
-                          fingerprint(bytes_of(std::span<const std::int64_t>(facts)), model_fingerprint(model_, snapshot_)),
-                          "the training configuration, data sizes or starting parameters");
+    const std::int64_t facts[] = {config_.epochs,
+                                  config_.batch_size,
+                                  static_cast<std::int64_t>(config_.seed),
+                                  static_cast<std::int64_t>(config_.on_nan),
+                                  config_.sync_batch_stats,
+                                  train_.count,
+                                  test_.count,
+                                  pos_.global_step};
+    check_same_everywhere(
+        *dist_, fingerprint(bytes_of(std::span<const std::int64_t>(facts)), model_fingerprint(model_, snapshot_)),
+        "the training configuration, data sizes or starting parameters");
     // A checkpoint holds the whole batch's totals: one process carries them on.
     if (resuming && rank_ != 0) pos_.loss_sum = 0.0, pos_.correct = pos_.seen = 0;
   }
@@ -552,8 +553,7 @@ void check_datasets(const Dataset& train, const Dataset& test) {
 
 }  // namespace
 
-void Trainer::fit(const Dataset& train, const Dataset& test,
-                  const std::function<void(const Progress&)>& on_progress,
+void Trainer::fit(const Dataset& train, const Dataset& test, const std::function<void(const Progress&)>& on_progress,
                   const std::function<void(const EpochReport&)>& on_epoch) {
   check_datasets(train, test);
   check_model_fits(model_, train, prep_);

@@ -5,8 +5,8 @@
 #include "bnorm/bnorm.hpp"
 
 int main() {
-  bnorm::Model model = bnorm::Model::from_architecture(
-      bnorm::parse_arch("fc:4,bn,relu,fc:3", {5}, bnorm::BnPlacement::before, {}));
+  bnorm::Model model =
+      bnorm::Model::from_architecture(bnorm::parse_arch("fc:4,bn,relu,fc:3", {5}, bnorm::BnPlacement::before, {}));
   bnorm::Rng rng(1);
   model.init_parameters(rng);
   const bnorm::Tensor x({2, 5});

@@ -11,9 +11,8 @@
 //   position   JSON: TrainPosition except order, as position_to_json writes it
 //              (train/checkpoint_state.hpp owns that schema).
 // Written with write_file_atomically like a model file.
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "bnorm/io/model_file.hpp"
 #include "bnorm/train/checkpoint_state.hpp"
@@ -32,9 +31,9 @@ struct Checkpoint {
   TrainPosition position;          // checked against the data by Trainer::fit
 };
 
-void save_checkpoint(const std::string& path, Model& model, const Preprocessing& prep,
-                     const nlohmann::json& training, const nlohmann::json& config, const Optimizer& optimizer,
-                     const TrainPosition& position, const ModelTask& task = {});
+void save_checkpoint(const std::string& path, Model& model, const Preprocessing& prep, const nlohmann::json& training,
+                     const nlohmann::json& config, const Optimizer& optimizer, const TrainPosition& position,
+                     const ModelTask& task = {});
 // Throws Error naming the file for anything that is not a complete,
 // consistent checkpoint of a known version.
 Checkpoint load_checkpoint(const std::string& path);

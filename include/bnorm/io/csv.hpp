@@ -12,13 +12,13 @@
 namespace bnorm {
 
 struct CsvTable {
-  std::vector<std::string> header;   // column names, trimmed
+  std::vector<std::string> header;  // column names, trimmed
   std::int64_t rows = 0;
-  std::vector<std::string> cells;    // rows * header.size(), row-major, unquoted, trimmed
-  std::vector<std::int64_t> line;    // 1-based line of the file where each row starts
+  std::vector<std::string> cells;  // rows * header.size(), row-major, unquoted, trimmed
+  std::vector<std::int64_t> line;  // 1-based line of the file where each row starts
   std::int64_t cols() const { return static_cast<std::int64_t>(header.size()); }
   const std::string& cell(std::int64_t row, std::int64_t col) const;  // throws Error when out of range
-  std::int64_t column(const std::string& name) const;                // index, or -1
+  std::int64_t column(const std::string& name) const;                 // index, or -1
 };
 
 // Throws Error("<name>: line L...: <problem>") for a table that is not

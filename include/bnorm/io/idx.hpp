@@ -9,10 +9,10 @@
 namespace bnorm {
 
 struct IdxArray {
-  std::uint8_t type_code = 0;          // 0x08 unsigned byte, 0x0D float32 (big-endian on disk)
+  std::uint8_t type_code = 0;  // 0x08 unsigned byte, 0x0D float32 (big-endian on disk)
   std::vector<std::int64_t> dims;
-  std::vector<std::uint8_t> bytes;     // unsigned-byte data
-  std::vector<float> floats;           // float32 data, already host order
+  std::vector<std::uint8_t> bytes;  // unsigned-byte data
+  std::vector<float> floats;        // float32 data, already host order
 };
 
 // Reads a whole file; a gzip stream is recognised by its magic bytes. The

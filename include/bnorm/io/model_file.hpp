@@ -11,9 +11,8 @@
 //                        "target_column"}; absent: a classifier without names
 //   target_normalization JSON: {"mean", "std"} (regression only)
 //   training             JSON: how it was trained (informational)
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "bnorm/io/safetensors.hpp"
 #include "bnorm/nn/model.hpp"
@@ -28,8 +27,8 @@ inline constexpr const char* kModelFormatVersion = "1";
 // can answer in the data's own terms ("setosa", a price in dollars).
 struct ModelTask {
   Task kind = Task::classify;
-  std::vector<std::string> class_names;  // classify: one per output, or empty
-  bool integer_labels = false;           // the class names are integers as the data wrote them
+  std::vector<std::string> class_names;    // classify: one per output, or empty
+  bool integer_labels = false;             // the class names are integers as the data wrote them
   std::vector<std::string> target_names;   // regress: one per output, or empty
   std::vector<std::string> feature_names;  // CSV: the columns the model reads, in order
   std::string target_column;               // CSV: where the targets were

@@ -15,15 +15,15 @@ enum class NpyDType { f32, f64, u8, i32, i64 };
 
 struct NpyArray {
   NpyDType dtype = NpyDType::f32;
-  std::vector<std::int64_t> shape;    // C order
-  std::vector<unsigned char> data;    // numel * itemsize bytes, little-endian as in the file
+  std::vector<std::int64_t> shape;  // C order
+  std::vector<unsigned char> data;  // numel * itemsize bytes, little-endian as in the file
   std::int64_t numel() const;
-  bool is_integer() const;            // u8, i32, i64
-  std::vector<float> to_float() const;            // f64 rounded to float; finiteness is the caller's to check
-  std::vector<std::int64_t> to_int64() const;     // integer dtypes only; throws Error otherwise
+  bool is_integer() const;                     // u8, i32, i64
+  std::vector<float> to_float() const;         // f64 rounded to float; finiteness is the caller's to check
+  std::vector<std::int64_t> to_int64() const;  // integer dtypes only; throws Error otherwise
 };
 
-const char* npy_dtype_name(NpyDType dtype);       // "float32", "float64", "uint8", "int32", "int64"
+const char* npy_dtype_name(NpyDType dtype);  // "float32", "float64", "uint8", "int32", "int64"
 std::size_t npy_itemsize(NpyDType dtype);
 
 // Throws Error("<name>: <problem>") for anything but a well-formed file.

@@ -12,12 +12,12 @@
 namespace bnorm {
 
 struct SafeTensor {
-  std::string dtype;                // "F32" or "I64" (the only ones bnorm reads)
+  std::string dtype;  // "F32" or "I64" (the only ones bnorm reads)
   Shape shape;
   std::vector<std::uint8_t> bytes;  // little-endian, numel * element size
 
-  std::vector<float> to_f32() const;        // dtype must be F32
-  std::int64_t to_i64_scalar() const;       // dtype I64 with one element
+  std::vector<float> to_f32() const;   // dtype must be F32
+  std::int64_t to_i64_scalar() const;  // dtype I64 with one element
 };
 
 struct SafetensorsFile {

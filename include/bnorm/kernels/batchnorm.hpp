@@ -47,15 +47,15 @@ std::int64_t batchnorm_work_doubles(std::int64_t C);
 // the backward pass needs mean and inv_std, the layer needs var for its running
 // estimate. Statistics accumulate in double around a per-channel shift, so an
 // input with a large mean (1e6) and unit spread keeps its precision.
-void batchnorm_forward_train(float* y, float* mean, float* var, float* inv_std,
-                             const float* x, const float* gamma, const float* beta,
-                             float eps, std::int64_t N, std::int64_t C, std::int64_t S, double* work);
+void batchnorm_forward_train(float* y, float* mean, float* var, float* inv_std, const float* x, const float* gamma,
+                             const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S,
+                             double* work);
 
 // Inference forward with given statistics (the running estimates):
 //   y = (x - mean) * gamma / sqrt(var + eps) + beta
-void batchnorm_forward_inference(float* y, const float* x, const float* mean, const float* var,
-                                 const float* gamma, const float* beta, float eps,
-                                 std::int64_t N, std::int64_t C, std::int64_t S, double* work);
+void batchnorm_forward_inference(float* y, const float* x, const float* mean, const float* var, const float* gamma,
+                                 const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S,
+                                 double* work);
 
 // Backward of the training-mode forward, in closed form:
 //   dbeta  = Σ dy
@@ -63,9 +63,9 @@ void batchnorm_forward_inference(float* y, const float* x, const float* mean, co
 //   dx     = gamma * inv_std / m * (m * dy - dbeta - x_hat * dgamma)
 // x_hat is recomputed from x, mean and inv_std rather than stored.
 // dgamma and dbeta may each be nullptr (not learned); the sums are still formed.
-void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                        const float* mean, const float* inv_std, const float* gamma,
-                        std::int64_t N, std::int64_t C, std::int64_t S, double* work);
+void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x, const float* mean,
+                        const float* inv_std, const float* gamma, std::int64_t N, std::int64_t C, std::int64_t S,
+                        double* work);
 
 // Fused batch norm + ReLU: out = max(0, y) with y as above, in the same passes
 // over memory (a separate ReLU reads and writes every value once more in each
@@ -74,11 +74,11 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
 // takes dy of the ReLU's output and the mask and gives dx of the batch norm's
 // input. The results are bit-identical to the two layers run one after the other.
 void batchnorm_relu_forward_train(float* out, std::uint8_t* mask, float* mean, float* var, float* inv_std,
-                                  const float* x, const float* gamma, const float* beta, float eps,
-                                  std::int64_t N, std::int64_t C, std::int64_t S, double* work);
+                                  const float* x, const float* gamma, const float* beta, float eps, std::int64_t N,
+                                  std::int64_t C, std::int64_t S, double* work);
 void batchnorm_relu_forward_inference(float* out, const float* x, const float* mean, const float* var,
-                                      const float* gamma, const float* beta, float eps, std::int64_t N,
-                                      std::int64_t C, std::int64_t S, double* work);
+                                      const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
+                                      std::int64_t S, double* work);
 void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float* dout, const std::uint8_t* mask,
                              const float* x, const float* mean, const float* inv_std, const float* gamma,
                              std::int64_t N, std::int64_t C, std::int64_t S, double* work);
@@ -87,8 +87,8 @@ void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float
 //   running_mean = (1 - f) * running_mean + f * mean
 //   running_var  = (1 - f) * running_var  + f * var * var_scale
 // in double, rounded once to float.
-void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
-                              double f, double var_scale, std::int64_t C);
+void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var, double f,
+                              double var_scale, std::int64_t C);
 
 // Stages of the training forward and backward, for a batch whose examples are
 // spread over several processes: each process computes its part's statistics,
@@ -98,8 +98,8 @@ void batchnorm_update_running(float* running_mean, float* running_var, const flo
 
 // Per-channel mean and M2 = Σ (x - mean)^2 (C each) of this part's m = N*S
 // values, in double, from sums around a per-channel shift as in the forward.
-void batchnorm_channel_moments(double* mean, double* m2, const float* x, std::int64_t N, std::int64_t C,
-                               std::int64_t S, double* work);
+void batchnorm_channel_moments(double* mean, double* m2, const float* x, std::int64_t N, std::int64_t C, std::int64_t S,
+                               double* work);
 
 // y (N, C, S) normalized with given statistics, as batchnorm_forward_train does
 // with its own (with relu, fused with the ReLU after it, as
@@ -107,9 +107,9 @@ void batchnorm_channel_moments(double* mean, double* m2, const float* x, std::in
 // mean, biased var and inv_std (C) the backward and the running estimates use;
 // mean and var (C) are the combined statistics.
 void batchnorm_normalize_with(float* y, std::uint8_t* relu_mask, bool relu, float* mean_out, float* var_out,
-                              float* inv_std, const float* x, const double* mean, const double* var,
-                              const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
-                              std::int64_t S, double* work);
+                              float* inv_std, const float* x, const double* mean, const double* var, const float* gamma,
+                              const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S,
+                              double* work);
 
 // The backward's first pass alone: Σ dy and Σ dy * (x - mean) (C each, double);
 // with a ReLU mask (fused), dy counts only where the mask is 1.
@@ -120,10 +120,9 @@ void batchnorm_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, con
 //   dx = gamma * inv_std * (dy - sum_dy / m - x_hat * inv_std * sum_dy_xc / m)
 // (dy masked as in batchnorm_grad_sums). Assigns dx (N, C, S) only; the
 // parameter gradients are the caller's.
-void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_mask, const float* x,
-                          const float* mean, const float* inv_std, const float* gamma, const double* sum_dy,
-                          const double* sum_dy_xc, double m, std::int64_t N, std::int64_t C, std::int64_t S,
-                          double* work);
+void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_mask, const float* x, const float* mean,
+                          const float* inv_std, const float* gamma, const double* sum_dy, const double* sum_dy_xc,
+                          double m, std::int64_t N, std::int64_t C, std::int64_t S, double* work);
 
 // Batch Renormalization's correction (Ioffe 2017) of a batch's statistics
 // towards the running ones, per channel, in double:

@@ -35,18 +35,17 @@ void batchnorm_backward(Real* dx, Real* dgamma, Real* dbeta, const float* dy, co
 
 // The stages and the running update, with the meaning and arguments of their
 // namesakes in batchnorm.hpp (less the scratch, which these do not need).
-void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var,
-                              double f, double var_scale, std::int64_t C);
+void batchnorm_update_running(float* running_mean, float* running_var, const float* mean, const float* var, double f,
+                              double var_scale, std::int64_t C);
 void batchnorm_channel_moments(double* mean, double* m2, const float* x, std::int64_t N, std::int64_t C,
                                std::int64_t S);
 void batchnorm_normalize_with(float* y, std::uint8_t* relu_mask, bool relu, float* mean_out, float* var_out,
-                              float* inv_std, const float* x, const double* mean, const double* var,
-                              const float* gamma, const float* beta, float eps, std::int64_t N, std::int64_t C,
-                              std::int64_t S);
+                              float* inv_std, const float* x, const double* mean, const double* var, const float* gamma,
+                              const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S);
 void batchnorm_grad_sums(double* sum_dy, double* sum_dy_xc, const float* dy, const std::uint8_t* relu_mask,
                          const float* x, const float* mean, std::int64_t N, std::int64_t C, std::int64_t S);
-void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_mask, const float* x,
-                          const float* mean, const float* inv_std, const float* gamma, const double* sum_dy,
-                          const double* sum_dy_xc, double m, std::int64_t N, std::int64_t C, std::int64_t S);
+void batchnorm_apply_grad(float* dx, const float* dy, const std::uint8_t* relu_mask, const float* x, const float* mean,
+                          const float* inv_std, const float* gamma, const double* sum_dy, const double* sum_dy_xc,
+                          double m, std::int64_t N, std::int64_t C, std::int64_t S);
 
 }  // namespace bnorm::kernels::reference

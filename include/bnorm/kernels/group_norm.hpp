@@ -30,13 +30,11 @@ namespace bnorm::kernels {
 // mean and inv_std (rows each) of `rows` rows of m values, accumulated in
 // double as sums of (x - shift), shift being the row's first value, so an
 // input with a large mean and a small spread keeps its precision.
-void group_norm_statistics(float* mean, float* inv_std, const float* x, float eps, std::int64_t rows,
-                           std::int64_t m);
+void group_norm_statistics(float* mean, float* inv_std, const float* x, float eps, std::int64_t rows, std::int64_t m);
 
 // y (N, G, m) and the per-row mean and inv_std (N·G) the backward needs.
-void group_norm_forward(float* y, float* mean, float* inv_std, const float* x, const float* gamma,
-                        const float* beta, float eps, std::int64_t N, std::int64_t G, std::int64_t m,
-                        std::int64_t R);
+void group_norm_forward(float* y, float* mean, float* inv_std, const float* x, const float* gamma, const float* beta,
+                        float eps, std::int64_t N, std::int64_t G, std::int64_t m, std::int64_t R);
 
 // Backward of group_norm_forward, per row, with g = dy * gamma[p]:
 //   dx     = inv_std / m * (m * g - Σ g - x_hat * Σ g * x_hat)
@@ -44,8 +42,8 @@ void group_norm_forward(float* y, float* mean, float* inv_std, const float* x, c
 //   dbeta  = Σ over the same values of dy
 // x_hat is recomputed from x, mean and inv_std; the sums are taken in double.
 // dx, dgamma and dbeta may each be nullptr (not wanted). Needs no scratch.
-void group_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
-                         const float* mean, const float* inv_std, const float* gamma, std::int64_t N,
-                         std::int64_t G, std::int64_t m, std::int64_t R);
+void group_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x, const float* mean,
+                         const float* inv_std, const float* gamma, std::int64_t N, std::int64_t G, std::int64_t m,
+                         std::int64_t R);
 
 }  // namespace bnorm::kernels

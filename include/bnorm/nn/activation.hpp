@@ -5,8 +5,8 @@ namespace bnorm {
 
 enum class ActivationKind { relu, tanh, sigmoid };
 
-std::string activation_name(ActivationKind kind);                 // "relu"
-ActivationKind parse_activation(const std::string& name);          // throws Error
+std::string activation_name(ActivationKind kind);          // "relu"
+ActivationKind parse_activation(const std::string& name);  // throws Error
 
 // An element-wise nonlinearity. It caches its output, from which each of the
 // three derivatives follows.

@@ -20,9 +20,8 @@
 //   dropout:<p>                              inverted dropout
 // A conv or fc directly followed by bn, gn or ln gets no bias (beta replaces
 // it). gn and ln take batch norm's eps and are always affine.
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "bnorm/nn/batchnorm.hpp"
 #include "bnorm/nn/layer_factory.hpp"

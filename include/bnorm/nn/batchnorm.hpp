@@ -17,7 +17,7 @@ enum class BnFreeze {
   stats,  // training mode normalizes with the running statistics and leaves them alone; gamma, beta learn
   all,    // as stats, and gamma and beta get zero gradients
 };
-const char* bn_freeze_name(BnFreeze f);  // "none", "stats", "all"
+const char* bn_freeze_name(BnFreeze f);             // "none", "stats", "all"
 BnFreeze parse_bn_freeze(const std::string& text);  // throws Error on anything else
 
 // Batch Renormalization (Ioffe 2017): in training mode the batch-normalized
@@ -31,9 +31,9 @@ BnFreeze parse_bn_freeze(const std::string& text);  // throws Error on anything 
 // W/8 steps, then rmax_t rises linearly to rmax at step W and dmax_t to dmax at step 5W/8.
 struct BatchRenormOptions {
   bool enabled = false;
-  float rmax = 3.0f;                   // >= 1
-  float dmax = 5.0f;                   // >= 0
-  std::int64_t warmup_steps = 1600;    // W; 0: the full limits from the first step
+  float rmax = 3.0f;                 // >= 1
+  float dmax = 5.0f;                 // >= 0
+  std::int64_t warmup_steps = 1600;  // W; 0: the full limits from the first step
 };
 struct RenormLimits {
   double rmax, dmax;
@@ -133,10 +133,10 @@ class BatchNorm final : public Layer {
  private:
   std::int64_t C_;
   BatchNormOptions options_;
-  float* gamma_ = nullptr;   // (C), or nullptr without scale
-  float* beta_ = nullptr;    // (C), or nullptr without center
-  float* dgamma_ = nullptr;  // (C), or nullptr without scale
-  float* dbeta_ = nullptr;   // (C), or nullptr without center
+  float* gamma_ = nullptr;           // (C), or nullptr without scale
+  float* beta_ = nullptr;            // (C), or nullptr without center
+  float* dgamma_ = nullptr;          // (C), or nullptr without scale
+  float* dbeta_ = nullptr;           // (C), or nullptr without center
   std::vector<float> running_mean_;  // (C), init 0
   std::vector<float> running_var_;   // (C), init 1
   std::int64_t num_batches_tracked_ = 0;
@@ -158,7 +158,7 @@ class BatchNorm final : public Layer {
   void backward_variants(Tensor* dx, const Tensor& dy, std::int64_t S);
 
   // Saved by the training forward for the backward: x_hat is recomputed from these.
-  const Tensor* x_ = nullptr;  // (N, C, S)
+  const Tensor* x_ = nullptr;   // (N, C, S)
   std::vector<float> mean_;     // (C)
   std::vector<float> var_;      // (C) biased batch variance
   std::vector<float> inv_std_;  // (C)
@@ -167,8 +167,8 @@ class BatchNorm final : public Layer {
   std::vector<std::uint8_t> relu_mask_;  // (N, C, S) when fused: 1 where the ReLU passed the value
   std::vector<double> work_;             // the kernels' scratch, kept between steps
   double* work();
-  double synced_count_ = 0;  // values in the whole batch of the last synced forward; 0: not synced
-  bool frozen_cache_ = false;  // the last training forward normalized with the running statistics
+  double synced_count_ = 0;          // values in the whole batch of the last synced forward; 0: not synced
+  bool frozen_cache_ = false;        // the last training forward normalized with the running statistics
   std::vector<double> frozen_work_;  // (4C): running mean and variance in double, then the gradient sums
 
   // Batch Renormalization and ghost batch norm. With k slices, mean_, var_
@@ -176,9 +176,9 @@ class BatchNorm final : public Layer {
   std::int64_t renorm_steps_ = 0;  // training steps taken, the warm-up's position (saved as "renorm_steps")
   bool variant_cache_ = false;     // the last training forward was forward_variants
   std::vector<std::pair<std::int64_t, std::int64_t>> slices_;  // (first example, examples) per slice
-  std::vector<float> renorm_r_, renorm_d_;  // (k, C)
-  std::vector<float> slice_gamma_, slice_beta_;  // (C): gamma*r and gamma*d + beta of a slice
-  std::vector<float> slice_dgamma_, slice_dbeta_;  // (C): a slice's sums before they are added up
+  std::vector<float> renorm_r_, renorm_d_;                     // (k, C)
+  std::vector<float> slice_gamma_, slice_beta_;                // (C): gamma*r and gamma*d + beta of a slice
+  std::vector<float> slice_dgamma_, slice_dbeta_;              // (C): a slice's sums before they are added up
   std::vector<double> variant_work_;  // (2C): a slice's mean and variance in double, then dgamma and dbeta sums
 };
 

@@ -4,11 +4,10 @@
 // into the model's two flat buffers, handed over by bind_parameters().
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "bnorm/rng.hpp"
 #include "bnorm/tensor.hpp"
@@ -42,8 +41,8 @@ class Layer {
  public:
   virtual ~Layer() = default;
 
-  virtual std::string type() const = 0;          // "linear", "batchnorm", "relu", ...
-  virtual nlohmann::json config() const = 0;     // enough to rebuild the layer (layer_factory)
+  virtual std::string type() const = 0;                      // "linear", "batchnorm", "relu", ...
+  virtual nlohmann::json config() const = 0;                 // enough to rebuild the layer (layer_factory)
   virtual Shape output_shape(const Shape& input) const = 0;  // throws Error on a bad input shape
 
   virtual std::vector<ParamSlot> param_slots() const { return {}; }

@@ -29,11 +29,11 @@ class Linear final : public Layer {
  private:
   std::int64_t in_, out_;
   bool has_bias_;
-  float* weight_ = nullptr;   // (out, in)
-  float* bias_ = nullptr;     // (out) or nullptr
-  float* dweight_ = nullptr;  // (out, in)
-  float* dbias_ = nullptr;    // (out) or nullptr
-  const Tensor* x_ = nullptr; // cached input (N, in)
+  float* weight_ = nullptr;    // (out, in)
+  float* bias_ = nullptr;      // (out) or nullptr
+  float* dweight_ = nullptr;   // (out, in)
+  float* dbias_ = nullptr;     // (out) or nullptr
+  const Tensor* x_ = nullptr;  // cached input (N, in)
 };
 
 }  // namespace bnorm

@@ -22,7 +22,7 @@ const char* task_name(Task task);  // "classify", "regress"
 
 struct Dataset {
   std::int64_t count = 0;
-  Shape example_shape;     // one example's shape, e.g. {30} or {1, 28, 28}
+  Shape example_shape;        // one example's shape, e.g. {30} or {1, 28, 28}
   std::int64_t features = 0;  // numel(example_shape)
   // Exactly one of the two holds count * features values, row-major.
   std::vector<std::uint8_t> bytes;  // raw bytes 0..255 (images), scaled by the normalization
@@ -82,8 +82,7 @@ struct InputNormalization {
   void validate(std::int64_t features) const;
   // Writes the examples at indices into out, shaped (n, example_shape...);
   // example_shape is the model's (e.g. {784} for an MLP on 28x28 images).
-  void apply(Tensor& out, const Dataset& data, const Shape& example_shape,
-             std::span<const std::int64_t> indices) const;
+  void apply(Tensor& out, const Dataset& data, const Shape& example_shape, std::span<const std::int64_t> indices) const;
   // One example's raw values (as the data holds them: 0..255 for images).
   void apply_row(float* out, const float* raw, std::int64_t features) const;
 

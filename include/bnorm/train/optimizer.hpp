@@ -64,7 +64,6 @@ class Adam final : public Optimizer {
 };
 
 // "sgd" or "adam"; throws Error otherwise. momentum is SGD's.
-std::unique_ptr<Optimizer> make_optimizer(const std::string& name, float lr, float momentum,
-                                          float weight_decay);
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, float lr, float momentum, float weight_decay);
 
 }  // namespace bnorm

@@ -93,11 +93,11 @@ struct EpochReport {
   double train_loss = 0.0;
   double train_accuracy = 0.0;  // classification only
   double test_loss = 0.0;
-  double test_accuracy = 0.0;   // classification only
+  double test_accuracy = 0.0;                             // classification only
   double test_rmse = 0.0, test_mae = 0.0, test_r2 = 0.0;  // regression only
-  double samples_per_s = 0.0;  // training loop only
-  double seconds = 0.0;        // training loop only
-  std::int64_t skipped_batches = 0;  // non-finite batches dropped (OnNan::skip_batch)
+  double samples_per_s = 0.0;                             // training loop only
+  double seconds = 0.0;                                   // training loop only
+  std::int64_t skipped_batches = 0;                       // non-finite batches dropped (OnNan::skip_batch)
 };
 
 struct Progress {
@@ -123,8 +123,7 @@ class Trainer {
   // Trains the model from its current parameters (initialize them first, see
   // init_rng_seed). Runs every epoch; on_progress is called every few batches, on_epoch after
   // each epoch's evaluation. test may be empty (no evaluation then).
-  void fit(const Dataset& train, const Dataset& test,
-           const std::function<void(const Progress&)>& on_progress,
+  void fit(const Dataset& train, const Dataset& test, const std::function<void(const Progress&)>& on_progress,
            const std::function<void(const EpochReport&)>& on_epoch);
 
   // Continue from a checkpoint's position instead of the start. The model and
