@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -14,6 +15,9 @@ namespace bnorm::io_detail {
 
 template <class Bytes>
 Bytes read_bounded(const std::string& path, std::uint64_t max_bytes) {
+  // A directory opens as a stream on Linux and reports a size of 2^63 - 1.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) fail_file(path, "is a directory, not a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail_file(path, "cannot open (" + std::string(std::strerror(errno)) + ")");
   in.seekg(0, std::ios::end);
