@@ -51,7 +51,7 @@ TEST(Training, ShortRunOfTheDefaultCnnLearns) {
   EXPECT_GT(r.test.accuracy, 0.65) << "test loss " << r.test.loss;
 }
 
-// The lecture's claim in miniature: with batch norm a learning rate that
+// Ioffe and Szegedy's claim in miniature: with batch norm a learning rate that
 // breaks the plain network still trains. The plain network's divergence is
 // caught by the trainer's numeric check rather than trained through.
 TEST(Training, BatchNormToleratesALargeLearningRate) {
