@@ -129,10 +129,13 @@ TEST(BnScaleCenterConfig, OldAndNewConfigsLoad) {
     EXPECT_EQ(layer_state_bytes(config), (4 + 8) * 4);  // one parameter, mean and var
   }
   nlohmann::json old = both;  // a file written before the switches existed
-  const auto& o = static_cast<const BatchNorm&>(*make_layer(old)).options();
+  // The layers are kept: options() refers into them.
+  const LayerPtr both_on = make_layer(old);
+  const auto& o = static_cast<const BatchNorm&>(*both_on).options();
   EXPECT_TRUE(o.scale && o.center);
   old["affine"] = false;
-  const auto& off = static_cast<const BatchNorm&>(*make_layer(old)).options();
+  const LayerPtr both_off = make_layer(old);
+  const auto& off = static_cast<const BatchNorm&>(*both_off).options();
   EXPECT_FALSE(off.scale || off.center);
   EXPECT_EQ(layer_state_bytes(old), 8 * 4);
 }
