@@ -25,6 +25,7 @@
 #include "bnorm/nn/conv2d.hpp"
 #include "bnorm/rng.hpp"
 #include "bnorm/tensor.hpp"
+#include "median_timing.hpp"
 
 namespace {
 
@@ -43,11 +44,6 @@ const Layer kLayers[] = {{"conv1 1x28x28->32", 1, 28, 28, 32}, {"conv2 32x14x14-
 enum class Pass { forward, backward_weights, backward_both };
 const char* pass_name(Pass p) {
   return p == Pass::forward ? "forward" : p == Pass::backward_weights ? "bwd weights" : "bwd data+weights";
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 std::string load_average() {
@@ -77,16 +73,14 @@ struct Bench {
   double time_ms(Path path, Pass pass, int calls) {
     conv.set_path(path);  // drops oneDNN's primitives: made again by the warm-up forward
     conv.forward(y, x, bnorm::Mode::train);
-    std::vector<double> ms;
-    for (int i = 0; i < calls; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      if (pass == Pass::forward)
-        conv.forward(y, x, bnorm::Mode::train);
-      else
-        conv.backward(pass == Pass::backward_both ? &dx : nullptr, dy);
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    }
-    return median(ms);
+    return median_ms(
+        [&] {
+          if (pass == Pass::forward)
+            conv.forward(y, x, bnorm::Mode::train);
+          else
+            conv.backward(pass == Pass::backward_both ? &dx : nullptr, dy);
+        },
+        calls);
   }
 };
 

@@ -35,6 +35,7 @@
 
 #include "count_allocations.hpp"
 #include "gemm_slices.hpp"
+#include "median_timing.hpp"
 
 namespace {
 
@@ -78,11 +79,6 @@ struct Buffers {
   std::vector<float> a, b, c;  // per_example: one set per example, side by side
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 template <class Block>
 void run_shape(const Shape& s, Buffers& buf, Block block) {
   const std::int64_t lda = s.trans_a ? s.M : s.K, ldb = s.trans_b ? s.K : s.N;
@@ -101,17 +97,6 @@ void run_shape(const Shape& s, Buffers& buf, Block block) {
     gd::run_sliced(gd::GemmCall{s.trans_a, s.trans_b, s.M, s.N, s.K, buf.a.data() + (shared_a ? 0 : n * sa), lda,
                                 buf.b.data() + n * sb, ldb, s.beta, buf.c.data() + n * sc},
                    block);
-}
-
-template <class F>
-double median_ms(F&& call, int calls) {
-  std::vector<double> ms;
-  for (int i = 0; i < calls; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    call();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return median(ms);
 }
 
 int count_threads() {

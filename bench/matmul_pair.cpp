@@ -24,6 +24,7 @@
 
 #include "count_allocations.hpp"
 #include "gemm_slices.hpp"
+#include "median_timing.hpp"
 
 namespace {
 
@@ -80,22 +81,6 @@ struct Matmul {
     stream.wait();
   }
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-template <class F>
-double median_ms(F&& call, int calls) {
-  std::vector<double> ms;
-  for (int i = 0; i < calls; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    call();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return median(ms);
-}
 
 template <class F>
 double allocations_per_call(F&& call) {
