@@ -165,6 +165,19 @@ void block_sums(double* sum_a, double* sum_b, std::int64_t N, std::int64_t C, st
   }
 }
 
+// plain(from, to, r) over values [from, to) of consecutive runs of S values,
+// a piece per run: the values before the first whole cache line (up to 15)
+// span several runs when S is short.
+template <class Plain>
+__attribute__((always_inline)) inline void plain_runs(const Plain& plain, std::int64_t from, std::int64_t to,
+                                                      std::int64_t S) {
+  while (from < to) {
+    const std::int64_t r = from / S, end = std::min(to, (r + 1) * S);
+    plain(from, end, r);
+    from = end;
+  }
+}
+
 // `count` runs of S > 1 values, run r with channel r's coefficients; with
 // `stream`, whole cache lines are written with streaming stores.
 BNORM_MULTIVERSION
@@ -196,11 +209,11 @@ void normalize_segment(float* y, std::uint8_t* mask, bool relu, const float* x, 
   // The runs lie end to end, so the segment goes by lane-widths that start at
   // cache lines of y, whatever S is; a lane-width across the end of a run is
   // computed with both runs' coefficients and each lane takes its own run's
-  // (S >= 16: at most one end per lane-width). Every line but the segment's
+  // (S >= kLanes: at most one end per lane-width). Every line but the segment's
   // first and last is then whole, and no run has a head or tail of its own.
   const std::int64_t total = count * S;
-  std::int64_t i = std::min(total, until_line(y));  // fewer than 16 values: inside run 0
-  plain(0, i, 0);
+  std::int64_t i = std::min(total, until_line(y));
+  plain_runs(plain, 0, i, S);
   LaneBits lane;
   lane_numbers(lane);
   for (std::int64_t r = 0; r < count; ++r) {
@@ -247,7 +260,7 @@ void apply_grad_segment(float* dx, const float* dy, const float* x, const std::u
   // By lane-widths across the runs, as in normalize_segment.
   const std::int64_t total = count * S;
   std::int64_t i = std::min(total, until_line(dx));
-  plain(0, i, 0);
+  plain_runs(plain, 0, i, S);
   LaneBits lane;
   lane_numbers(lane);
   for (std::int64_t r = 0; r < count; ++r) {

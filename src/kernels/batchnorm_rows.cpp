@@ -18,7 +18,8 @@ void moments_row_block(double* sum, double* sumsq, const float* shift, const flo
                        std::int64_t c0, std::int64_t c1) {
   float s[kRowChunk * kLanes], q[kRowChunk * kLanes];  // the tail: fewer than 64 columns
   for (std::int64_t c = c0; c < c1; ++c) sum[c] = sumsq[c] = 0.0;
-  // Sixty-four channels at a time with the sums in registers: through
+  // Sixty-four channels at a time with the sums in registers (or, in the
+  // AVX2 copy, partly in the L1d the compiler spills them to): through
   // the arrays below every value cost two extra loads and two stores.
   // Each channel's sums run over the same rows in the same order either
   // way, so the bits do not depend on the path.
@@ -70,8 +71,8 @@ BNORM_MULTIVERSION
 void normalize_rows(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi, const float* mean_lo,
                     const float* scale, const float* offset, std::int64_t rows, std::int64_t C, std::int64_t c0,
                     std::int64_t c1, bool stream) {
-  // Tiles of 16 rows by 64 columns with the columns' coefficients in
-  // registers: loaded per value, they made four of every five loads. Whole
+  // Tiles of 16 rows by 64 columns with the columns' coefficients held
+  // across the tile: loaded per value, they made four of every five loads. Whole
   // lines are streamed only when every row starts a cache line.
   stream = stream && until_line(y) == 0 && C % kLanes == 0 && c0 % kLanes == 0;
   constexpr std::int64_t kTile = kRowChunk * kLanes;

@@ -2,7 +2,7 @@
 // What the vectorized batch-norm files share: batchnorm.cpp (the entry points
 // and the per-channel coefficients), batchnorm_rows.cpp (the (N, C) layout)
 // and batchnorm_planes.cpp (the (N, C, S) layout, S > 1). Their terms:
-//   lanes    sixteen floats computed side by side, one Lanes value
+//   lanes    eight floats computed side by side, one Lanes value
 //   row      the C values of one example of an (N, C) input
 //   run      the S contiguous values of one channel of one example (S > 1)
 //   segment  consecutive runs of one example: channels c0..c0+count-1
@@ -30,14 +30,14 @@
 namespace bnorm::kernels::vectorized {
 
 // These stay fixed on every machine: kRowBlock and kRunBlock set where float
-// sums merge into double, so the results' bits depend on them; kLanes,
-// kRowChunk, kRowWidth and kChannelBlockMax are register and stack-array
-// shapes (a block's coefficients and lanes, 4-32 KB, sit in any L1d); and
-// kParallelMin is the cost of waking threads, not of memory.
-constexpr std::int64_t kLanes = 16;             // independent float accumulators: one AVX-512 register
+// sums merge into double, and kLanes how a run's values spread over the float
+// lanes, so the results' bits depend on them; kLanes, kRowChunk, kRowWidth
+// and kChannelBlockMax are also register and stack-array shapes (a block's coefficients and lanes, 4-32 KB, sit in any
+// L1d); and kParallelMin is the cost of waking threads, not of memory.
+constexpr std::int64_t kLanes = 8;              // independent float accumulators: one AVX2 register
 constexpr std::int64_t kRowBlock = 16;          // rows summed in float before merging into double (S == 1)
 constexpr std::int64_t kRowWidth = 256;         // most columns in one block (S == 1)
-constexpr int kRowChunk = 4;                    // lane groups summed in registers at a time (S == 1)
+constexpr int kRowChunk = 8;                    // lane groups per tile: 64 columns, 256 contiguous bytes (S == 1)
 constexpr std::int64_t kRunBlock = 1024;        // values of a run summed in float before merging (S > 1)
 constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at most (S > 1): 32 KB of lanes
 // Below this many values a parallel region costs more than it saves: a hidden
@@ -74,11 +74,15 @@ inline std::int64_t row_block_width(std::int64_t bytes_per_column, std::int64_t 
   return std::clamp<std::int64_t>(std::min(fit / unit * unit, share), unit, kRowWidth);
 }
 
-// Sixteen float lanes as one value (GCC/Clang vector extension): one zmm
-// register in the AVX-512 copy, two ymm or four xmm in the others. Every copy
-// adds the same values in the same lane order, so all give identical bits;
-// an auto-vectorized scalar loop gave GCC room to shuffle lanes and ran at a
-// third of the speed.
+// Eight float lanes as one value (GCC/Clang vector extension): one ymm
+// register in the AVX2 and AVX-512 copies, two xmm in the baseline one.
+// Every copy adds the same values in the same lane order, so all give
+// identical bits; an auto-vectorized scalar loop gave GCC room to shuffle
+// lanes and ran at a third of the speed. The width is that of AVX2, not
+// AVX-512: GCC keeps a vector wider than the copy's registers in memory, so
+// with sixteen lanes the AVX2 copy spilled every value to the stack, and on
+// the AVX2-only EPYC of 2026-11-29 128x256x14x14 forward+backward took
+// 12.6 ms where eight lanes take 5.0.
 typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
 typedef std::int32_t LaneBits __attribute__((vector_size(kLanes * sizeof(std::int32_t))));
 
@@ -88,16 +92,14 @@ typedef std::int32_t LaneBits __attribute__((vector_size(kLanes * sizeof(std::in
   Lanes var;                       \
   std::memcpy(&var, (ptr), sizeof var)
 
-// Sixteen lanes stored around the caches to p (a whole cache line): four SSE
+// Eight lanes stored around the caches to p (half a cache line): two SSE
 // streaming stores, which every x86-64 copy of the kernels can use.
 __attribute__((always_inline)) inline void stream_lanes(float* p, const Lanes& v) {
   _mm_stream_ps(p, __builtin_shufflevector(v, v, 0, 1, 2, 3));
   _mm_stream_ps(p + 4, __builtin_shufflevector(v, v, 4, 5, 6, 7));
-  _mm_stream_ps(p + 8, __builtin_shufflevector(v, v, 8, 9, 10, 11));
-  _mm_stream_ps(p + 12, __builtin_shufflevector(v, v, 12, 13, 14, 15));
 }
 
-// Sixteen lanes to p: streamed (p is then a whole cache line) or stored plainly.
+// Eight lanes to p: streamed (p is then within a line the pass writes whole) or stored plainly.
 __attribute__((always_inline)) inline void store_lanes(float* p, const Lanes& v, bool stream) {
   if (stream)
     stream_lanes(p, v);
@@ -111,7 +113,7 @@ inline bool streams(std::int64_t N, std::int64_t C, std::int64_t S, std::int64_t
   return tensors * N * C * S * static_cast<std::int64_t>(sizeof(float)) >= batchnorm_tuning().stream_footprint_bytes;
 }
 
-// Sixteen normalized values to y: with relu, max(0, v) as the plain loops
+// Eight normalized values to y: with relu, max(0, v) as the plain loops
 // compute it, and the mask bytes when mask is given.
 __attribute__((always_inline)) inline void store_normalized(float* y, std::uint8_t* mask, bool relu, const Lanes& value,
                                                             bool stream) {
