@@ -38,9 +38,9 @@
 namespace bnorm::kernels {
 
 // The rules, each from the one cache that limits it. Sizes are as the
-// machine reports them: the AMD EPYC (Zen 4) these were measured on reports
+// machine reports them: the AMD EPYC VMs these were measured on report
 // L1d 32 KiB, L2 512 KiB per core and L3 32 MiB, where the rules give
-// today's measured values (512 KiB, 12 MiB, 4 KiB).
+// groups of 512 KiB, streaming from 32 MiB and prefetching 4 KiB ahead.
 BatchnormTuning batchnorm_tuning(const CacheSizes& caches) {
   BatchnormTuning tuning{};
   // A group the size of the L2: its sums read it once, and the second pass,
@@ -48,14 +48,15 @@ BatchnormTuning batchnorm_tuning(const CacheSizes& caches) {
   // its own output pushes out of the L2 is what it needs last. (The 512 KiB
   // the machine above reports is the budget these kernels were tuned with.)
   tuning.group_bytes = caches.l2_bytes;
-  // Stream when the pass's tensors come to 3/8 of the L3 or more: a smaller pass
-  // leaves its output in the L3, with room for the layer's other data and
-  // the other cores, for the next layer to read. With 4 MiB tensors
-  // (256x4096, below the 12 MiB this gives on a 32 MiB L3) inference took
-  // 0.71 and the training forward 0.86 of the streamed time; the backward,
-  // with three tensors, was faster streamed, and the default CNN's first
-  // batch norm (6.4 MB tensors) streams in both directions.
-  tuning.stream_footprint_bytes = caches.l3_bytes / 8 * 3;
+  // Stream when the pass's tensors would fill the L3: only then is the
+  // output certain to be evicted before anyone reads it, and streaming saves
+  // reading each line before it is overwritten. A smaller pass leaves its
+  // output in the L3 for the next layer. An earlier rule streamed from 3/8 of
+  // the L3, which on a 32 MiB L3 streamed 256x4096's backward (three 4 MiB
+  // tensors); on the AVX2 EPYC of 2026-11-29 that took 2.5-3.2 ms against
+  // 1.3-1.4 unstreamed, while the NCHW shapes of bench/compare moved by less
+  // than the noise either way.
+  tuning.stream_footprint_bytes = caches.l3_bytes;
   // Ask for data an eighth of the L1d ahead (at least a line): enough lines
   // in flight to cover the memory's latency, while the lines asked for and
   // the two streams of a backward stay a small part of the L1d. One example
