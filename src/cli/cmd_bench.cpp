@@ -69,7 +69,7 @@ nlohmann::json machine_facts() {
           {"bn_stream_from_bytes", tuning.stream_footprint_bytes},
           {"bn_prefetch_bytes", tuning.prefetch_bytes},
           {"gemm", kernels::gemm_backend()},
-          {"openblas_core", openblas_get_corename()}};
+          {"openblas_core", kernels::openblas_core()}};
 }
 
 void print_machine_facts(const nlohmann::json& facts) {

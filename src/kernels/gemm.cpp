@@ -1,6 +1,7 @@
 #include "bnorm/kernels/gemm.hpp"
 
 #include "gemm_slices.hpp"
+#include "openblas_kernels.hpp"
 
 namespace bnorm::kernels {
 namespace {
@@ -20,6 +21,7 @@ constexpr const char* kBackend = "oneDNN";
 // spinning, yielding and the kernel (perf), not to arithmetic.
 void use_one_blas_thread() {
   static const bool done = [] {
+    openblas_pick_kernels_once();
     openblas_set_num_threads(1);
     return true;
   }();

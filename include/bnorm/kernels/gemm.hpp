@@ -30,4 +30,9 @@ void set_threads(int threads);
 // The library the products go through in this build: "oneDNN" or "OpenBLAS".
 const char* gemm_backend();
 
+// The kernel set OpenBLAS runs on this CPU ("Zen", "Haswell", "Cooperlake",
+// ...), after bnorm has had it choose by the CPU's features where it fell back
+// to its generic kernels (src/kernels/openblas_kernels.cpp).
+const char* openblas_core();
+
 }  // namespace bnorm::kernels
