@@ -2,8 +2,8 @@
 """Batch norm alone, side by side: bnorm, PyTorch 1.13 and oneDNN 2.6.
 
 For each shape, runs `bnorm bench bn`, bench/torch_bn.py and bench/onednn_bn
-(built here from bench/onednn_bn.cpp against libdnnl-dev, in its plain and its
-blocked nChw16c layout) --repeats times, alternating, and prints the medians
+(built here from bench/onednn_bn.cpp against libdnnl-dev, in its plain layout
+and its blocked nChw8c (AVX2) and nChw16c (AVX-512) layouts) --repeats times, alternating, and prints the medians
 of training forward / training forward+backward / inference in ms, and the
 forward+backward speed-up of bnorm over each peer.
 
@@ -43,6 +43,17 @@ def build_onednn(build_dir):
     return exe
 
 
+def jit_layouts(onednn, env):
+    """oneDNN's layouts that it runs with JIT-compiled code on this CPU (found by
+    asking it on a small shape): nChw8c on AVX2, both blocked ones on AVX-512.
+    A blocked layout wider than the CPU's vectors runs oneDNN's reference code,
+    hundreds of times slower, which would only flatter bnorm."""
+    def jit(layout):
+        return not run_json([onednn, "8x32x4x4", layout, "1"], env)["impl"].startswith(("ref", "bnorm_ref"))
+
+    return ["plain"] + [layout for layout in ("nChw8c", "nChw16c") if jit(layout)]
+
+
 def measure(bnorm, shapes, threads=2, repeats=3, iterations=50, stream_shapes=()):
     """Per shape: {peer: {key: median ms}} (bnorm's also has "gbps") and "ratios",
     the medians of per-repeat ratios (see repeat_ratios). For the shapes in
@@ -55,9 +66,9 @@ def measure(bnorm, shapes, threads=2, repeats=3, iterations=50, stream_shapes=()
                                      "--iterations", it, "--json"]),
         "PyTorch": lambda s: run_json(["/usr/bin/python3", os.path.join(ROOT, "bench", "torch_bn.py"), "--shape", s,
                                        "--threads", str(threads), "--iterations", it]),
-        "oneDNN plain": lambda s: run_json([onednn, s, "plain", it], env),
-        "oneDNN nChw16c": lambda s: run_json([onednn, s, "blocked", it], env),
     }
+    for layout in jit_layouts(onednn, env):
+        peers[f"oneDNN {layout}"] = lambda s, layout=layout: run_json([onednn, s, layout, it], env)
     result = {}
     for shape in shapes:
         runs = {name: [] for name in peers}
@@ -82,12 +93,13 @@ def repeat_ratios(runs, streams):
       infer          the fastest peer's inference time over bnorm's;
       stream_share   bnorm's forward+backward GB/s over STREAM copy's (if run)."""
     b = runs["bnorm"]
-    layout = min(("oneDNN plain", "oneDNN nChw16c"),
+    onednn_layouts = tuple(name for name in runs if name.startswith("oneDNN"))
+    layout = min(onednn_layouts,
                  key=lambda n: statistics.median(r["fwdbwd_train_ms"] for r in runs[n]))
     ratios = {
         "torch_fwdbwd": [t["fwdbwd_train_ms"] / m["fwdbwd_train_ms"] for t, m in zip(runs["PyTorch"], b)],
         "onednn_fwdbwd": [d["fwdbwd_train_ms"] / m["fwdbwd_train_ms"] for d, m in zip(runs[layout], b)],
-        "infer": [min(runs[n][i]["infer_ms"] for n in ("PyTorch", "oneDNN plain", "oneDNN nChw16c")) /
+        "infer": [min(runs[n][i]["infer_ms"] for n in ("PyTorch",) + onednn_layouts) /
                   b[i]["infer_ms"] for i in range(len(b))],
     }
     if streams:

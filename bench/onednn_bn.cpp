@@ -4,7 +4,8 @@
 //
 //   onednn_bn SHAPE LAYOUT [ITERATIONS]
 //   SHAPE: NxC or NxCxHxW; an (N, C) shape runs as (N, C, 1, 1)
-//   LAYOUT: plain (nchw) or blocked (nChw16c, oneDNN's fastest on AVX-512)
+//   LAYOUT: plain (nchw), nChw8c (oneDNN's blocked layout for AVX2) or
+//   nChw16c (for AVX-512); bench/compare_bn.py runs all three and takes the best
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -38,25 +39,28 @@ double median_ms(int iterations, F&& body) {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s NxC|NxCxHxW plain|blocked [iterations]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s NxC|NxCxHxW plain|nChw8c|nChw16c [iterations]\n", argv[0]);
     return 2;
   }
   const std::string shape_text = argv[1], layout = argv[2];
   const int iterations = argc > 3 ? std::atoi(argv[3]) : 50;
   const memory::dims dims = parse_bn_shape(shape_text);
-  if (dims.size() != 4 || (layout != "plain" && layout != "blocked")) {
+  const std::unordered_map<std::string, memory::format_tag> layouts{{"plain", memory::format_tag::nchw},
+                                                                    {"nChw8c", memory::format_tag::nChw8c},
+                                                                    {"nChw16c", memory::format_tag::nChw16c}};
+  if (dims.size() != 4 || !layouts.count(layout)) {
     std::fprintf(stderr, "bad shape or layout\n");
     return 2;
   }
   std::mt19937 gen(1);
-  OnednnBatchNorm bn(dims, layout == "blocked", gen);
+  OnednnBatchNorm bn(dims, layouts.at(layout), gen);
   const double t_fwd = median_ms(iterations, [&] { bn.forward(); });
   const double t_both = median_ms(iterations, [&] { bn.forward_backward(); });
   const double t_inf = median_ms(iterations, [&] { bn.inference(); });
   std::printf(
       "{\"shape\": \"%s\", \"layout\": \"%s\", \"fwd_train_ms\": %.5f, \"fwdbwd_train_ms\": %.5f, "
-      "\"infer_ms\": %.5f}\n",
-      shape_text.c_str(), layout == "plain" ? (dims[2] * dims[3] == 1 ? "nc" : "nchw") : "nChw16c", t_fwd, t_both,
-      t_inf);
+      "\"infer_ms\": %.5f, \"impl\": \"%s\"}\n",
+      shape_text.c_str(), layout == "plain" ? (dims[2] * dims[3] == 1 ? "nc" : "nchw") : layout.c_str(), t_fwd, t_both,
+      t_inf, bn.fwd_pd.impl_info_str());
   return 0;
 }

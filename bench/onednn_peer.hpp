@@ -21,11 +21,11 @@ inline dnnl::memory::dims parse_bn_shape(const std::string& text) {
 }
 
 struct OnednnBatchNorm {
-  // dims: N, C, H, W; blocked: nChw16c, otherwise nchw. Input, dy, gamma and
-  // beta are filled from gen.
-  OnednnBatchNorm(const dnnl::memory::dims& dims, bool blocked, std::mt19937& gen)
-      : data_md(dims, dnnl::memory::data_type::f32,
-                blocked ? dnnl::memory::format_tag::nChw16c : dnnl::memory::format_tag::nchw),
+  // dims: N, C, H, W; layout: nchw, nChw8c (oneDNN's JIT layout on AVX2) or
+  // nChw16c (on AVX-512; elsewhere oneDNN runs its reference code on it).
+  // Input, dy, gamma and beta are filled from gen.
+  OnednnBatchNorm(const dnnl::memory::dims& dims, dnnl::memory::format_tag layout, std::mt19937& gen)
+      : data_md(dims, dnnl::memory::data_type::f32, layout),
         channel_md({dims[1]}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::x),
         fwd_pd(dnnl::batch_normalization_forward::desc(dnnl::prop_kind::forward_training, data_md, kEps, flags()), eng),
         bwd_pd(dnnl::batch_normalization_backward::desc(dnnl::prop_kind::backward, data_md, data_md, kEps, flags()),
