@@ -197,10 +197,9 @@ void normalize(float* y, std::uint8_t* mask, bool relu, const float* x, const fl
 void forward_inference(float* y, bool relu, const float* x, const float* mean, const float* var, const float* gamma,
                        const float* beta, float eps, std::int64_t N, std::int64_t C, std::int64_t S, double* work) {
   const ForwardScratch w(work, C);
-  float* no_remainder = w.mean_lo;  // a given float mean is exact as it stands
-  std::fill(no_remainder, no_remainder + C, 0.0f);
   inference_coefficients(w.scale, w.offset, var, gamma, beta, eps, C);
-  normalize(y, nullptr, relu, x, mean, no_remainder, w.scale, w.offset, N, C, S);
+  // No remainder (null): a given float mean is exact as it stands.
+  normalize(y, nullptr, relu, x, mean, nullptr, w.scale, w.offset, N, C, S);
 }
 
 void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std::uint8_t* mask, const float* x,

@@ -178,15 +178,16 @@ __attribute__((always_inline)) inline void plain_runs(const Plain& plain, std::i
   }
 }
 
-// `count` runs of S > 1 values, run r with channel r's coefficients; with
-// `stream`, whole cache lines are written with streaming stores.
+// `count` runs of S > 1 values, run r with channel r's coefficients (mean_lo
+// may be null: no remainder); with `stream`, whole cache lines are written
+// with streaming stores.
 BNORM_MULTIVERSION
 void normalize_segment(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
                        const float* mean_lo, const float* scale, const float* offset, std::int64_t count,
                        std::int64_t S, bool stream) {
   // Values [from, to) of the segment, all in run r, one at a time.
   const auto plain = [&](std::int64_t from, std::int64_t to, std::int64_t r) {
-    const float hi = mean_hi[r], lo = mean_lo[r], a = scale[r], b = offset[r];
+    const float hi = mean_hi[r], lo = mean_lo ? mean_lo[r] : 0.0f, a = scale[r], b = offset[r];
     if (!relu) {
       for (std::int64_t i = from; i < to; ++i) y[i] = ((x[i] - hi) - lo) * a + b;
     } else if (!mask) {
@@ -218,7 +219,7 @@ void normalize_segment(float* y, std::uint8_t* mask, bool relu, const float* x, 
   lane_numbers(lane);
   for (std::int64_t r = 0; r < count; ++r) {
     const std::int64_t end = (r + 1) * S;
-    const float hi = mean_hi[r], lo = mean_lo[r], a = scale[r], b = offset[r];
+    const float hi = mean_hi[r], lo = mean_lo ? mean_lo[r] : 0.0f, a = scale[r], b = offset[r];
     for (; i + kLanes <= end; i += kLanes) {
       BNORM_LOAD_LANES(v, x + i);
       store_normalized(y + i, mask ? mask + i : nullptr, relu, ((v - hi) - lo) * a + b, stream);
@@ -226,7 +227,7 @@ void normalize_segment(float* y, std::uint8_t* mask, bool relu, const float* x, 
     if (i < end && i + kLanes <= total) {
       BNORM_LOAD_LANES(v, x + i);
       Lanes out = ((v - hi) - lo) * a + b;
-      blend(out, ((v - mean_hi[r + 1]) - mean_lo[r + 1]) * scale[r + 1] + offset[r + 1],
+      blend(out, ((v - mean_hi[r + 1]) - (mean_lo ? mean_lo[r + 1] : 0.0f)) * scale[r + 1] + offset[r + 1],
             lane >= static_cast<std::int32_t>(end - i));
       store_normalized(y + i, mask ? mask + i : nullptr, relu, out, stream);
       i += kLanes;
@@ -330,8 +331,8 @@ void planes_normalize(float* y, std::uint8_t* mask, bool relu, const float* x, c
                       std::int64_t S, bool parallel, bool stream) {
   parallel_segments(N, C, parallel, stream, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
     const std::int64_t at = (n * C + c0) * S;
-    normalize_segment(y + at, mask ? mask + at : nullptr, relu, x + at, mean_hi + c0, mean_lo + c0, scale + c0,
-                      offset + c0, count, S, stream);
+    normalize_segment(y + at, mask ? mask + at : nullptr, relu, x + at, mean_hi + c0, mean_lo ? mean_lo + c0 : nullptr,
+                      scale + c0, offset + c0, count, S, stream);
   });
 }
 

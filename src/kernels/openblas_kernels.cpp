@@ -9,13 +9,13 @@
 // CPU's model.
 #include "openblas_kernels.hpp"
 
-#include "bnorm/kernels/gemm.hpp"
-
 #include <dlfcn.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+#include "bnorm/kernels/gemm.hpp"
 
 extern "C" char* openblas_get_corename(void);
 
