@@ -27,7 +27,7 @@ using kernels::openblas_should_choose_by_features;
 
 TEST(OpenblasKernels, ChoosesAgainOnlyAfterTheGenericFallbackOnAnAvx2Cpu) {
   EXPECT_TRUE(openblas_should_choose_by_features("Prescott", true, nullptr));
-  EXPECT_FALSE(openblas_should_choose_by_features("Prescott", false, nullptr));  // SSE3 is all there is
+  EXPECT_FALSE(openblas_should_choose_by_features("Prescott", false, nullptr));    // SSE3 is all there is
   EXPECT_FALSE(openblas_should_choose_by_features("Prescott", true, "Prescott"));  // the user's choice stands
   EXPECT_FALSE(openblas_should_choose_by_features("Prescott", true, ""));
   EXPECT_FALSE(openblas_should_choose_by_features("Zen", true, nullptr));
