@@ -32,14 +32,15 @@ namespace bnorm::kernels::vectorized {
 // These stay fixed on every machine: kRowBlock and kRunBlock set where float
 // sums merge into double, and kLanes how a run's values spread over the float
 // lanes, so the results' bits depend on them; kLanes, kRowChunk, kRowWidth
-// and kChannelBlockMax are also register and stack-array shapes (a block's coefficients and lanes, 4-32 KB, sit in any
-// L1d); and kParallelMin is the cost of waking threads, not of memory.
+// and kChannelBlockMax are also register and stack-array shapes (a block's
+// coefficients and lanes, 4-16 KB, sit in any L1d); and kParallelMin is the
+// cost of waking threads, not of memory.
 constexpr std::int64_t kLanes = 8;              // independent float accumulators: one AVX2 register
 constexpr std::int64_t kRowBlock = 16;          // rows summed in float before merging into double (S == 1)
 constexpr std::int64_t kRowWidth = 256;         // most columns in one block (S == 1)
 constexpr int kRowChunk = 8;                    // lane groups per tile: 64 columns, 256 contiguous bytes (S == 1)
 constexpr std::int64_t kRunBlock = 1024;        // values of a run summed in float before merging (S > 1)
-constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at most (S > 1): 32 KB of lanes
+constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at most (S > 1): 16 KB of lanes
 // Below this many values a parallel region costs more than it saves: a hidden
 // layer of 64x256 takes microseconds, while waking a second thread, and
 // waiting for it at the barrier when another process holds that core, can
