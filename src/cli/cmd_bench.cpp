@@ -1,5 +1,4 @@
 // bnorm bench bn: times the batch-norm layer alone on a given shape.
-#include <cblas.h>
 
 #include <algorithm>
 #include <chrono>

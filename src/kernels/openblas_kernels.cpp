@@ -9,6 +9,7 @@
 // CPU's model.
 #include "openblas_kernels.hpp"
 
+#include <cblas.h>
 #include <dlfcn.h>
 
 #include <cstdlib>
@@ -16,8 +17,6 @@
 #include <string>
 
 #include "bnorm/kernels/gemm.hpp"
-
-extern "C" char* openblas_get_corename(void);
 
 namespace bnorm::kernels {
 
