@@ -178,28 +178,25 @@ __attribute__((always_inline)) inline void plain_runs(const Plain& plain, std::i
   }
 }
 
-// `count` runs of S > 1 values, run r with channel r's coefficients (mean_lo
-// may be null: no remainder); with `stream`, whole cache lines are written
-// with streaming stores.
-BNORM_MULTIVERSION
-void normalize_segment(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
-                       const float* mean_lo, const float* scale, const float* offset, std::int64_t count,
-                       std::int64_t S, bool stream) {
+// normalize_segment for one combination of its flags, fixed at compile time
+// so that the inner loops test none of them: `count` runs of S > 1 values,
+// run r with channel r's coefficients (mean_lo may be null: no remainder);
+// with kStream, whole cache lines are written with streaming stores.
+template <bool kRelu, bool kMask, bool kStream>
+__attribute__((always_inline)) inline void normalize_segment_as(float* y, std::uint8_t* mask, const float* x,
+                                                                const float* mean_hi, const float* mean_lo,
+                                                                const float* scale, const float* offset,
+                                                                std::int64_t count, std::int64_t S) {
   // Values [from, to) of the segment, all in run r, one at a time.
   const auto plain = [&](std::int64_t from, std::int64_t to, std::int64_t r) {
     const float hi = mean_hi[r], lo = mean_lo ? mean_lo[r] : 0.0f, a = scale[r], b = offset[r];
-    if (!relu) {
-      for (std::int64_t i = from; i < to; ++i) y[i] = ((x[i] - hi) - lo) * a + b;
-    } else if (!mask) {
-      for (std::int64_t i = from; i < to; ++i) {
-        const float v = ((x[i] - hi) - lo) * a + b;
+    for (std::int64_t i = from; i < to; ++i) {
+      const float v = ((x[i] - hi) - lo) * a + b;
+      if (!kRelu) {
+        y[i] = v;
+      } else {
         y[i] = v > 0.0f ? v : 0.0f;
-      }
-    } else {
-      for (std::int64_t i = from; i < to; ++i) {
-        const float v = ((x[i] - hi) - lo) * a + b;
-        y[i] = v > 0.0f ? v : 0.0f;
-        mask[i] = v > 0.0f;
+        if (kMask) mask[i] = v > 0.0f;
       }
     }
   };
@@ -222,43 +219,55 @@ void normalize_segment(float* y, std::uint8_t* mask, bool relu, const float* x, 
     const float hi = mean_hi[r], lo = mean_lo ? mean_lo[r] : 0.0f, a = scale[r], b = offset[r];
     for (; i + kLanes <= end; i += kLanes) {
       BNORM_LOAD_LANES(v, x + i);
-      store_normalized(y + i, mask ? mask + i : nullptr, relu, ((v - hi) - lo) * a + b, stream);
+      store_normalized(y + i, kMask ? mask + i : nullptr, kRelu, ((v - hi) - lo) * a + b, kStream);
     }
     if (i < end && i + kLanes <= total) {
       BNORM_LOAD_LANES(v, x + i);
       Lanes out = ((v - hi) - lo) * a + b;
       blend(out, ((v - mean_hi[r + 1]) - (mean_lo ? mean_lo[r + 1] : 0.0f)) * scale[r + 1] + offset[r + 1],
             lane >= static_cast<std::int32_t>(end - i));
-      store_normalized(y + i, mask ? mask + i : nullptr, relu, out, stream);
+      store_normalized(y + i, kMask ? mask + i : nullptr, kRelu, out, kStream);
       i += kLanes;
     }
   }
   plain(i, total, count - 1);
 }
 
-// dx = k*dy + (x - mean)*u + v, the backward's closing pass (coefficients per
-// channel), over `count` channels of one example as in normalize_segment;
-// with a mask, dy is taken as 0 where the mask is 0.
 BNORM_MULTIVERSION
-void apply_grad_segment(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
-                        const float* k, const float* u, const float* v, std::int64_t count, std::int64_t S,
-                        bool stream) {
+void normalize_segment(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
+                       const float* mean_lo, const float* scale, const float* offset, std::int64_t count,
+                       std::int64_t S, bool stream) {
+#define BNORM_NORMALIZE_AS(relu_, mask_, stream_) \
+  normalize_segment_as<relu_, mask_, stream_>(y, mask, x, mean_hi, mean_lo, scale, offset, count, S)
+  if (!relu)
+    stream ? BNORM_NORMALIZE_AS(false, false, true) : BNORM_NORMALIZE_AS(false, false, false);
+  else if (!mask)
+    stream ? BNORM_NORMALIZE_AS(true, false, true) : BNORM_NORMALIZE_AS(true, false, false);
+  else
+    stream ? BNORM_NORMALIZE_AS(true, true, true) : BNORM_NORMALIZE_AS(true, true, false);
+#undef BNORM_NORMALIZE_AS
+}
+
+// dx = k*dy + (x - mean)*u + v, the backward's closing pass (coefficients per
+// channel), over `count` channels of one example as in normalize_segment_as;
+// with kMask, dy is taken as 0 where the mask is 0.
+template <bool kMask, bool kStream>
+__attribute__((always_inline)) inline void apply_grad_segment_as(float* dx, const float* dy, const float* x,
+                                                                 const std::uint8_t* mask, const float* mean,
+                                                                 const float* k, const float* u, const float* v,
+                                                                 std::int64_t count, std::int64_t S) {
   const auto plain = [&](std::int64_t from, std::int64_t to, std::int64_t r) {
     const float mu = mean[r], kc = k[r], uc = u[r], vc = v[r];
-    if (mask) {
-      for (std::int64_t i = from; i < to; ++i) {
-        const float d = dy[i];  // loaded unconditionally, so the select needs no branch
-        dx[i] = kc * (mask[i] ? d : 0.0f) + (x[i] - mu) * uc + vc;
-      }
-    } else {
-      for (std::int64_t i = from; i < to; ++i) dx[i] = kc * dy[i] + (x[i] - mu) * uc + vc;
+    for (std::int64_t i = from; i < to; ++i) {
+      const float d = dy[i];  // loaded unconditionally, so the select needs no branch
+      dx[i] = kc * (!kMask || mask[i] ? d : 0.0f) + (x[i] - mu) * uc + vc;
     }
   };
   if (S < kLanes) {
     for (std::int64_t r = 0; r < count; ++r) plain(r * S, (r + 1) * S, r);
     return;
   }
-  // By lane-widths across the runs, as in normalize_segment.
+  // By lane-widths across the runs, as in normalize_segment_as.
   const std::int64_t total = count * S;
   std::int64_t i = std::min(total, until_line(dx));
   plain_runs(plain, 0, i, S);
@@ -270,20 +279,32 @@ void apply_grad_segment(float* dx, const float* dy, const float* x, const std::u
     for (; i + kLanes <= end; i += kLanes) {
       BNORM_LOAD_LANES(g, dy + i);
       BNORM_LOAD_LANES(xv, x + i);
-      if (mask) keep_where_mask(g, mask + i);
-      store_lanes(dx + i, kc * g + (xv - mu) * uc + vc, stream);
+      if (kMask) keep_where_mask(g, mask + i);
+      store_lanes(dx + i, kc * g + (xv - mu) * uc + vc, kStream);
     }
     if (i < end && i + kLanes <= total) {
       BNORM_LOAD_LANES(g, dy + i);
       BNORM_LOAD_LANES(xv, x + i);
-      if (mask) keep_where_mask(g, mask + i);
+      if (kMask) keep_where_mask(g, mask + i);
       Lanes out = kc * g + (xv - mu) * uc + vc;
       blend(out, k[r + 1] * g + (xv - mean[r + 1]) * u[r + 1] + v[r + 1], lane >= static_cast<std::int32_t>(end - i));
-      store_lanes(dx + i, out, stream);
+      store_lanes(dx + i, out, kStream);
       i += kLanes;
     }
   }
   plain(i, total, count - 1);
+}
+
+BNORM_MULTIVERSION
+void apply_grad_segment(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
+                        const float* k, const float* u, const float* v, std::int64_t count, std::int64_t S,
+                        bool stream) {
+  if (mask)
+    stream ? apply_grad_segment_as<true, true>(dx, dy, x, mask, mean, k, u, v, count, S)
+           : apply_grad_segment_as<true, false>(dx, dy, x, mask, mean, k, u, v, count, S);
+  else
+    stream ? apply_grad_segment_as<false, true>(dx, dy, x, mask, mean, k, u, v, count, S)
+           : apply_grad_segment_as<false, false>(dx, dy, x, mask, mean, k, u, v, count, S);
 }
 
 // Splits the N*C (example, channel) pairs into one contiguous share per

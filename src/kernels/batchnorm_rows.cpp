@@ -16,28 +16,27 @@ namespace {
 BNORM_MULTIVERSION
 void moments_row_block(double* sum, double* sumsq, const float* shift, const float* x, std::int64_t N, std::int64_t C,
                        std::int64_t c0, std::int64_t c1) {
-  float s[kRowChunk * kLanes], q[kRowChunk * kLanes];  // the tail: fewer than 64 columns
+  float s[kSumChunk * kLanes], q[kSumChunk * kLanes];  // the tail: fewer than kSumChunk lane groups
   for (std::int64_t c = c0; c < c1; ++c) sum[c] = sumsq[c] = 0.0;
-  // Sixty-four channels at a time with the sums in registers (or, in the
-  // AVX2 copy, partly in the L1d the compiler spills them to): through
-  // the arrays below every value cost two extra loads and two stores.
-  // Each channel's sums run over the same rows in the same order either
-  // way, so the bits do not depend on the path.
+  // kSumChunk lane groups at a time with their sums in registers. Each
+  // channel's sums run over the same rows in the same order on every path,
+  // so the bits do not depend on the path.
   std::int64_t cv = c0;
-  for (; cv + kRowChunk * kLanes <= c1; cv += kRowChunk * kLanes) {
-    Lanes k[kRowChunk];
-    for (int u = 0; u < kRowChunk; ++u) std::memcpy(&k[u], shift + cv + u * kLanes, sizeof(Lanes));
+  for (; cv + kSumChunk * kLanes <= c1; cv += kSumChunk * kLanes) {
+    Lanes k[kSumChunk];
+    std::memcpy(k, shift + cv, sizeof k);
     for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
       const std::int64_t n1 = std::min(N, n0 + kRowBlock);
-      Lanes sv[kRowChunk] = {}, qv[kRowChunk] = {};
+      Lanes sv[kSumChunk] = {}, qv[kSumChunk] = {};
       for (std::int64_t n = n0; n < n1; ++n)
-        for (int u = 0; u < kRowChunk; ++u) {
+#pragma GCC unroll 8
+        for (int u = 0; u < kSumChunk; ++u) {
           BNORM_LOAD_LANES(v, x + n * C + cv + u * kLanes);
           const Lanes d = v - k[u];
           sv[u] += d;
           qv[u] += d * d;
         }
-      for (int u = 0; u < kRowChunk; ++u)
+      for (int u = 0; u < kSumChunk; ++u)
         for (std::int64_t l = 0; l < kLanes; ++l) {
           sum[cv + u * kLanes + l] += sv[u][l];
           sumsq[cv + u * kLanes + l] += qv[u][l];
@@ -66,28 +65,68 @@ void moments_row_block(double* sum, double* sumsq, const float* shift, const flo
   }
 }
 
-// One tile of normalize_rows: rows [n0, n1), columns [c, c + kRowChunk·kLanes).
-// Without a remainder (inference: the given mean is exact as a float) the
-// subtraction of 0 is left out, which changes no bits and holds a quarter
-// fewer coefficients (in the AVX2 copy, fewer spilled to the stack).
-template <bool kRemainder>
-__attribute__((always_inline)) inline void normalize_tile(float* y, std::uint8_t* mask, bool relu, const float* x,
-                                                          const float* mean_hi, const float* mean_lo,
-                                                          const float* scale, const float* offset, std::int64_t n0,
-                                                          std::int64_t n1, std::int64_t C, std::int64_t c,
-                                                          bool stream) {
-  Lanes hi[kRowChunk], lo[kRowChunk], a[kRowChunk], b[kRowChunk];
-  std::memcpy(hi, mean_hi + c, sizeof hi);
-  if (kRemainder) std::memcpy(lo, mean_lo + c, sizeof lo);
-  std::memcpy(a, scale + c, sizeof a);
-  std::memcpy(b, offset + c, sizeof b);
-  for (std::int64_t n = n0; n < n1; ++n)
-    for (int u = 0; u < kRowChunk; ++u) {
-      const std::int64_t at = n * C + c + u * kLanes;
-      BNORM_LOAD_LANES(v, x + at);
-      const Lanes centered = kRemainder ? (v - hi[u]) - lo[u] : v - hi[u];
-      store_normalized(y + at, mask ? mask + at : nullptr, relu, centered * a[u] + b[u], stream);
+// normalize_rows for one combination of its flags, fixed at compile time so
+// that the inner loop tests none of them: tiles of kRowBlock rows by
+// kRowChunk lane groups with the columns' coefficients held across the tile
+// (loaded per value, they made four of every five loads). Without a remainder
+// (inference: the given mean is exact as a float) the subtraction of 0 is
+// left out, which changes no bits.
+template <bool kRemainder, bool kRelu, bool kMask, bool kStream>
+__attribute__((always_inline)) inline void normalize_rows_as(float* y, std::uint8_t* mask, const float* x,
+                                                             const float* mean_hi, const float* mean_lo,
+                                                             const float* scale, const float* offset, std::int64_t rows,
+                                                             std::int64_t C, std::int64_t c0, std::int64_t c1) {
+  constexpr std::int64_t kTile = kRowChunk * kLanes;
+  for (std::int64_t n0 = 0; n0 < rows; n0 += kRowBlock) {
+    const std::int64_t n1 = std::min(rows, n0 + kRowBlock);
+    std::int64_t c = c0;
+    for (; c + kTile <= c1; c += kTile) {
+      Lanes hi[kRowChunk], lo[kRowChunk], a[kRowChunk], b[kRowChunk];
+      std::memcpy(hi, mean_hi + c, sizeof hi);
+      if (kRemainder) std::memcpy(lo, mean_lo + c, sizeof lo);
+      std::memcpy(a, scale + c, sizeof a);
+      std::memcpy(b, offset + c, sizeof b);
+      for (std::int64_t n = n0; n < n1; ++n)
+#pragma GCC unroll 8
+        for (int u = 0; u < kRowChunk; ++u) {
+          const std::int64_t at = n * C + c + u * kLanes;
+          BNORM_LOAD_LANES(v, x + at);
+          const Lanes centered = kRemainder ? (v - hi[u]) - lo[u] : v - hi[u];
+          store_normalized(y + at, kMask ? mask + at : nullptr, kRelu, centered * a[u] + b[u], kStream);
+        }
     }
+    for (std::int64_t n = n0; n < n1 && c < c1; ++n) {  // the last columns, fewer than a tile
+      const float* xr = x + n * C;
+      float* yr = y + n * C;
+      std::uint8_t* mr = kMask ? mask + n * C : nullptr;
+      for (std::int64_t j = c; j < c1; ++j) {
+        const float v = (kRemainder ? (xr[j] - mean_hi[j]) - mean_lo[j] : xr[j] - mean_hi[j]) * scale[j] + offset[j];
+        if (!kRelu) {
+          yr[j] = v;
+        } else {
+          yr[j] = v > 0.0f ? v : 0.0f;
+          if (kMask) mr[j] = v > 0.0f;
+        }
+      }
+    }
+  }
+}
+
+template <bool kRemainder>
+__attribute__((always_inline)) inline void normalize_rows_with(bool relu, bool masked, bool stream, float* y,
+                                                               std::uint8_t* mask, const float* x, const float* mean_hi,
+                                                               const float* mean_lo, const float* scale,
+                                                               const float* offset, std::int64_t rows, std::int64_t C,
+                                                               std::int64_t c0, std::int64_t c1) {
+#define BNORM_NORMALIZE_AS(relu_, mask_, stream_) \
+  normalize_rows_as<kRemainder, relu_, mask_, stream_>(y, mask, x, mean_hi, mean_lo, scale, offset, rows, C, c0, c1)
+  if (!relu)
+    stream ? BNORM_NORMALIZE_AS(false, false, true) : BNORM_NORMALIZE_AS(false, false, false);
+  else if (!masked)
+    stream ? BNORM_NORMALIZE_AS(true, false, true) : BNORM_NORMALIZE_AS(true, false, false);
+  else
+    stream ? BNORM_NORMALIZE_AS(true, true, true) : BNORM_NORMALIZE_AS(true, true, false);
+#undef BNORM_NORMALIZE_AS
 }
 
 // normalize_rows: columns [c0, c1) of rows [0, rows) of an (N, C) input;
@@ -96,70 +135,43 @@ BNORM_MULTIVERSION
 void normalize_rows(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi, const float* mean_lo,
                     const float* scale, const float* offset, std::int64_t rows, std::int64_t C, std::int64_t c0,
                     std::int64_t c1, bool stream) {
-  // Tiles of 16 rows by 64 columns with the columns' coefficients held
-  // across the tile: loaded per value, they made four of every five loads. Whole
-  // lines are streamed only when every row starts a cache line.
+  // Whole lines are streamed only when every row starts a cache line.
   stream = stream && until_line(y) == 0 && C % kLanes == 0 && c0 % kLanes == 0;
-  constexpr std::int64_t kTile = kRowChunk * kLanes;
-  for (std::int64_t n0 = 0; n0 < rows; n0 += kRowBlock) {
-    const std::int64_t n1 = std::min(rows, n0 + kRowBlock);
-    std::int64_t c = c0;
-    for (; c + kTile <= c1; c += kTile) {
-      if (mean_lo)
-        normalize_tile<true>(y, mask, relu, x, mean_hi, mean_lo, scale, offset, n0, n1, C, c, stream);
-      else
-        normalize_tile<false>(y, mask, relu, x, mean_hi, mean_lo, scale, offset, n0, n1, C, c, stream);
-    }
-    for (std::int64_t n = n0; n < n1 && c < c1; ++n) {  // the last columns, fewer than a tile
-      const float* xr = x + n * C;
-      float* yr = y + n * C;
-      std::uint8_t* mr = mask ? mask + n * C : nullptr;
-      const auto value = [&](std::int64_t j) {
-        return (mean_lo ? (xr[j] - mean_hi[j]) - mean_lo[j] : xr[j] - mean_hi[j]) * scale[j] + offset[j];
-      };
-      if (!relu) {
-        for (std::int64_t j = c; j < c1; ++j) yr[j] = value(j);
-      } else if (!mr) {
-        for (std::int64_t j = c; j < c1; ++j) {
-          const float v = value(j);
-          yr[j] = v > 0.0f ? v : 0.0f;
-        }
-      } else {
-        for (std::int64_t j = c; j < c1; ++j) {
-          const float v = value(j);
-          yr[j] = v > 0.0f ? v : 0.0f;
-          mr[j] = v > 0.0f;
-        }
-      }
-    }
-  }
+  const bool masked = relu && mask;
+  if (mean_lo)
+    normalize_rows_with<true>(relu, masked, stream, y, mask, x, mean_hi, mean_lo, scale, offset, rows, C, c0, c1);
+  else
+    normalize_rows_with<false>(relu, masked, stream, y, mask, x, mean_hi, mean_lo, scale, offset, rows, C, c0, c1);
 }
 
 // Σ dy and Σ dy·(x − mean[c]) for columns [c0, c1) (at most kRowWidth) of an
-// (N, C) input, over all rows.
-BNORM_MULTIVERSION
-void grad_sums_row_block(double* sum_dy, double* sum_dy_xc, const float* dy, const float* x, const std::uint8_t* mask,
-                         const float* mean, std::int64_t N, std::int64_t C, std::int64_t c0, std::int64_t c1) {
-  float s[kRowChunk * kLanes], q[kRowChunk * kLanes];  // the tail: fewer than 64 columns
+// (N, C) input, over all rows; with kMask, dy counts only where the mask is 1.
+template <bool kMask>
+__attribute__((always_inline)) inline void grad_sums_row_block_as(double* sum_dy, double* sum_dy_xc, const float* dy,
+                                                                  const float* x, const std::uint8_t* mask,
+                                                                  const float* mean, std::int64_t N, std::int64_t C,
+                                                                  std::int64_t c0, std::int64_t c1) {
+  float s[kSumChunk * kLanes], q[kSumChunk * kLanes];  // the tail: fewer than kSumChunk lane groups
   for (std::int64_t c = c0; c < c1; ++c) sum_dy[c] = sum_dy_xc[c] = 0.0;
-  // Sixty-four channels at a time in registers, as in moments_row_block.
+  // kSumChunk lane groups at a time in registers, as in moments_row_block.
   std::int64_t cv = c0;
-  for (; cv + kRowChunk * kLanes <= c1; cv += kRowChunk * kLanes) {
-    Lanes mu[kRowChunk];
-    for (int u = 0; u < kRowChunk; ++u) std::memcpy(&mu[u], mean + cv + u * kLanes, sizeof(Lanes));
+  for (; cv + kSumChunk * kLanes <= c1; cv += kSumChunk * kLanes) {
+    Lanes mu[kSumChunk];
+    std::memcpy(mu, mean + cv, sizeof mu);
     for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
       const std::int64_t n1 = std::min(N, n0 + kRowBlock);
-      Lanes sv[kRowChunk] = {}, qv[kRowChunk] = {};
+      Lanes sv[kSumChunk] = {}, qv[kSumChunk] = {};
       for (std::int64_t n = n0; n < n1; ++n)
-        for (int u = 0; u < kRowChunk; ++u) {
+#pragma GCC unroll 8
+        for (int u = 0; u < kSumChunk; ++u) {
           const std::int64_t at = n * C + cv + u * kLanes;
           BNORM_LOAD_LANES(g, dy + at);
           BNORM_LOAD_LANES(v, x + at);
-          if (mask) keep_where_mask(g, mask + at);
+          if (kMask) keep_where_mask(g, mask + at);
           sv[u] += g;
           qv[u] += g * (v - mu[u]);
         }
-      for (int u = 0; u < kRowChunk; ++u)
+      for (int u = 0; u < kSumChunk; ++u)
         for (std::int64_t l = 0; l < kLanes; ++l) {
           sum_dy[cv + u * kLanes + l] += sv[u][l];
           sum_dy_xc[cv + u * kLanes + l] += qv[u][l];
@@ -175,19 +187,12 @@ void grad_sums_row_block(double* sum_dy, double* sum_dy_xc, const float* dy, con
     for (std::int64_t n = n0; n < n1; ++n) {
       const float* xr = x + n * C + cv;
       const float* dyr = dy + n * C + cv;
-      if (mask) {
-        const std::uint8_t* mr = mask + n * C + cv;
-        for (std::int64_t j = 0; j < w; ++j) {
-          const float d = dyr[j];  // loaded unconditionally, so the select needs no branch
-          const float g = mr[j] ? d : 0.0f;
-          s[j] += g;
-          q[j] += g * (xr[j] - mean[cv + j]);
-        }
-      } else {
-        for (std::int64_t j = 0; j < w; ++j) {
-          s[j] += dyr[j];
-          q[j] += dyr[j] * (xr[j] - mean[cv + j]);
-        }
+      const std::uint8_t* mr = kMask ? mask + n * C + cv : nullptr;
+      for (std::int64_t j = 0; j < w; ++j) {
+        const float d = dyr[j];  // loaded unconditionally, so the select needs no branch
+        const float g = !kMask || mr[j] ? d : 0.0f;
+        s[j] += g;
+        q[j] += g * (xr[j] - mean[cv + j]);
       }
     }
     for (std::int64_t j = 0; j < w; ++j) {
@@ -198,14 +203,25 @@ void grad_sums_row_block(double* sum_dy, double* sum_dy_xc, const float* dy, con
   }
 }
 
-// The same for columns [c0, c1) of rows [0, rows) of an (N, C) input.
 BNORM_MULTIVERSION
-void apply_grad_rows(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
-                     const float* k, const float* u, const float* v, std::int64_t rows, std::int64_t C, std::int64_t c0,
-                     std::int64_t c1, bool stream) {
-  // Tiles with the coefficients in registers, as in normalize_rows (kept
-  // apart from it for the reason given at moments_row_block).
-  stream = stream && until_line(dx) == 0 && C % kLanes == 0 && c0 % kLanes == 0;
+void grad_sums_row_block(double* sum_dy, double* sum_dy_xc, const float* dy, const float* x, const std::uint8_t* mask,
+                         const float* mean, std::int64_t N, std::int64_t C, std::int64_t c0, std::int64_t c1) {
+  if (mask)
+    grad_sums_row_block_as<true>(sum_dy, sum_dy_xc, dy, x, mask, mean, N, C, c0, c1);
+  else
+    grad_sums_row_block_as<false>(sum_dy, sum_dy_xc, dy, x, mask, mean, N, C, c0, c1);
+}
+
+// dx = k*dy + (x - mean)*u + v for columns [c0, c1) of rows [0, rows) of an
+// (N, C) input, in tiles with the coefficients held across the tile, as in
+// normalize_rows_as (kept apart from it for the reason given at
+// moments_row_block).
+template <bool kMask, bool kStream>
+__attribute__((always_inline)) inline void apply_grad_rows_as(float* dx, const float* dy, const float* x,
+                                                              const std::uint8_t* mask, const float* mean,
+                                                              const float* k, const float* u, const float* v,
+                                                              std::int64_t rows, std::int64_t C, std::int64_t c0,
+                                                              std::int64_t c1) {
   constexpr std::int64_t kTile = kRowChunk * kLanes;
   for (std::int64_t n0 = 0; n0 < rows; n0 += kRowBlock) {
     const std::int64_t n1 = std::min(rows, n0 + kRowBlock);
@@ -217,29 +233,39 @@ void apply_grad_rows(float* dx, const float* dy, const float* x, const std::uint
       std::memcpy(uc, u + c, sizeof uc);
       std::memcpy(vc, v + c, sizeof vc);
       for (std::int64_t n = n0; n < n1; ++n)
+#pragma GCC unroll 8
         for (int w = 0; w < kRowChunk; ++w) {
           const std::int64_t at = n * C + c + w * kLanes;
           BNORM_LOAD_LANES(g, dy + at);
           BNORM_LOAD_LANES(xv, x + at);
-          if (mask) keep_where_mask(g, mask + at);
-          store_lanes(dx + at, kc[w] * g + (xv - mu[w]) * uc[w] + vc[w], stream);
+          if (kMask) keep_where_mask(g, mask + at);
+          store_lanes(dx + at, kc[w] * g + (xv - mu[w]) * uc[w] + vc[w], kStream);
         }
     }
     for (std::int64_t n = n0; n < n1 && c < c1; ++n) {  // the last columns, fewer than a tile
       const float* xr = x + n * C;
       const float* dyr = dy + n * C;
       float* dxr = dx + n * C;
-      if (mask) {
-        const std::uint8_t* mr = mask + n * C;
-        for (std::int64_t j = c; j < c1; ++j) {
-          const float d = dyr[j];  // loaded unconditionally, so the select needs no branch
-          dxr[j] = k[j] * (mr[j] ? d : 0.0f) + (xr[j] - mean[j]) * u[j] + v[j];
-        }
-      } else {
-        for (std::int64_t j = c; j < c1; ++j) dxr[j] = k[j] * dyr[j] + (xr[j] - mean[j]) * u[j] + v[j];
+      const std::uint8_t* mr = kMask ? mask + n * C : nullptr;
+      for (std::int64_t j = c; j < c1; ++j) {
+        const float d = dyr[j];  // loaded unconditionally, so the select needs no branch
+        dxr[j] = k[j] * (!kMask || mr[j] ? d : 0.0f) + (xr[j] - mean[j]) * u[j] + v[j];
       }
     }
   }
+}
+
+BNORM_MULTIVERSION
+void apply_grad_rows(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
+                     const float* k, const float* u, const float* v, std::int64_t rows, std::int64_t C, std::int64_t c0,
+                     std::int64_t c1, bool stream) {
+  stream = stream && until_line(dx) == 0 && C % kLanes == 0 && c0 % kLanes == 0;
+  if (mask)
+    stream ? apply_grad_rows_as<true, true>(dx, dy, x, mask, mean, k, u, v, rows, C, c0, c1)
+           : apply_grad_rows_as<true, false>(dx, dy, x, mask, mean, k, u, v, rows, C, c0, c1);
+  else
+    stream ? apply_grad_rows_as<false, true>(dx, dy, x, mask, mean, k, u, v, rows, C, c0, c1)
+           : apply_grad_rows_as<false, false>(dx, dy, x, mask, mean, k, u, v, rows, C, c0, c1);
 }
 
 }  // namespace

@@ -35,11 +35,12 @@ namespace bnorm::kernels::vectorized {
 // and kChannelBlockMax are also register and stack-array shapes (a block's
 // coefficients and lanes, 4-16 KB, sit in any L1d); and kParallelMin is the
 // cost of waking threads, not of memory.
-constexpr std::int64_t kLanes = 8;              // independent float accumulators: one AVX2 register
-constexpr std::int64_t kRowBlock = 16;          // rows summed in float before merging into double (S == 1)
-constexpr std::int64_t kRowWidth = 256;         // most columns in one block (S == 1)
-constexpr int kRowChunk = 8;                    // lane groups per tile: 64 columns, 256 contiguous bytes (S == 1)
-constexpr std::int64_t kRunBlock = 1024;        // values of a run summed in float before merging (S > 1)
+constexpr std::int64_t kLanes = 8;        // independent float accumulators: one AVX2 register
+constexpr std::int64_t kRowBlock = 16;    // rows summed in float before merging into double (S == 1)
+constexpr std::int64_t kRowWidth = 256;   // most columns in one block (S == 1)
+constexpr int kRowChunk = 8;              // lane groups per tile: 64 columns, 256 contiguous bytes (S == 1)
+constexpr int kSumChunk = 4;              // lane groups summed at a time (S == 1): 8 sums and 4 shifts in registers
+constexpr std::int64_t kRunBlock = 1024;  // values of a run summed in float before merging (S > 1)
 constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at most (S > 1): 16 KB of lanes
 // Below this many values a parallel region costs more than it saves: a hidden
 // layer of 64x256 takes microseconds, while waking a second thread, and
@@ -86,6 +87,12 @@ inline std::int64_t row_block_width(std::int64_t bytes_per_column, std::int64_t 
 // 12.6 ms where eight lanes take 5.0.
 typedef float Lanes __attribute__((vector_size(kLanes * sizeof(float))));
 typedef std::int32_t LaneBits __attribute__((vector_size(kLanes * sizeof(std::int32_t))));
+static_assert(kLanes == 8, "the mask shuffles below name eight lanes");
+// For moving a ReLU mask's eight bytes in and out of lanes without a trip
+// through memory (which GCC's generic conversions took, byte by byte).
+typedef std::uint8_t LaneBytes __attribute__((vector_size(kLanes)));
+typedef std::uint8_t LaneBitsBytes __attribute__((vector_size(kLanes * sizeof(std::int32_t))));
+typedef std::int64_t LaneWords __attribute__((vector_size(kLanes * sizeof(std::int32_t))));
 
 // Loads through memcpy (unaligned-safe). A macro rather than a function: a
 // function returning Lanes by value has a different ABI in each copy.
@@ -122,8 +129,12 @@ __attribute__((always_inline)) inline void store_normalized(float* y, std::uint8
   if (relu) {
     const LaneBits positive = v > 0.0f;
     v = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(v) & positive);
-    if (mask)
-      for (std::int64_t l = 0; l < kLanes; ++l) mask[l] = static_cast<std::uint8_t>(-positive[l]);
+    // Each lane's low byte (all ones or 0) gathered by one shuffle, then 1 or 0.
+    if (mask) {
+      const LaneBitsBytes all = reinterpret_cast<LaneBitsBytes>(positive);
+      const LaneBytes bytes = __builtin_shufflevector(all, all, 0, 4, 8, 12, 16, 20, 24, 28) & 1;
+      std::memcpy(mask, &bytes, sizeof bytes);
+    }
   }
   store_lanes(y, v, stream);
 }
@@ -157,8 +168,15 @@ inline std::int64_t until_line(const float* p) {
 // norm's output is dy where its ReLU let the value pass. Always inlined, so
 // each compiled copy of a caller keeps its own vector width.
 __attribute__((always_inline)) inline void keep_where_mask(Lanes& g, const std::uint8_t* mask) {
-  LaneBits keep;
-  for (std::int64_t l = 0; l < kLanes; ++l) keep[l] = -static_cast<std::int32_t>(mask[l]);
+  // The eight bytes broadcast, lane l given the 32-bit word holding byte l,
+  // that byte's bit 0 shifted to the sign and spread over the lane.
+  std::int64_t bytes;
+  std::memcpy(&bytes, mask, sizeof bytes);
+  const LaneWords broadcast = {bytes, bytes, bytes, bytes};
+  const LaneBits halves = reinterpret_cast<LaneBits>(broadcast);
+  const LaneBits words = __builtin_shufflevector(halves, halves, 0, 0, 0, 0, 1, 1, 1, 1);
+  const LaneBits to_sign = {31, 23, 15, 7, 31, 23, 15, 7};
+  const LaneBits keep = (words << to_sign) >> 31;
   g = reinterpret_cast<Lanes>(reinterpret_cast<LaneBits>(g) & keep);
 }
 
