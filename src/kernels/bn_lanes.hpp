@@ -42,11 +42,15 @@ constexpr int kRowChunk = 8;              // lane groups per tile: 64 columns, 2
 constexpr int kSumChunk = 4;              // lane groups summed at a time (S == 1): 8 sums and 4 shifts in registers
 constexpr std::int64_t kRunBlock = 1024;  // values of a run summed in float before merging (S > 1)
 constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at most (S > 1): 16 KB of lanes
-// Below this many values a parallel region costs more than it saves: a hidden
-// layer of 64x256 takes microseconds, while waking a second thread, and
-// waiting for it at the barrier when another process holds that core, can
-// take milliseconds.
-constexpr std::int64_t kParallelMin = std::int64_t{1} << 18;
+// Below this many values a parallel region costs more than it saves: a pass
+// over 128 KB takes a few microseconds on one core, about what waking a
+// second thread and meeting it at the barrier costs (0.6-0.9 us with the
+// threads still spinning, far more when another process holds that core).
+// At 64x512 (32K values), two threads made forward+backward 0.017 ms
+// against 0.025 on one, on the AVX2 EPYC of 2026-11-29 in a quiet minute
+// (0.037-0.044 in a busy one, when oneDNN's two threads slowed alike); the
+// 2^18 this was before kept such layers on one core.
+constexpr std::int64_t kParallelMin = std::int64_t{1} << 15;
 
 // Channels per group: as many as fit the group budget (batchnorm_tuning), at
 // least one, and no more than a thread's share of C, so every thread has work.
