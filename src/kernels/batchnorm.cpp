@@ -176,7 +176,7 @@ void forward_train(float* y, std::uint8_t* mask, bool relu, float* mean, float* 
   const ForwardScratch w(work, C);
   // One sample of each channel as its shift: close to the mean in practice.
   for (std::int64_t c = 0; c < C; ++c) w.shift[c] = x[c * S];
-  const bool parallel = N * C * S >= kParallelMin, stream = streams(N, C, S, 2);
+  const bool parallel = N * C * S >= kParallelMinFused, stream = streams(N, C, S, 2);
   if (S == 1)
     rows_forward_train(a, w, parallel, stream);
   else
@@ -212,7 +212,7 @@ void backward(float* dx, float* dgamma, float* dbeta, const float* dy, const std
   // Both over one group of channels at a time, as in forward_train.
   const Backward a{dx, dgamma, dbeta, dy, mask, x, mean, inv_std, gamma, N, C, S};
   const BackwardScratch w(work, C);
-  const bool parallel = N * C * S >= kParallelMin, stream = streams(N, C, S, 3);
+  const bool parallel = N * C * S >= kParallelMinFused, stream = streams(N, C, S, 3);
   if (S == 1)
     rows_backward(a, w, parallel, stream);
   else

@@ -33,8 +33,8 @@ namespace bnorm::kernels::vectorized {
 // sums merge into double, and kLanes how a run's values spread over the float
 // lanes, so the results' bits depend on them; kLanes, kRowChunk, kRowWidth
 // and kChannelBlockMax are also register and stack-array shapes (a block's
-// coefficients and lanes, 4-16 KB, sit in any L1d); and kParallelMin is the
-// cost of waking threads, not of memory.
+// coefficients and lanes, 4-16 KB, sit in any L1d); and kParallelMin and
+// kParallelMinFused are the cost of waking threads, not of memory.
 constexpr std::int64_t kLanes = 8;        // independent float accumulators: one AVX2 register
 constexpr std::int64_t kRowBlock = 16;    // rows summed in float before merging into double (S == 1)
 constexpr std::int64_t kRowWidth = 256;   // most columns in one block (S == 1)
@@ -42,15 +42,18 @@ constexpr int kRowChunk = 8;              // lane groups per tile: 64 columns, 2
 constexpr int kSumChunk = 4;              // lane groups summed at a time (S == 1): 8 sums and 4 shifts in registers
 constexpr std::int64_t kRunBlock = 1024;  // values of a run summed in float before merging (S > 1)
 constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at most (S > 1): 16 KB of lanes
-// Below this many values a parallel region costs more than it saves: a pass
-// over 128 KB takes a few microseconds on one core, about what waking a
-// second thread and meeting it at the barrier costs (0.6-0.9 us with the
-// threads still spinning, far more when another process holds that core).
-// At 64x512 (32K values), two threads made forward+backward 0.017 ms
-// against 0.025 on one, on the AVX2 EPYC of 2026-11-29 in a quiet minute
-// (0.037-0.044 in a busy one, when oneDNN's two threads slowed alike); the
-// 2^18 this was before kept such layers on one core.
-constexpr std::int64_t kParallelMin = std::int64_t{1} << 15;
+// Below these many values a parallel region costs more than it saves: waking
+// a second thread and meeting it at the barrier takes 0.6-0.9 us while the
+// threads still spin, and far more when another process holds that core.
+// A single pass (inference's normalize, or one of the synchronized BN's
+// stages) over 64x512 takes about 5 us on one core; two threads made it
+// 0.005-0.013 ms, with the machine's mood. A fused training pass (sums, then
+// the second pass, in one region) does two to three times the work per
+// value: at 64x512 forward+backward took 0.017 ms on two threads against
+// 0.025 on one in a quiet minute (0.037-0.044 in a busy one, when oneDNN's
+// two threads slowed alike), on the AVX2 EPYC of 2026-11-29.
+constexpr std::int64_t kParallelMin = std::int64_t{1} << 18;       // single passes
+constexpr std::int64_t kParallelMinFused = std::int64_t{1} << 15;  // fused training passes
 
 // Channels per group: as many as fit the group budget (batchnorm_tuning), at
 // least one, and no more than a thread's share of C, so every thread has work.
