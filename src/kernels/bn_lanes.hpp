@@ -31,8 +31,8 @@ namespace bnorm::kernels::vectorized {
 
 // These stay fixed on every machine: kRowBlock and kRunBlock set where float
 // sums merge into double, and kLanes how a run's values spread over the float
-// lanes, so the results' bits depend on them; kLanes, kRowChunk, kRowWidth
-// and kChannelBlockMax are also register and stack-array shapes (a block's
+// lanes, so the results' bits depend on them; kLanes, kRowChunk, kSumChunk,
+// kRowWidth and kChannelBlockMax are also register and stack-array shapes (a block's
 // coefficients and lanes, 4-16 KB, sit in any L1d); and kParallelMin and
 // kParallelMinFused are the cost of waking threads, not of memory.
 constexpr std::int64_t kLanes = 8;        // independent float accumulators: one AVX2 register
