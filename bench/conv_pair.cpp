@@ -1,8 +1,9 @@
-// Conv2d's two paths, im2col + GEMM and oneDNN's primitives, timed in one
-// process, taking turns, on the default CNN's convolutions at batch 64 (the
-// layer itself, set_path switching it, so the times include everything a
-// training step runs: oneDNN's reorders to and from its blocked layouts, the
-// im2col copies, the bias sum). Built with BNORM_CONV=onednn.
+// Conv2d's im2col + GEMM path against another of its paths (Winograd's
+// F(2x2, 3x3), or oneDNN's primitives in builds with BNORM_CONV=onednn), timed
+// in one process, taking turns, on the default CNN's convolutions at batch 64
+// (the layer itself, set_path switching it, so the times include everything a
+// training step runs: the transforms, oneDNN's reorders to and from its
+// blocked layouts, the im2col copies, the bias sum).
 //
 // A round times 7 calls of one path, then 7 of the other (the order flips
 // every round); its ratio compares two medians taken moments apart, and the
@@ -10,7 +11,8 @@
 // drifts (as in bench/gemm_pair.cpp). Run with OMP_WAIT_POLICY=passive on a
 // shared machine: spinning threads make the timings depend on the load.
 //
-// Run: build/bench/conv_pair [rounds] [threads...]   (default 21 rounds, 1 and 2 threads)
+// Run: build/bench/conv_pair winograd|onednn [rounds] [threads...]
+//      (default 21 rounds, 1 and 2 threads)
 #include <omp.h>
 
 #include <algorithm>
@@ -87,19 +89,25 @@ struct Bench {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (!Conv2d::onednn_built()) {
+  const std::string other = argc > 1 ? argv[1] : "";
+  if (other != "winograd" && other != "onednn") {
+    std::fprintf(stderr, "usage: conv_pair winograd|onednn [rounds] [threads...]\n");
+    return 2;
+  }
+  if (other == "onednn" && !Conv2d::onednn_built()) {
     std::fprintf(stderr, "conv_pair: this build has no oneDNN convolutions (configure with -DBNORM_CONV=onednn)\n");
     return 2;
   }
-  const int rounds = argc > 1 ? std::atoi(argv[1]) : 21;
+  const Path path = other == "onednn" ? Path::onednn : Path::winograd;
+  const int rounds = argc > 2 ? std::atoi(argv[2]) : 21;
   std::vector<int> thread_counts;
-  for (int i = 2; i < argc; ++i) thread_counts.push_back(std::atoi(argv[i]));
+  for (int i = 3; i < argc; ++i) thread_counts.push_back(std::atoi(argv[i]));
   if (thread_counts.empty()) thread_counts = {1, 2};
   if (rounds < 1) return 2;
   std::printf("load average at start: %s; batch %lld, %d rounds of 7 calls each way\n", load_average().c_str(),
               static_cast<long long>(kBatch), rounds);
-  std::printf("%-20s %-17s %3s %10s %10s %8s %6s %6s\n", "layer", "pass", "thr", "im2col_ms", "oneDNN_ms", "ratio",
-              "min", "max");
+  std::printf("%-20s %-17s %3s %10s %10s %8s %6s %6s\n", "layer", "pass", "thr", "im2col_ms", (other + "_ms").c_str(),
+              "ratio", "min", "max");
   for (int threads : thread_counts) {
     bnorm::kernels::set_threads(threads);
     for (const Layer& l : kLayers) {
@@ -110,14 +118,14 @@ int main(int argc, char** argv) {
           double i = 0, d = 0;
           if (r % 2 == 0) {
             i = b.time_ms(Path::im2col, pass, 7);
-            d = b.time_ms(Path::onednn, pass, 7);
+            d = b.time_ms(path, pass, 7);
           } else {
-            d = b.time_ms(Path::onednn, pass, 7);
+            d = b.time_ms(path, pass, 7);
             i = b.time_ms(Path::im2col, pass, 7);
           }
           ti.push_back(i);
           td.push_back(d);
-          ratio.push_back(i / d);  // > 1: oneDNN faster
+          ratio.push_back(i / d);  // > 1: the other path faster
         }
         std::printf("%-20s %-17s %3d %10.3f %10.3f %7.3fx %6.2f %6.2f\n", l.name, pass_name(pass), threads, median(ti),
                     median(td), median(ratio), *std::min_element(ratio.begin(), ratio.end()),

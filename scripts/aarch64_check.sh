@@ -19,7 +19,7 @@ fi
 bash scripts/install_missing.sh aarch64_check.sh "${packages[@]}"
 
 build_dir=${BNORM_AARCH64_BUILD_DIR:-build-aarch64}
-tests=(test_bn_kernels test_gradcheck test_bn_golden test_cpu_caches)
+tests=(test_bn_kernels test_gradcheck test_bn_golden test_cpu_caches test_small_gemm)
 # Tests are listed when CTest runs, not after each link: under qemu a listing
 # costs seconds, and only the programs below are run here.
 cmake -S . -B "$build_dir" -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DCMAKE_BUILD_TYPE=Release \

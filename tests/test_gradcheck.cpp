@@ -174,6 +174,26 @@ TEST(GradCheck, Conv2dShapesStridesPadding) {
   }
 }
 
+// The Winograd path's backward is the adjoint of its own transforms and
+// products: checked against finite differences of its own forward, at the
+// shapes that reach its edge cases (no padding, odd outputs, wide padding).
+TEST(GradCheck, Conv2dWinograd) {
+  struct Case {
+    std::int64_t C, O, pad;
+    bool bias;
+    Shape x;
+  };
+  const Case cases[] = {{2, 3, 1, true, {2, 2, 5, 5}}, {3, 2, 0, false, {1, 3, 6, 5}}, {1, 2, 2, true, {2, 1, 3, 4}}};
+  std::uint64_t seed = 70;
+  for (const Case& c : cases) {
+    Rng rng(seed++);
+    LayerHarness h(std::make_unique<Conv2d>(c.C, c.O, 3, 3, 1, c.pad, c.bias), seed);
+    static_cast<Conv2d&>(*h.layer).set_path(Conv2d::ConvPath::winograd);
+    for (float& p : h.params) p += static_cast<float>(0.1 * rng.normal());
+    check_layer(h, random_tensor(c.x, rng), seed);
+  }
+}
+
 TEST(GradCheck, Pooling) {
   Rng rng(60);
   LayerHarness max2(std::make_unique<Pool2d>(Pool2d::Kind::max, 2, 2));

@@ -7,6 +7,8 @@
 
 #include "bnorm/error.hpp"
 #include "bnorm/kernels/gemm.hpp"
+#include "bnorm/kernels/small_gemm.hpp"
+#include "bnorm/kernels/winograd.hpp"
 
 #if defined(BNORM_CONV_WITH_ONEDNN)
 #include "../kernels/conv_onednn.hpp"
@@ -35,6 +37,38 @@ constexpr std::int64_t kParallelMin = std::int64_t{1} << 16;
 #endif
 constexpr std::int64_t kOnednnMinChannels = BNORM_CONV_ONEDNN_MIN_CHANNELS;
 
+// Winograd's products have K = C (forward) or O (input gradient): with fewer
+// channels they are too thin to run at speed, and the transforms, which
+// cost the same per channel whatever the filter count, outweigh the
+// multiplications they save. The default CNN's first layer (1 channel)
+// stays on im2col.
+constexpr std::int64_t kWinogradMinChannels = 8;
+
+bool winograd_kernel(std::int64_t kernel_h, std::int64_t kernel_w, std::int64_t stride) {
+  return kernels::winograd_applies({1, 1, 1, kernel_h, kernel_w, stride, 0});
+}
+
+Conv2d::ConvPath default_path(std::int64_t C, std::int64_t KH, std::int64_t KW, std::int64_t stride) {
+  if (Conv2d::onednn_built() && C >= kOnednnMinChannels) return Conv2d::ConvPath::onednn;
+  if (winograd_kernel(KH, KW, stride) && C >= kWinogradMinChannels) return Conv2d::ConvPath::winograd;
+  return Conv2d::ConvPath::im2col;
+}
+
+// Runs f(ξ) for the 16 positions of the Winograd tile, each a matrix product
+// over the whole batch. Where the threads divide the 16 evenly, each thread
+// takes whole products (single-threaded, no fork per product); otherwise the
+// products run one after another, each split across all threads.
+template <class F>
+void for_each_position(F&& f) {
+  const int threads = omp_get_max_threads();
+  if (threads > 1 && kernels::kWinogradPositions % threads == 0) {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t xi = 0; xi < kernels::kWinogradPositions; ++xi) f(xi);
+  } else {
+    for (std::int64_t xi = 0; xi < kernels::kWinogradPositions; ++xi) f(xi);
+  }
+}
+
 }  // namespace
 
 Conv2d::Conv2d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t kernel_h, std::int64_t kernel_w,
@@ -46,7 +80,7 @@ Conv2d::Conv2d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t
       stride_(stride),
       pad_(padding),
       has_bias_(bias),
-      path_(onednn_built() && C_ >= kOnednnMinChannels ? ConvPath::onednn : ConvPath::im2col) {
+      path_(default_path(in_channels, kernel_h, kernel_w, stride)) {
   if (C_ <= 0 || O_ <= 0 || C_ > 65536 || O_ > 65536) throw Error("conv2d: channels must be in 1..65536");
   if (KH_ <= 0 || KW_ <= 0 || KH_ > 64 || KW_ > 64) throw Error("conv2d: kernel size must be in 1..64");
   if (stride_ <= 0 || stride_ > 64) throw Error("conv2d: stride must be in 1..64");
@@ -114,6 +148,9 @@ bool Conv2d::onednn_built() {
 void Conv2d::set_path(ConvPath path) {
   if (path == ConvPath::onednn && !onednn_built())
     throw Error("conv2d: this build has no oneDNN convolutions (configure with -DBNORM_CONV=onednn)");
+  if (path == ConvPath::winograd && !winograd_kernel(KH_, KW_, stride_))
+    throw Error("conv2d: Winograd's F(2x2, 3x3) needs a 3x3 kernel with stride 1, not " + std::to_string(KH_) + "x" +
+                std::to_string(KW_) + " with stride " + std::to_string(stride_));
   path_ = path;
   onednn_.reset();
 }
@@ -127,6 +164,8 @@ void Conv2d::forward(Tensor& y, const Tensor& x, Mode /*mode*/) {
   x_shape_ = x.shape();
   if (path_ == ConvPath::onednn)
     forward_onednn(y, x, g);
+  else if (path_ == ConvPath::winograd)
+    forward_winograd(y, x, g);
   else
     forward_im2col(y, x, g);
 }
@@ -151,6 +190,8 @@ void Conv2d::backward(Tensor* dx, const Tensor& dy) {
   if (dx) dx->resize(x_shape_);
   if (path_ == ConvPath::onednn)
     backward_onednn(dx, dy);
+  else if (path_ == ConvPath::winograd)
+    backward_winograd(dx, dy, g);
   else
     backward_im2col(dx, dy, g);
 }
@@ -229,6 +270,93 @@ void Conv2d::backward_im2col(Tensor* dx, const Tensor& dy, const kernels::ConvGe
   std::copy(dweight_parts_.data(), dweight_parts_.data() + nw, dweight_);
   for (int t = 1; t < used; ++t)
     for (std::int64_t i = 0; i < nw; ++i) dweight_[i] += dweight_parts_[static_cast<std::size_t>(t * nw + i)];
+}
+
+// Examples of a batch that the Winograd path takes through all its steps at
+// once, on one thread: enough that a group holds kWinogradGroupTiles tiles,
+// where the weight-gradient product (a sum over the group's tiles) runs at
+// speed (bench/winograd_steps, default CNN's second layer, 1 thread: 38
+// GFLOP/s over one example's 49 tiles, 46–50 over 2 to 8 examples, the
+// other two products 68–73 throughout; in the layer, bench/conv_pair, groups
+// of 8 beat 1, 2 and 4), and no more than every thread gets a group.
+std::int64_t Conv2d::winograd_group(std::int64_t N, const kernels::ConvGeometry& g) const {
+  constexpr std::int64_t kWinogradGroupTiles = 384;
+  const std::int64_t tiles = kernels::winograd_tiles(g), threads = omp_get_max_threads();
+  const std::int64_t wanted = (kWinogradGroupTiles + tiles - 1) / tiles, fair = (N + threads - 1) / threads;
+  return std::max<std::int64_t>(1, std::min(wanted, fair));
+}
+
+void Conv2d::forward_winograd(Tensor& y, const Tensor& x, const kernels::ConvGeometry& g) {
+  using kernels::kWinogradPositions, kernels::winograd_position_stride;
+  const std::int64_t N = x.dim(0), tiles = kernels::winograd_tiles(g), nb = winograd_group(N, g);
+  const std::int64_t groups = (N + nb - 1) / nb, plane_in = C_ * g.H * g.W, plane_out = O_ * g.out_h() * g.out_w();
+  const std::int64_t ld_max = kernels::winograd_row_length(nb * tiles), su = winograd_position_stride(O_, C_),
+                     group_v = kWinogradPositions * winograd_position_stride(C_, ld_max),
+                     group_m = kWinogradPositions * winograd_position_stride(O_, ld_max);
+  const bool parallel = groups > 1 && N * C_ * tiles * 16 >= kParallelMin;
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  wino_u_.resize(static_cast<std::size_t>(kWinogradPositions * su));
+  wino_v_.resize(static_cast<std::size_t>(groups * group_v));
+  wino_m_.resize(static_cast<std::size_t>(threads * group_m));
+  const float* u = wino_u_.data();
+  kernels::winograd_filter(wino_u_.data(), weight_, O_, C_);
+#pragma omp parallel num_threads(threads) if (parallel)
+  {
+    float* m = wino_m_.data() + omp_get_thread_num() * group_m;
+#pragma omp for schedule(static)
+    for (std::int64_t gi = 0; gi < groups; ++gi) {
+      const std::int64_t n0 = gi * nb, count = std::min(nb, N - n0), ld = kernels::winograd_row_length(count * tiles);
+      const std::int64_t sv = winograd_position_stride(C_, ld), sm = winograd_position_stride(O_, ld);
+      float* v = wino_v_.data() + gi * group_v;
+      kernels::winograd_input(v, x.data() + n0 * plane_in, count, g);
+      for (std::int64_t xi = 0; xi < kWinogradPositions; ++xi)
+        kernels::small_gemm_ab(m + xi * sm, u + xi * su, v + xi * sv, O_, ld, C_);  // M = U · V
+      kernels::winograd_output(y.data() + n0 * plane_out, m, has_bias_ ? bias_ : nullptr, count, O_, g);
+    }
+  }
+}
+
+void Conv2d::backward_winograd(Tensor* dx, const Tensor& dy, const kernels::ConvGeometry& g) {
+  using kernels::kWinogradPositions, kernels::winograd_position_stride;
+  const std::int64_t N = x_shape_[0], tiles = kernels::winograd_tiles(g), nb = winograd_group(N, g);
+  const std::int64_t groups = (N + nb - 1) / nb, plane_in = C_ * g.H * g.W, plane_out = O_ * g.out_h() * g.out_w();
+  const std::int64_t ld_max = kernels::winograd_row_length(nb * tiles), su = winograd_position_stride(O_, C_),
+                     group_v = kWinogradPositions * winograd_position_stride(C_, ld_max),
+                     group_m = kWinogradPositions * winograd_position_stride(O_, ld_max),
+                     group_u = kWinogradPositions * su;
+  const bool parallel = groups > 1 && N * C_ * tiles * 16 >= kParallelMin;
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  wino_m_.resize(static_cast<std::size_t>(threads * group_m));
+  wino_du_.resize(static_cast<std::size_t>(threads * group_u));
+  if (dx) wino_dv_.resize(static_cast<std::size_t>(threads * group_v));
+  const float* u = wino_u_.data();
+  int used = 1;
+#pragma omp parallel num_threads(threads) if (parallel)
+  {
+    const int t = omp_get_thread_num();
+#pragma omp single
+    used = omp_get_num_threads();
+    float *dm = wino_m_.data() + t * group_m, *du = wino_du_.data() + t * group_u;
+    float* dv = dx ? wino_dv_.data() + t * group_v : nullptr;
+    std::fill(du, du + group_u, 0.0f);
+#pragma omp for schedule(static)
+    for (std::int64_t gi = 0; gi < groups; ++gi) {
+      const std::int64_t n0 = gi * nb, count = std::min(nb, N - n0), ld = kernels::winograd_row_length(count * tiles);
+      const std::int64_t sv = winograd_position_stride(C_, ld), sm = winograd_position_stride(O_, ld);
+      const float* v = wino_v_.data() + gi * group_v;
+      kernels::winograd_output_adjoint(dm, dy.data() + n0 * plane_out, count, O_, g);
+      for (std::int64_t xi = 0; xi < kWinogradPositions; ++xi) {
+        kernels::small_gemm_abt_add(du + xi * su, dm + xi * sm, v + xi * sv, O_, C_, ld);      // dU += dM · Vᵀ
+        if (dx) kernels::small_gemm_atb(dv + xi * sv, u + xi * su, dm + xi * sm, C_, ld, O_);  // dV = Uᵀ · dM
+      }
+      if (dx) kernels::winograd_input_adjoint(dx->data() + n0 * plane_in, dv, count, g);
+    }
+  }
+  // Each thread's share of dU, added in thread order.
+  float* du = wino_du_.data();
+  for (int t = 1; t < used; ++t)
+    for (std::int64_t i = 0; i < group_u; ++i) du[i] += du[t * group_u + i];
+  kernels::winograd_filter_adjoint(dweight_, du, O_, C_);
 }
 
 }  // namespace bnorm
