@@ -1,6 +1,7 @@
 #include "bnorm/kernels/winograd.hpp"
 
 #include <algorithm>
+#include <cstring>
 
 #include "multiversion.hpp"
 
@@ -11,26 +12,41 @@ namespace {
 // Below this many values a parallel region costs more than it saves.
 constexpr std::int64_t kParallelMin = std::int64_t{1} << 16;
 
-// Tiles of one tile row handled together: their input rows are first copied
-// into zero-padded row buffers (the padding and the plane's edges become
-// plain zeros, so the per-tile loops carry no bounds tests), and the buffers
-// stay a few KiB on the stack whatever the plane's width.
-constexpr std::int64_t kStrip = 128;
-constexpr std::int64_t kStripWidth = 2 * kStrip + 2;  // input columns a strip of tiles reads
+// The transforms run eight tiles of a tile row at a time, one tile per
+// vector lane: scalar, each tile's 16 loads, 32 additions and 16 stores
+// took 25-30 cycles, and the transforms most of the path's time.
+typedef float Floats8 __attribute__((vector_size(8 * sizeof(float))));
+// A vector at any float's address (GCC/Clang let a vector alias its element type).
+typedef float UnalignedFloats8 __attribute__((vector_size(8 * sizeof(float)), aligned(alignof(float))));
+#define BNORM_ALWAYS_INLINE __attribute__((always_inline)) inline
+
+// A macro, not a function: one returning a vector by value has a different ABI in each copy.
+#define load8(p) static_cast<Floats8>(*reinterpret_cast<const UnalignedFloats8*>(p))
+BNORM_ALWAYS_INLINE void store8(float* p, const Floats8& v) { *reinterpret_cast<UnalignedFloats8*>(p) = v; }
+
+// Tiles of one tile row handled together, so that the row buffers below stay
+// a few KiB on the stack whatever the plane's width.
+constexpr std::int64_t kStrip = 64;
+// A strip's buffers: one value per tile and one more (the columns a tile
+// shares with the next), rounded up, plus a vector of slack for the lanes
+// past the last tile.
+constexpr std::int64_t kBuffer = kStrip + 16;
 
 // The 1-D transforms, each applied down the columns and then along the rows
-// of a tile. Bᵀ (4x4), G (4x3), Aᵀ (2x4) and their transposes for the
-// adjoints:
+// of a tile, on floats or on eight tiles' floats at once. Bᵀ (4x4), G (4x3),
+// Aᵀ (2x4), and their transposes for the adjoints:
 //   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]
 //   G  = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]
 //   Aᵀ = [1 1 1 0; 0 1 −1 −1]
-inline void apply_bt(float out[4], float a0, float a1, float a2, float a3) {
+template <class V>
+BNORM_ALWAYS_INLINE void apply_bt(V out[4], const V& a0, const V& a1, const V& a2, const V& a3) {
   out[0] = a0 - a2;
   out[1] = a1 + a2;
   out[2] = a2 - a1;
   out[3] = a1 - a3;
 }
-inline void apply_b(float out[4], float b0, float b1, float b2, float b3) {
+template <class V>
+BNORM_ALWAYS_INLINE void apply_b(V out[4], const V& b0, const V& b1, const V& b2, const V& b3) {
   out[0] = b0;
   out[1] = b1 - b2 + b3;
   out[2] = b1 + b2 - b0;
@@ -47,30 +63,70 @@ inline void apply_gt(float out[3], float u0, float u1, float u2, float u3) {
   out[1] = 0.5f * (u1 - u2);
   out[2] = 0.5f * (u1 + u2) + u3;
 }
-inline void apply_at(float out[2], float m0, float m1, float m2, float m3) {
+template <class V>
+BNORM_ALWAYS_INLINE void apply_at(V out[2], const V& m0, const V& m1, const V& m2, const V& m3) {
   out[0] = m0 + m1 + m2;
   out[1] = m1 - m2 - m3;
 }
-inline void apply_a(float out[4], float y0, float y1) {
+template <class V>
+BNORM_ALWAYS_INLINE void apply_a(V out[4], const V& y0, const V& y1) {
   out[0] = y0;
   out[1] = y0 + y1;
   out[2] = y0 - y1;
   out[3] = -y1;
 }
 
-// Copies input columns [w0, w0 + width) of row h into buf, zeros where the
-// row or column lies outside the plane.
-inline void padded_row(float* buf, const float* plane, std::int64_t h, std::int64_t w0, std::int64_t width,
-                       const ConvGeometry& g) {
-  if (h < 0 || h >= g.H) {
-    std::fill(buf, buf + width, 0.0f);
-    return;
+// Zeros at a[from, to), in whole vectors (a store of eight may pass `to`:
+// the buffers have a vector of slack). std::fill of a few floats was a
+// memset call per row, which cost as much as the transform.
+BNORM_ALWAYS_INLINE void zero_from(float* a, std::int64_t from, std::int64_t to) {
+  for (std::int64_t k = from; k < to; k += 8) store8(a + k, Floats8{});
+}
+
+// The first multiple of 8 at or above n: the end of the vectors that cover n values.
+constexpr std::int64_t whole_vectors(std::int64_t n) { return (n + 7) / 8 * 8; }
+
+// The even and odd columns, w0 + 2k and w0 + 2k + 1 for k < count, of row h
+// of a plane: zeros where the row or column lies outside it, and zeros on to
+// `reach`.
+BNORM_ALWAYS_INLINE void even_odd_columns(float* even, float* odd, const float* plane, std::int64_t h, std::int64_t w0,
+                                          std::int64_t count, std::int64_t reach, std::int64_t H, std::int64_t W) {
+  std::int64_t k = 0;
+  if (h >= 0 && h < H) {
+    const float* row = plane + h * W;
+    if (w0 >= 0 && w0 + 2 * count <= W) {
+      for (; k < count; ++k) {
+        even[k] = row[w0 + 2 * k];
+        odd[k] = row[w0 + 2 * k + 1];
+      }
+    } else {
+      for (; k < count; ++k) {
+        const std::int64_t w = w0 + 2 * k;
+        even[k] = w >= 0 && w < W ? row[w] : 0.0f;
+        odd[k] = w + 1 >= 0 && w + 1 < W ? row[w + 1] : 0.0f;
+      }
+    }
   }
-  const float* row = plane + h * g.W;
-  for (std::int64_t k = 0; k < width; ++k) {
-    const std::int64_t w = w0 + k;
-    buf[k] = w >= 0 && w < g.W ? row[w] : 0.0f;
+  zero_from(even, k, reach);
+  zero_from(odd, k, reach);
+}
+
+// Stores eight tiles' values at out, or only the first `lanes` of them.
+BNORM_ALWAYS_INLINE void store_tiles(float* out, const Floats8& v, std::int64_t lanes) {
+  if (lanes >= 8) {
+    store8(out, v);
+  } else {
+    for (std::int64_t l = 0; l < lanes; ++l) out[l] = v[l];
   }
+}
+
+// How many lanes of the eight tiles from s a store may write: all eight
+// unless that would run past the plane's last tile. Lanes past the strip's
+// tiles land on tiles of the same plane that this thread writes later (the
+// next strip, the next tile row), so they need no care; past the plane's
+// last tile lies another plane's first, which another thread may own.
+BNORM_ALWAYS_INLINE std::int64_t lanes_to_store(std::int64_t s, std::int64_t tiles, bool plane_ends_with_strip) {
+  return plane_ends_with_strip ? std::min<std::int64_t>(8, tiles - s) : 8;
 }
 
 }  // namespace
@@ -125,23 +181,31 @@ void winograd_input(float* v, const float* x, std::int64_t N, const ConvGeometry
     const float* plane = x + nc * g.H * g.W;
     for (std::int64_t r = 0; r < TH; ++r)
       for (std::int64_t s0 = 0; s0 < TW; s0 += kStrip) {
-        const std::int64_t tiles = std::min(kStrip, TW - s0), width = 2 * tiles + 2;
-        // The strip's four input rows, transformed down the columns (Bᵀ d).
-        float in[4][kStripWidth], down[4][kStripWidth];
-        for (int i = 0; i < 4; ++i) padded_row(in[i], plane, 2 * r - g.pad + i, 2 * s0 - g.pad, width, g);
-        for (std::int64_t k = 0; k < width; ++k) {
-          float t[4];
-          apply_bt(t, in[0][k], in[1][k], in[2][k], in[3][k]);
-          for (int i = 0; i < 4; ++i) down[i][k] = t[i];
+        const std::int64_t tiles = std::min(kStrip, TW - s0);
+        const bool last = r + 1 == TH && s0 + tiles == TW;
+        // Tile s reads input columns 2s..2s+3: even k = s, odd k = s, even
+        // and odd k = s + 1. First Bᵀ down the four rows, on whole vectors.
+        alignas(32) float even[4][kBuffer], odd[4][kBuffer];
+        const std::int64_t reach = whole_vectors(tiles) + 8;  // the last vector of tiles reads k + 1
+        for (int i = 0; i < 4; ++i)
+          even_odd_columns(even[i], odd[i], plane, 2 * r - g.pad + i, 2 * s0 - g.pad, tiles + 1, reach, g.H, g.W);
+        for (std::int64_t k = 0; k < tiles + 1; k += 8) {
+          Floats8 t[4];
+          apply_bt(t, load8(even[0] + k), load8(even[1] + k), load8(even[2] + k), load8(even[3] + k));
+          for (int i = 0; i < 4; ++i) store8(even[i] + k, t[i]);
+          apply_bt(t, load8(odd[0] + k), load8(odd[1] + k), load8(odd[2] + k), load8(odd[3] + k));
+          for (int i = 0; i < 4; ++i) store8(odd[i] + k, t[i]);
         }
-        // Then along each tile's four columns (· B).
+        // Then · B along each tile's four columns, eight tiles at a time.
         float* out = v + c * ld + (n * TH + r) * TW + s0;
-        for (std::int64_t s = 0; s < tiles; ++s)
+        for (std::int64_t s = 0; s < tiles; s += 8) {
+          const std::int64_t lanes = lanes_to_store(s, tiles, last);
           for (int i = 0; i < 4; ++i) {
-            float t[4];
-            apply_bt(t, down[i][2 * s], down[i][2 * s + 1], down[i][2 * s + 2], down[i][2 * s + 3]);
-            for (int j = 0; j < 4; ++j) out[(i * 4 + j) * stride + s] = t[j];
+            Floats8 t[4];
+            apply_bt(t, load8(even[i] + s), load8(odd[i] + s), load8(even[i] + s + 1), load8(odd[i] + s + 1));
+            for (int j = 0; j < 4; ++j) store_tiles(out + (i * 4 + j) * stride + s, t[j], lanes);
           }
+        }
       }
   }
 }
@@ -157,32 +221,59 @@ void winograd_input_adjoint(float* dx, const float* dv, std::int64_t N, const Co
     std::fill(plane, plane + g.H * g.W, 0.0f);
     for (std::int64_t r = 0; r < TH; ++r)
       for (std::int64_t s0 = 0; s0 < TW; s0 += kStrip) {
-        const std::int64_t tiles = std::min(kStrip, TW - s0), width = 2 * tiles + 2;
-        // Each tile's dv · Bᵀ along its rows, summed where neighbouring tiles
-        // share input columns; then B · down the columns, once per strip.
-        float along[4][kStripWidth];
-        for (int i = 0; i < 4; ++i) std::fill(along[i], along[i] + width, 0.0f);
+        const std::int64_t tiles = std::min(kStrip, TW - s0);
+        // Each tile's dv · Bᵀ along its rows gives four columns, 2s..2s+3:
+        // the first two into even and odd k = s, the last two into k = s + 1
+        // (kept one place on, in `shifted`), where they meet the next tile's.
+        alignas(32) float even[4][kBuffer], odd[4][kBuffer], even_next[4][kBuffer], odd_next[4][kBuffer];
         const float* in = dv + c * ld + (n * TH + r) * TW + s0;
-        for (std::int64_t s = 0; s < tiles; ++s)
+        for (std::int64_t s = 0; s < tiles; s += 8)
           for (int i = 0; i < 4; ++i) {
-            float t[4];
-            apply_b(t, in[(i * 4 + 0) * stride + s], in[(i * 4 + 1) * stride + s], in[(i * 4 + 2) * stride + s],
-                    in[(i * 4 + 3) * stride + s]);
-            for (int j = 0; j < 4; ++j) along[i][2 * s + j] += t[j];
+            Floats8 t[4];
+            // Lanes past the strip read whatever follows (inside the array:
+            // every matrix ends in a line of slack) and are cleared below.
+            apply_b(t, load8(in + (i * 4 + 0) * stride + s), load8(in + (i * 4 + 1) * stride + s),
+                    load8(in + (i * 4 + 2) * stride + s), load8(in + (i * 4 + 3) * stride + s));
+            store8(even[i] + s, t[0]);
+            store8(odd[i] + s, t[1]);
+            store8(even_next[i] + s + 1, t[2]);
+            store8(odd_next[i] + s + 1, t[3]);
           }
-        float rows[4][kStripWidth];
-        for (std::int64_t k = 0; k < width; ++k) {
-          float t[4];
-          apply_b(t, along[0][k], along[1][k], along[2][k], along[3][k]);
-          for (int i = 0; i < 4; ++i) rows[i][k] = t[i];
+        const std::int64_t reach = whole_vectors(tiles + 1);
+        for (int i = 0; i < 4; ++i) {
+          zero_from(even[i], tiles, reach);
+          zero_from(odd[i], tiles, reach);
+          even_next[i][0] = odd_next[i][0] = 0.0f;
+          zero_from(even_next[i], tiles + 1, reach);
+          zero_from(odd_next[i], tiles + 1, reach);
+        }
+        // Then B · down the columns, on whole vectors: rows 2r − p + i.
+        for (std::int64_t k = 0; k < tiles + 1; k += 8) {
+          Floats8 t[4];
+          apply_b(t, load8(even[0] + k) + load8(even_next[0] + k), load8(even[1] + k) + load8(even_next[1] + k),
+                  load8(even[2] + k) + load8(even_next[2] + k), load8(even[3] + k) + load8(even_next[3] + k));
+          for (int i = 0; i < 4; ++i) store8(even[i] + k, t[i]);
+          apply_b(t, load8(odd[0] + k) + load8(odd_next[0] + k), load8(odd[1] + k) + load8(odd_next[1] + k),
+                  load8(odd[2] + k) + load8(odd_next[2] + k), load8(odd[3] + k) + load8(odd_next[3] + k));
+          for (int i = 0; i < 4; ++i) store8(odd[i] + k, t[i]);
         }
         const std::int64_t w0 = 2 * s0 - g.pad;
-        const std::int64_t k_lo = std::max<std::int64_t>(0, -w0), k_hi = std::min(width, g.W - w0);
         for (int i = 0; i < 4; ++i) {
           const std::int64_t h = 2 * r - g.pad + i;
           if (h < 0 || h >= g.H) continue;
-          float* row = plane + h * g.W + w0;
-          for (std::int64_t k = k_lo; k < k_hi; ++k) row[k] += rows[i][k];
+          float* row = plane + h * g.W;
+          if (w0 >= 0 && w0 + 2 * tiles + 2 <= g.W) {
+            for (std::int64_t k = 0; k <= tiles; ++k) {
+              row[w0 + 2 * k] += even[i][k];
+              row[w0 + 2 * k + 1] += odd[i][k];
+            }
+          } else {
+            for (std::int64_t k = 0; k <= tiles; ++k) {
+              const std::int64_t w = w0 + 2 * k;
+              if (w >= 0 && w < g.W) row[w] += even[i][k];
+              if (w + 1 >= 0 && w + 1 < g.W) row[w + 1] += odd[i][k];
+            }
+          }
         }
       }
   }
@@ -197,23 +288,27 @@ void winograd_output(float* y, const float* m, const float* bias, std::int64_t N
 #pragma omp parallel for schedule(static) if (N * O * TH * TW * 16 >= kParallelMin)
   for (std::int64_t no = 0; no < N * O; ++no) {
     const std::int64_t n = no / O, o = no % O;
-    const float b = bias ? bias[o] : 0.0f;
+    const Floats8 b = Floats8{} + (bias ? bias[o] : 0.0f);
     float* plane = y + no * OH * OW;
     for (std::int64_t r = 0; r < TH; ++r)
       for (std::int64_t s0 = 0; s0 < TW; s0 += kStrip) {
         const std::int64_t tiles = std::min(kStrip, TW - s0);
-        float out[2][2 * kStrip];
+        alignas(32) float out[2][2 * kBuffer];
+        // Lanes past the strip read whatever follows in m (inside the array:
+        // every matrix ends in a line of slack) and are never copied out.
         const float* in = m + o * ld + (n * TH + r) * TW + s0;
-        for (std::int64_t s = 0; s < tiles; ++s) {
-          float along[4][2];  // m Aᵀ... along each row of the tile
+        for (std::int64_t s = 0; s < tiles; s += 8) {
+          Floats8 along[4][2];  // Aᵀ along each row of the tile
           for (int i = 0; i < 4; ++i)
-            apply_at(along[i], in[(i * 4 + 0) * stride + s], in[(i * 4 + 1) * stride + s], in[(i * 4 + 2) * stride + s],
-                     in[(i * 4 + 3) * stride + s]);
-          for (int j = 0; j < 2; ++j) {
-            float t[2];
-            apply_at(t, along[0][j], along[1][j], along[2][j], along[3][j]);
-            out[0][2 * s + j] = t[0] + b;
-            out[1][2 * s + j] = t[1] + b;
+            apply_at(along[i], load8(in + (i * 4 + 0) * stride + s), load8(in + (i * 4 + 1) * stride + s),
+                     load8(in + (i * 4 + 2) * stride + s), load8(in + (i * 4 + 3) * stride + s));
+          Floats8 left[2], right[2];  // the tile's output columns 2s and 2s + 1, rows 0 and 1
+          apply_at(left, along[0][0], along[1][0], along[2][0], along[3][0]);
+          apply_at(right, along[0][1], along[1][1], along[2][1], along[3][1]);
+          for (int i = 0; i < 2; ++i) {
+            const Floats8 a = left[i] + b, c = right[i] + b;
+            store8(out[i] + 2 * s, __builtin_shufflevector(a, c, 0, 8, 1, 9, 2, 10, 3, 11));
+            store8(out[i] + 2 * s + 8, __builtin_shufflevector(a, c, 4, 12, 5, 13, 6, 14, 7, 15));
           }
         }
         const std::int64_t cols = std::min(2 * tiles, OW - 2 * s0);
@@ -239,26 +334,22 @@ void winograd_output_adjoint(float* dm, const float* dy, std::int64_t N, std::in
     for (std::int64_t r = 0; r < TH; ++r)
       for (std::int64_t s0 = 0; s0 < TW; s0 += kStrip) {
         const std::int64_t tiles = std::min(kStrip, TW - s0);
-        // The strip's two output rows, zeros past the last row and column.
-        float in[2][2 * kStrip];
-        const std::int64_t cols = std::min(2 * tiles, OW - 2 * s0);
-        for (int i = 0; i < 2; ++i) {
-          std::fill(in[i], in[i] + 2 * tiles, 0.0f);
-          if (2 * r + i < OH)
-            std::copy(plane + (2 * r + i) * OW + 2 * s0, plane + (2 * r + i) * OW + 2 * s0 + cols, in[i]);
-        }
+        const bool last = r + 1 == TH && s0 + tiles == TW;
+        // The tiles' two output rows, split into even and odd columns, zeros
+        // past the last row and column.
+        alignas(32) float even[2][kBuffer], odd[2][kBuffer];
+        for (int i = 0; i < 2; ++i)
+          even_odd_columns(even[i], odd[i], plane, 2 * r + i, 2 * s0, tiles, whole_vectors(tiles), OH, OW);
         float* out = dm + o * ld + (n * TH + r) * TW + s0;
-        for (std::int64_t s = 0; s < tiles; ++s) {
-          float down[4][2];  // A dy: the tile's two columns, each spread over four rows
-          for (int j = 0; j < 2; ++j) {
-            float t[4];
-            apply_a(t, in[0][2 * s + j], in[1][2 * s + j]);
-            for (int i = 0; i < 4; ++i) down[i][j] = t[i];
-          }
+        for (std::int64_t s = 0; s < tiles; s += 8) {
+          const std::int64_t lanes = lanes_to_store(s, tiles, last);
+          Floats8 left[4], right[4];  // A dy: the tile's two columns, each spread over four rows
+          apply_a(left, load8(even[0] + s), load8(even[1] + s));
+          apply_a(right, load8(odd[0] + s), load8(odd[1] + s));
           for (int i = 0; i < 4; ++i) {
-            float t[4];
-            apply_a(t, down[i][0], down[i][1]);
-            for (int j = 0; j < 4; ++j) out[(i * 4 + j) * stride + s] = t[j];
+            Floats8 t[4];
+            apply_a(t, left[i], right[i]);
+            for (int j = 0; j < 4; ++j) store_tiles(out + (i * 4 + j) * stride + s, t[j], lanes);
           }
         }
       }
