@@ -6,7 +6,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bnorm/error.hpp"
 #include "bnorm/io/safetensors.hpp"
+#include "bnorm/nn/conv2d.hpp"
 #include "bnorm/nn/model.hpp"
 #include "bnorm/tensor.hpp"
 #include "test_util.hpp"
@@ -21,9 +23,25 @@ bool is_buffer(const std::string& name) {
   return name.find("running_") != std::string::npos || name.find("num_batches_tracked") != std::string::npos;
 }
 
-TEST(CnnGolden, MatchesPyTorchForwardBackwardAndRunningStatistics) {
+// The fixture's layers are narrow (1 to 4 channels in), below the channel
+// count from which a 3x3 convolution takes Winograd's path by default; with
+// `winograd`, every convolution that can take it is sent there, so that the
+// path is checked against PyTorch itself, not only against im2col.
+void check_against_fixture(bool winograd) {
   const SafetensorsFile file = read_safetensors(kFixture);
   Model model = Model::from_architecture(nlohmann::json::parse(file.metadata.at("architecture")));
+  if (winograd) {
+    int switched = 0;
+    for (std::size_t i = 0; i < model.num_layers(); ++i)
+      if (auto* conv = dynamic_cast<Conv2d*>(&model.layer(i))) {
+        try {
+          conv->set_path(Conv2d::ConvPath::winograd);
+          ++switched;
+        } catch (const Error&) {  // not 3x3 with stride 1
+        }
+      }
+    ASSERT_GT(switched, 0) << "no convolution of the fixture can take Winograd's path";
+  }
   const float* param_base = model.parameters().data();
   // Initial weights and buffers from the fixture, by state_dict name.
   for (const StateEntry& e : model.state_dict()) {
@@ -55,6 +73,10 @@ TEST(CnnGolden, MatchesPyTorchForwardBackwardAndRunningStatistics) {
   const Tensor x = tensor_from(file.at("eval.x", kFixture));
   expect_close("eval.y", model.forward(x, Mode::eval).data(), file.at("eval.y", kFixture).to_f32(), kTol);
 }
+
+TEST(CnnGolden, MatchesPyTorchForwardBackwardAndRunningStatistics) { check_against_fixture(false); }
+
+TEST(CnnGolden, WinogradPathMatchesPyTorch) { check_against_fixture(true); }
 
 }  // namespace
 }  // namespace bnorm::test
