@@ -13,7 +13,7 @@ class OnednnConv;  // src/kernels/conv_onednn.hpp, in builds with BNORM_CONV=one
 // (O, C, KH, KW) as in PyTorch, square stride and zero padding. Each example
 // is one GEMM against its im2col matrix, examples split across threads; 3x3
 // kernels with stride 1 over 8 channels or more take Winograd's F(2x2, 3x3)
-// instead (kernels/winograd.hpp), 16 products over the whole batch; or,
+// instead (kernels/winograd.hpp), 16 products per group of examples; or,
 // built with BNORM_CONV=onednn, oneDNN's convolution primitives run the
 // three passes (docs/convolutions.md). The
 // bias is optional for the same reason as Linear's: a batch norm that follows
