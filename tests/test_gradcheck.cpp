@@ -164,7 +164,9 @@ TEST(GradCheck, Conv2dShapesStridesPadding) {
                         {1, 2, 3, 3, 2, 1, false, {3, 1, 6, 7}},
                         {3, 2, 1, 1, 1, 0, true, {2, 3, 4, 3}},
                         {2, 4, 2, 3, 1, 0, true, {1, 2, 4, 5}},
-                        {2, 2, 5, 5, 3, 2, false, {2, 2, 7, 6}}};
+                        {2, 2, 5, 5, 3, 2, false, {2, 2, 7, 6}},
+                        // a small patch and P a multiple of 8: im2col's packing-free products
+                        {1, 2, 3, 3, 1, 1, true, {2, 1, 4, 4}}};
   std::uint64_t seed = 50;
   for (const Case& c : cases) {
     Rng rng(seed++);

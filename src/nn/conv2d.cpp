@@ -54,19 +54,13 @@ Conv2d::ConvPath default_path(std::int64_t C, std::int64_t KH, std::int64_t KW, 
   return Conv2d::ConvPath::im2col;
 }
 
-// Runs f(ξ) for the 16 positions of the Winograd tile, each a matrix product
-// over the whole batch. Where the threads divide the 16 evenly, each thread
-// takes whole products (single-threaded, no fork per product); otherwise the
-// products run one after another, each split across all threads.
-template <class F>
-void for_each_position(F&& f) {
-  const int threads = omp_get_max_threads();
-  if (threads > 1 && kernels::kWinogradPositions % threads == 0) {
-#pragma omp parallel for schedule(static)
-    for (std::int64_t xi = 0; xi < kernels::kWinogradPositions; ++xi) f(xi);
-  } else {
-    for (std::int64_t xi = 0; xi < kernels::kWinogradPositions; ++xi) f(xi);
-  }
+// Whether im2col's per-example products go through the packing-free kernels:
+// with a patch of a few values (the default CNN's first layer: 1 channel,
+// K = 9) a BLAS spends longer packing and zeroing than multiplying. They
+// need whole vectors along P.
+bool small_products(const kernels::ConvGeometry& g) {
+  constexpr std::int64_t kSmallPatch = 32;
+  return g.patch() <= kSmallPatch && g.out_h() * g.out_w() % kernels::kSmallGemmAlign == 0;
 }
 
 }  // namespace
@@ -232,7 +226,10 @@ void Conv2d::forward_im2col(Tensor& y, const Tensor& x, const kernels::ConvGeome
     float* col = cols_.data() + n * CKK * P;
     float* yn = y.data() + n * O_ * P;
     kernels::im2col(col, x.data() + n * plane_in, 1, g);
-    kernels::gemm_ab(yn, weight_, col, O_, P, CKK);  // y_n (O, P) = W (O, CKK) · col_n (CKK, P)
+    if (small_products(g))
+      kernels::small_gemm_ab(yn, weight_, col, O_, P, CKK);  // y_n (O, P) = W (O, CKK) · col_n (CKK, P)
+    else
+      kernels::gemm_ab(yn, weight_, col, O_, P, CKK);
     if (has_bias_)
       for (std::int64_t o = 0; o < O_; ++o)
         for (std::int64_t p = 0; p < P; ++p) yn[o * P + p] += bias_[o];
@@ -260,10 +257,16 @@ void Conv2d::backward_im2col(Tensor* dx, const Tensor& dy, const kernels::ConvGe
     for (std::int64_t n = 0; n < N; ++n) {
       const float* dyn = dy.data() + n * O_ * P;
       const float* col = cols_.data() + n * CKK * P;
-      kernels::gemm_abt_add(dw, dyn, col, O_, CKK, P);  // dW += dy_n (O, P) · col_nᵀ (P, CKK)
+      if (small_products(g))
+        kernels::small_gemm_abt_add(dw, dyn, col, O_, CKK, P);  // dW += dy_n (O, P) · col_nᵀ (P, CKK)
+      else
+        kernels::gemm_abt_add(dw, dyn, col, O_, CKK, P);
       if (!dx) continue;
       float* dcol = dcol_.data() + t * CKK * P;
-      kernels::gemm_atb(dcol, weight_, dyn, CKK, P, O_);  // dcol_n (CKK, P) = Wᵀ · dy_n
+      if (small_products(g))
+        kernels::small_gemm_atb(dcol, weight_, dyn, CKK, P, O_);  // dcol_n (CKK, P) = Wᵀ · dy_n
+      else
+        kernels::gemm_atb(dcol, weight_, dyn, CKK, P, O_);
       kernels::col2im(dx->data() + n * plane_in, dcol, 1, g);
     }
   }
