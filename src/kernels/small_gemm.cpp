@@ -19,8 +19,8 @@ namespace {
 
 typedef float Floats8 __attribute__((vector_size(8 * sizeof(float))));
 // The same vector at any float's address: an unaligned load or store of
-// eight floats (GCC/Clang let a vector type alias its element type).
-typedef float UnalignedFloats8 __attribute__((vector_size(8 * sizeof(float)), aligned(alignof(float))));
+// eight floats; may_alias, so that it may read and write float arrays.
+typedef float UnalignedFloats8 __attribute__((vector_size(8 * sizeof(float)), aligned(alignof(float)), may_alias));
 
 // Every helper is forced inline into the multiversioned entry points: a
 // separate function would be compiled for the baseline only, and one taking

@@ -16,8 +16,8 @@ constexpr std::int64_t kParallelMin = std::int64_t{1} << 16;
 // vector lane: scalar, each tile's 16 loads, 32 additions and 16 stores
 // took 25-30 cycles, and the transforms most of the path's time.
 typedef float Floats8 __attribute__((vector_size(8 * sizeof(float))));
-// A vector at any float's address (GCC/Clang let a vector alias its element type).
-typedef float UnalignedFloats8 __attribute__((vector_size(8 * sizeof(float)), aligned(alignof(float))));
+// A vector at any float's address, allowed to alias float arrays (may_alias).
+typedef float UnalignedFloats8 __attribute__((vector_size(8 * sizeof(float)), aligned(alignof(float)), may_alias));
 #define BNORM_ALWAYS_INLINE __attribute__((always_inline)) inline
 
 // A macro, not a function: one returning a vector by value has a different ABI in each copy.
