@@ -1,8 +1,8 @@
 // Each step of the Winograd path alone (kernels/winograd.hpp and
 // small_gemm.hpp), on one thread, for the default CNN's second convolution
 // (32x14x14 -> 64, 49 tiles per example), per example and with the products'
-// GFLOP/s, for groups of 1, 2, 4 and 8 examples: what Conv2d::winograd_group
-// and the transforms' costs were chosen by. Best of 50 runs of each step.
+// GFLOP/s, for groups of 1, 2, 4 and 8 examples: what the Winograd path's group size (WinogradGroups in
+// src/nn/conv2d.cpp) and the transforms' costs were chosen by. Best of 50 runs of each step.
 //
 // Run: OMP_NUM_THREADS=1 build/bench/winograd_steps
 #include <algorithm>

@@ -129,6 +129,15 @@ BNORM_ALWAYS_INLINE std::int64_t lanes_to_store(std::int64_t s, std::int64_t til
   return plane_ends_with_strip ? std::min<std::int64_t>(8, tiles - s) : 8;
 }
 
+// Zeros in the columns [T, winograd_row_length(T)) of every row of a
+// (16, rows, T) array, which the products read as whole vectors.
+void zero_past_last_tile(float* a, std::int64_t rows, std::int64_t T) {
+  const std::int64_t ld = winograd_row_length(T), stride = winograd_position_stride(rows, ld);
+  for (std::int64_t xi = 0; xi < kWinogradPositions; ++xi)
+    for (std::int64_t row = 0; row < rows; ++row)
+      std::fill(a + xi * stride + row * ld + T, a + xi * stride + (row + 1) * ld, 0.0f);
+}
+
 }  // namespace
 
 void winograd_filter(float* u, const float* w, std::int64_t O, std::int64_t C) {
@@ -171,10 +180,7 @@ BNORM_MULTIVERSION
 void winograd_input(float* v, const float* x, std::int64_t N, const ConvGeometry& g) {
   const std::int64_t TH = winograd_tile_rows(g), TW = winograd_tile_cols(g), T = N * TH * TW;
   const std::int64_t ld = winograd_row_length(T), stride = winograd_position_stride(g.C, ld);
-  for (std::int64_t row = 0; row < kWinogradPositions * g.C; ++row) {
-    float* r = v + row / g.C * stride + row % g.C * ld;
-    std::fill(r + T, r + ld, 0.0f);
-  }
+  zero_past_last_tile(v, g.C, T);
 #pragma omp parallel for schedule(static) if (N * g.C * TH * TW * 16 >= kParallelMin)
   for (std::int64_t nc = 0; nc < N * g.C; ++nc) {
     const std::int64_t n = nc / g.C, c = nc % g.C;
@@ -323,10 +329,7 @@ void winograd_output_adjoint(float* dm, const float* dy, std::int64_t N, std::in
   const std::int64_t TH = winograd_tile_rows(g), TW = winograd_tile_cols(g), T = N * TH * TW;
   const std::int64_t OH = g.out_h(), OW = g.out_w(), ld = winograd_row_length(T);
   const std::int64_t stride = winograd_position_stride(O, ld);
-  for (std::int64_t row = 0; row < kWinogradPositions * O; ++row) {
-    float* r = dm + row / O * stride + row % O * ld;
-    std::fill(r + T, r + ld, 0.0f);
-  }
+  zero_past_last_tile(dm, O, T);
 #pragma omp parallel for schedule(static) if (N * O * TH * TW * 16 >= kParallelMin)
   for (std::int64_t no = 0; no < N * O; ++no) {
     const std::int64_t n = no / O, o = no % O;

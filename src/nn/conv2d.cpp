@@ -219,6 +219,7 @@ void Conv2d::backward_onednn(Tensor*, const Tensor&) { set_path(ConvPath::onednn
 // from (O, N, P) to (N, O, P), and dy back again: two extra passes.
 void Conv2d::forward_im2col(Tensor& y, const Tensor& x, const kernels::ConvGeometry& g) {
   const std::int64_t N = x.dim(0), P = g.out_h() * g.out_w(), CKK = g.patch();
+  const bool small = small_products(g);
   const std::int64_t plane_in = C_ * g.H * g.W;
   cols_.resize(static_cast<std::size_t>(N * CKK * P));
 #pragma omp parallel for schedule(static) if (N > 1 && N * CKK * P >= kParallelMin)
@@ -226,7 +227,7 @@ void Conv2d::forward_im2col(Tensor& y, const Tensor& x, const kernels::ConvGeome
     float* col = cols_.data() + n * CKK * P;
     float* yn = y.data() + n * O_ * P;
     kernels::im2col(col, x.data() + n * plane_in, 1, g);
-    if (small_products(g))
+    if (small)
       kernels::small_gemm_ab(yn, weight_, col, O_, P, CKK);  // y_n (O, P) = W (O, CKK) · col_n (CKK, P)
     else
       kernels::gemm_ab(yn, weight_, col, O_, P, CKK);
@@ -238,6 +239,7 @@ void Conv2d::forward_im2col(Tensor& y, const Tensor& x, const kernels::ConvGeome
 
 void Conv2d::backward_im2col(Tensor* dx, const Tensor& dy, const kernels::ConvGeometry& g) {
   const std::int64_t N = x_shape_[0], P = g.out_h() * g.out_w(), CKK = g.patch();
+  const bool small = small_products(g);
   const std::int64_t plane_in = C_ * g.H * g.W, nw = O_ * CKK;
   // Each thread sums the weight gradient of its examples into its own
   // buffer; the buffers are added in thread order at the end.
@@ -257,13 +259,13 @@ void Conv2d::backward_im2col(Tensor* dx, const Tensor& dy, const kernels::ConvGe
     for (std::int64_t n = 0; n < N; ++n) {
       const float* dyn = dy.data() + n * O_ * P;
       const float* col = cols_.data() + n * CKK * P;
-      if (small_products(g))
+      if (small)
         kernels::small_gemm_abt_add(dw, dyn, col, O_, CKK, P);  // dW += dy_n (O, P) · col_nᵀ (P, CKK)
       else
         kernels::gemm_abt_add(dw, dyn, col, O_, CKK, P);
       if (!dx) continue;
       float* dcol = dcol_.data() + t * CKK * P;
-      if (small_products(g))
+      if (small)
         kernels::small_gemm_atb(dcol, weight_, dyn, CKK, P, O_);  // dcol_n (CKK, P) = Wᵀ · dy_n
       else
         kernels::gemm_atb(dcol, weight_, dyn, CKK, P, O_);
@@ -275,90 +277,114 @@ void Conv2d::backward_im2col(Tensor* dx, const Tensor& dy, const kernels::ConvGe
     for (std::int64_t i = 0; i < nw; ++i) dweight_[i] += dweight_parts_[static_cast<std::size_t>(t * nw + i)];
 }
 
-// Examples of a batch that the Winograd path takes through all its steps at
-// once, on one thread: enough that a group holds kWinogradGroupTiles tiles,
-// where the weight-gradient product (a sum over the group's tiles) runs at
-// speed (bench/winograd_steps, default CNN's second layer, 1 thread: 38
-// GFLOP/s over one example's 49 tiles, 46–50 over 2 to 8 examples, the
-// other two products 68–73 throughout; in the layer, bench/conv_pair, groups
-// of 8 beat 1, 2 and 4), and no more than every thread gets a group.
-std::int64_t Conv2d::winograd_group(std::int64_t N, const kernels::ConvGeometry& g) const {
-  constexpr std::int64_t kWinogradGroupTiles = 384;
-  const std::int64_t tiles = kernels::winograd_tiles(g), threads = omp_get_max_threads();
-  const std::int64_t wanted = (kWinogradGroupTiles + tiles - 1) / tiles, fair = (N + threads - 1) / threads;
-  return std::max<std::int64_t>(1, std::min(wanted, fair));
-}
+namespace {
+
+// How the Winograd path splits a batch of N examples, the same in forward and
+// backward: groups of `per_group` examples, each taken through all its steps
+// on one thread, and the sizes of the per-group and per-thread buffers.
+//
+// A group holds enough examples for kGroupTiles tiles, where the
+// weight-gradient product (a sum over the group's tiles) runs at speed
+// (bench/winograd_steps, default CNN's second layer, 1 thread: 38 GFLOP/s
+// over one example's 49 tiles, 46–50 over 2 to 8 examples, the other two
+// products 68–73 throughout; in the layer, bench/conv_pair, groups of 8 beat
+// 1, 2 and 4), and no more than every thread gets a group.
+struct WinogradGroups {
+  static constexpr std::int64_t kGroupTiles = 384;
+  std::int64_t N, C, O, tiles, per_group, groups;
+  std::int64_t u_size;          // one filter transform (16, O, C), with its position stride
+  std::int64_t v_size, m_size;  // one group's (16, C, T) and (16, O, T), for a whole group
+  bool parallel;
+  int threads;
+
+  WinogradGroups(std::int64_t N_, std::int64_t C_, std::int64_t O_, const kernels::ConvGeometry& g)
+      : N(N_), C(C_), O(O_), tiles(kernels::winograd_tiles(g)) {
+    const std::int64_t max_threads = omp_get_max_threads();
+    per_group =
+        std::max<std::int64_t>(1, std::min((kGroupTiles + tiles - 1) / tiles, (N + max_threads - 1) / max_threads));
+    groups = (N + per_group - 1) / per_group;
+    const std::int64_t ld = kernels::winograd_row_length(per_group * tiles);
+    u_size = kernels::kWinogradPositions * kernels::winograd_position_stride(O, C);
+    v_size = kernels::kWinogradPositions * kernels::winograd_position_stride(C, ld);
+    m_size = kernels::kWinogradPositions * kernels::winograd_position_stride(O, ld);
+    parallel = groups > 1 && N * C * tiles * kernels::kWinogradPositions >= kParallelMin;
+    threads = parallel ? static_cast<int>(max_threads) : 1;
+  }
+
+  // Group gi: its first example, its example count, and the row length and
+  // position strides of its matrices (a last, smaller group has shorter rows).
+  struct Group {
+    std::int64_t n0, count, ld, su, sv, sm;
+  };
+  Group group(std::int64_t gi) const {
+    const std::int64_t n0 = gi * per_group, count = std::min(per_group, N - n0);
+    const std::int64_t ld = kernels::winograd_row_length(count * tiles);
+    return {n0,
+            count,
+            ld,
+            kernels::winograd_position_stride(O, C),
+            kernels::winograd_position_stride(C, ld),
+            kernels::winograd_position_stride(O, ld)};
+  }
+};
+
+}  // namespace
 
 void Conv2d::forward_winograd(Tensor& y, const Tensor& x, const kernels::ConvGeometry& g) {
-  using kernels::kWinogradPositions, kernels::winograd_position_stride;
-  const std::int64_t N = x.dim(0), tiles = kernels::winograd_tiles(g), nb = winograd_group(N, g);
-  const std::int64_t groups = (N + nb - 1) / nb, plane_in = C_ * g.H * g.W, plane_out = O_ * g.out_h() * g.out_w();
-  const std::int64_t ld_max = kernels::winograd_row_length(nb * tiles), su = winograd_position_stride(O_, C_),
-                     group_v = kWinogradPositions * winograd_position_stride(C_, ld_max),
-                     group_m = kWinogradPositions * winograd_position_stride(O_, ld_max);
-  const bool parallel = groups > 1 && N * C_ * tiles * 16 >= kParallelMin;
-  const int threads = parallel ? omp_get_max_threads() : 1;
-  wino_u_.resize(static_cast<std::size_t>(kWinogradPositions * su));
-  wino_v_.resize(static_cast<std::size_t>(groups * group_v));
-  wino_m_.resize(static_cast<std::size_t>(threads * group_m));
+  const WinogradGroups w(x.dim(0), C_, O_, g);
+  const std::int64_t plane_in = C_ * g.H * g.W, plane_out = O_ * g.out_h() * g.out_w();
+  wino_u_.resize(static_cast<std::size_t>(w.u_size));
+  wino_v_.resize(static_cast<std::size_t>(w.groups * w.v_size));
+  wino_m_.resize(static_cast<std::size_t>(w.threads * w.m_size));
   const float* u = wino_u_.data();
   kernels::winograd_filter(wino_u_.data(), weight_, O_, C_);
-#pragma omp parallel num_threads(threads) if (parallel)
+#pragma omp parallel num_threads(w.threads) if (w.parallel)
   {
-    float* m = wino_m_.data() + omp_get_thread_num() * group_m;
+    float* m = wino_m_.data() + omp_get_thread_num() * w.m_size;
 #pragma omp for schedule(static)
-    for (std::int64_t gi = 0; gi < groups; ++gi) {
-      const std::int64_t n0 = gi * nb, count = std::min(nb, N - n0), ld = kernels::winograd_row_length(count * tiles);
-      const std::int64_t sv = winograd_position_stride(C_, ld), sm = winograd_position_stride(O_, ld);
-      float* v = wino_v_.data() + gi * group_v;
-      kernels::winograd_input(v, x.data() + n0 * plane_in, count, g);
-      for (std::int64_t xi = 0; xi < kWinogradPositions; ++xi)
-        kernels::small_gemm_ab(m + xi * sm, u + xi * su, v + xi * sv, O_, ld, C_);  // M = U · V
-      kernels::winograd_output(y.data() + n0 * plane_out, m, has_bias_ ? bias_ : nullptr, count, O_, g);
+    for (std::int64_t gi = 0; gi < w.groups; ++gi) {
+      const WinogradGroups::Group b = w.group(gi);
+      float* v = wino_v_.data() + gi * w.v_size;
+      kernels::winograd_input(v, x.data() + b.n0 * plane_in, b.count, g);
+      for (std::int64_t xi = 0; xi < kernels::kWinogradPositions; ++xi)
+        kernels::small_gemm_ab(m + xi * b.sm, u + xi * b.su, v + xi * b.sv, O_, b.ld, C_);  // M = U · V
+      kernels::winograd_output(y.data() + b.n0 * plane_out, m, has_bias_ ? bias_ : nullptr, b.count, O_, g);
     }
   }
 }
 
 void Conv2d::backward_winograd(Tensor* dx, const Tensor& dy, const kernels::ConvGeometry& g) {
-  using kernels::kWinogradPositions, kernels::winograd_position_stride;
-  const std::int64_t N = x_shape_[0], tiles = kernels::winograd_tiles(g), nb = winograd_group(N, g);
-  const std::int64_t groups = (N + nb - 1) / nb, plane_in = C_ * g.H * g.W, plane_out = O_ * g.out_h() * g.out_w();
-  const std::int64_t ld_max = kernels::winograd_row_length(nb * tiles), su = winograd_position_stride(O_, C_),
-                     group_v = kWinogradPositions * winograd_position_stride(C_, ld_max),
-                     group_m = kWinogradPositions * winograd_position_stride(O_, ld_max),
-                     group_u = kWinogradPositions * su;
-  const bool parallel = groups > 1 && N * C_ * tiles * 16 >= kParallelMin;
-  const int threads = parallel ? omp_get_max_threads() : 1;
-  wino_m_.resize(static_cast<std::size_t>(threads * group_m));
-  wino_du_.resize(static_cast<std::size_t>(threads * group_u));
-  if (dx) wino_dv_.resize(static_cast<std::size_t>(threads * group_v));
+  const WinogradGroups w(x_shape_[0], C_, O_, g);
+  const std::int64_t plane_in = C_ * g.H * g.W, plane_out = O_ * g.out_h() * g.out_w();
+  wino_m_.resize(static_cast<std::size_t>(w.threads * w.m_size));
+  wino_du_.resize(static_cast<std::size_t>(w.threads * w.u_size));
+  if (dx) wino_dv_.resize(static_cast<std::size_t>(w.threads * w.v_size));
   const float* u = wino_u_.data();
   int used = 1;
-#pragma omp parallel num_threads(threads) if (parallel)
+#pragma omp parallel num_threads(w.threads) if (w.parallel)
   {
     const int t = omp_get_thread_num();
 #pragma omp single
     used = omp_get_num_threads();
-    float *dm = wino_m_.data() + t * group_m, *du = wino_du_.data() + t * group_u;
-    float* dv = dx ? wino_dv_.data() + t * group_v : nullptr;
-    std::fill(du, du + group_u, 0.0f);
+    float *dm = wino_m_.data() + t * w.m_size, *du = wino_du_.data() + t * w.u_size;
+    float* dv = dx ? wino_dv_.data() + t * w.v_size : nullptr;
+    std::fill(du, du + w.u_size, 0.0f);
 #pragma omp for schedule(static)
-    for (std::int64_t gi = 0; gi < groups; ++gi) {
-      const std::int64_t n0 = gi * nb, count = std::min(nb, N - n0), ld = kernels::winograd_row_length(count * tiles);
-      const std::int64_t sv = winograd_position_stride(C_, ld), sm = winograd_position_stride(O_, ld);
-      const float* v = wino_v_.data() + gi * group_v;
-      kernels::winograd_output_adjoint(dm, dy.data() + n0 * plane_out, count, O_, g);
-      for (std::int64_t xi = 0; xi < kWinogradPositions; ++xi) {
-        kernels::small_gemm_abt_add(du + xi * su, dm + xi * sm, v + xi * sv, O_, C_, ld);      // dU += dM · Vᵀ
-        if (dx) kernels::small_gemm_atb(dv + xi * sv, u + xi * su, dm + xi * sm, C_, ld, O_);  // dV = Uᵀ · dM
+    for (std::int64_t gi = 0; gi < w.groups; ++gi) {
+      const WinogradGroups::Group b = w.group(gi);
+      const float* v = wino_v_.data() + gi * w.v_size;
+      kernels::winograd_output_adjoint(dm, dy.data() + b.n0 * plane_out, b.count, O_, g);
+      for (std::int64_t xi = 0; xi < kernels::kWinogradPositions; ++xi) {
+        kernels::small_gemm_abt_add(du + xi * b.su, dm + xi * b.sm, v + xi * b.sv, O_, C_, b.ld);  // dU += dM · Vᵀ
+        if (dx) kernels::small_gemm_atb(dv + xi * b.sv, u + xi * b.su, dm + xi * b.sm, C_, b.ld, O_);  // dV = Uᵀ · dM
       }
-      if (dx) kernels::winograd_input_adjoint(dx->data() + n0 * plane_in, dv, count, g);
+      if (dx) kernels::winograd_input_adjoint(dx->data() + b.n0 * plane_in, dv, b.count, g);
     }
   }
   // Each thread's share of dU, added in thread order.
   float* du = wino_du_.data();
   for (int t = 1; t < used; ++t)
-    for (std::int64_t i = 0; i < group_u; ++i) du[i] += du[t * group_u + i];
+    for (std::int64_t i = 0; i < w.u_size; ++i) du[i] += du[t * w.u_size + i];
   kernels::winograd_filter_adjoint(dweight_, du, O_, C_);
 }
 

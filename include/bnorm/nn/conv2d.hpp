@@ -55,7 +55,6 @@ class Conv2d final : public Layer {
   kernels::ConvGeometry geometry(const Shape& x_shape) const;
   void forward_im2col(Tensor& y, const Tensor& x, const kernels::ConvGeometry& g);
   void backward_im2col(Tensor* dx, const Tensor& dy, const kernels::ConvGeometry& g);
-  std::int64_t winograd_group(std::int64_t N, const kernels::ConvGeometry& g) const;
   void forward_winograd(Tensor& y, const Tensor& x, const kernels::ConvGeometry& g);
   void backward_winograd(Tensor* dx, const Tensor& dy, const kernels::ConvGeometry& g);
   void forward_onednn(Tensor& y, const Tensor& x, const kernels::ConvGeometry& g);
