@@ -39,8 +39,9 @@ namespace bnorm::kernels {
 
 // The rules, each from the one cache that limits it. Sizes are as the
 // machine reports them: the AMD EPYC VMs these were measured on report
-// L1d 32 KiB, L2 512 KiB per core and L3 32 MiB, where the rules give
-// groups of 512 KiB, streaming from 32 MiB and prefetching 4 KiB ahead.
+// L1d 32 KiB, L2 512 KiB per core and L3 32 MiB (Zen 3) or 16 MiB (Zen 2),
+// where the rules give groups of 512 KiB, streaming from 16 MiB or 8 MiB and
+// prefetching 4 KiB ahead.
 BatchnormTuning batchnorm_tuning(const CacheSizes& caches) {
   BatchnormTuning tuning{};
   // A group the size of the L2: its sums read it once, and the second pass,
@@ -48,15 +49,20 @@ BatchnormTuning batchnorm_tuning(const CacheSizes& caches) {
   // its own output pushes out of the L2 is what it needs last. (The 512 KiB
   // the machine above reports is the budget these kernels were tuned with.)
   tuning.group_bytes = caches.l2_bytes;
-  // Stream when the pass's tensors would fill the L3: only then is the
-  // output certain to be evicted before anyone reads it, and streaming saves
-  // reading each line before it is overwritten. A smaller pass leaves its
-  // output in the L3 for the next layer. An earlier rule streamed from 3/8 of
-  // the L3, which on a 32 MiB L3 streamed 256x4096's backward (three 4 MiB
-  // tensors); on the AVX2 EPYC of 2026-11-29 that took 2.5-3.2 ms against
-  // 1.3-1.4 unstreamed, while the NCHW shapes of bench/compare moved by less
-  // than the noise either way.
-  tuning.stream_footprint_bytes = caches.l3_bytes;
+  // Stream when the pass's tensors would fill half the L3: then the output
+  // is likely to be evicted before anyone reads it, and streaming saves
+  // reading each line before it is overwritten. Half, because the L3 also
+  // holds the neighbouring layers' tensors and, on a shared host, other
+  // tenants' lines. A smaller pass leaves its output in the L3 for the next
+  // layer. Measured on 256x4096 (forward: x, y, 8 MiB; backward: x, dy, dx,
+  // 12 MiB), 2 threads:
+  //   - 16 MiB L3 (EPYC Zen 2 VM, 2026-12-04): the whole L3 as threshold
+  //     streamed neither pass, and forward+backward took 1.47-1.80 ms; half
+  //     streams both, 0.68-0.81 ms (five alternating rounds).
+  //   - 32 MiB L3 (EPYC Zen 3 VM, 2026-11-29): 3/8 of the L3 streamed the
+  //     backward, 2.5-3.2 ms against 1.3-1.4 unstreamed; half streams
+  //     neither, as the whole L3 did.
+  tuning.stream_footprint_bytes = caches.l3_bytes / 2;
   // Ask for data an eighth of the L1d ahead (at least a line): enough lines
   // in flight to cover the memory's latency, while the lines asked for and
   // the two streams of a backward stay a small part of the L1d. One example
