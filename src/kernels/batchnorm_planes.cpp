@@ -442,7 +442,7 @@ void planes_apply_grad(float* dx, const float* dy, const float* x, const std::ui
 // instead of two) took 4.3 ms where whole groups take 2.6.
 void planes_forward_train(const ForwardTrain& a, const ForwardScratch& w, bool parallel, bool stream) {
   const std::int64_t N = a.N, C = a.C, S = a.S;
-  const std::int64_t group = channels_per_group(N * S * sizeof(float), C, parallel);
+  const std::int64_t group = channels_per_group(N * S * sizeof(float), S * sizeof(float), C, parallel, stream);
   overlapped_groups(
       N, C, S, group, parallel, stream, w.sum, w.sumsq,
       [&](Lanes* lanes_a, Lanes* lanes_b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {
@@ -459,7 +459,7 @@ void planes_forward_train(const ForwardTrain& a, const ForwardScratch& w, bool p
 
 void planes_backward(const Backward& a, const BackwardScratch& w, bool parallel, bool stream) {
   const std::int64_t N = a.N, C = a.C, S = a.S;
-  const std::int64_t group = channels_per_group(backward_bytes_per_channel(a), C, parallel);
+  const std::int64_t group = channels_per_group(backward_bytes_per_channel(a), S * sizeof(float), C, parallel, stream);
   overlapped_groups(
       N, C, S, group, parallel, stream, w.sum_dy, w.sum_dy_xc,
       [&](Lanes* lanes_a, Lanes* lanes_b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {

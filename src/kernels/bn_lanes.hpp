@@ -55,12 +55,28 @@ constexpr std::int64_t kChannelBlockMax = 256;  // channels a thread owns at mos
 constexpr std::int64_t kParallelMin = std::int64_t{1} << 18;       // single passes
 constexpr std::int64_t kParallelMinFused = std::int64_t{1} << 15;  // fused training passes
 
-// Channels per group: as many as fit the group budget (batchnorm_tuning), at
-// least one, and no more than a thread's share of C, so every thread has work.
-inline std::int64_t channels_per_group(std::int64_t bytes_per_channel, std::int64_t C, bool parallel) {
+// Channels per group: as many as fit the group budget (batchnorm_tuning);
+// for a pass that reads its tensors from memory (one large enough to
+// stream), at least as many as make a group's segment of each example twice
+// the prefetch distance, so that short runs still give the prefetchers long
+// stretches; and no more than a thread's share of C, so every thread has
+// work. Measured on a Zen 2 EPYC (2026-12-04, 2 threads, alternating
+// builds): 128x256x14x14 has runs of 784 bytes, and the budget alone gave
+// its backward groups of 2 channels, 1.6 KB of each example; 11 channels
+// took forward+backward from 5.7-6.3 ms to 5.1-5.6. Only from memory: a
+// pass that reads from the L3 needs its group to fit the L2 more than long
+// stretches (the default CNN, whose smaller BN passes read from the L3,
+// looked 3-8 % slower in three of four paired runs with the longer groups
+// everywhere, and moved within the noise with this rule).
+inline std::int64_t channels_per_group(std::int64_t bytes_per_channel, std::int64_t run_bytes, std::int64_t C,
+                                       bool parallel, bool from_memory) {
   const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
-  const std::int64_t fit = batchnorm_tuning().group_bytes / std::max<std::int64_t>(bytes_per_channel, 1);
-  return std::clamp<std::int64_t>(std::min(fit, (C + threads - 1) / threads), 1, kChannelBlockMax);
+  std::int64_t channels = batchnorm_tuning().group_bytes / std::max<std::int64_t>(bytes_per_channel, 1);
+  if (from_memory) {
+    const std::int64_t segment = 2 * batchnorm_tuning().prefetch_bytes;
+    channels = std::max(channels, (segment + run_bytes - 1) / std::max<std::int64_t>(run_bytes, 1));
+  }
+  return std::clamp<std::int64_t>(std::min(channels, (C + threads - 1) / threads), 1, kChannelBlockMax);
 }
 
 // How far ahead (in values) the sums over a group's stretch of example n ask
