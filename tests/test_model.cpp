@@ -84,6 +84,21 @@ TEST(Model, ParametersAndGradientsAreOneFlatBufferEach) {
   EXPECT_EQ(expect, base + m.parameters().size());
 }
 
+TEST(Model, ParameterTensorEndsAreWhereTheStateEntriesEnd) {
+  Model m = mlp(BnPlacement::before);
+  std::vector<std::int64_t> want;
+  std::int64_t end = 0;
+  for (const auto& e : m.state_dict()) {
+    if (e.name.find("running") != std::string::npos || e.name.find("num_batches") != std::string::npos) continue;
+    end += numel(e.shape);
+    want.push_back(end);
+  }
+  // Three weights, two BN's γ and β, the last layer's bias: eight tensors, the last ending the buffer.
+  EXPECT_EQ(m.parameter_tensor_ends(), want);
+  ASSERT_EQ(want.size(), 8u);
+  EXPECT_EQ(want.back(), static_cast<std::int64_t>(m.parameters().size()));
+}
+
 TEST(Model, RejectsLayersThatDoNotChain) {
   std::vector<LayerPtr> layers;
   layers.push_back(std::make_unique<Linear>(4, 3, true));

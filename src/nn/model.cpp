@@ -87,6 +87,17 @@ Model Model::from_architecture(const nlohmann::json& architecture, std::int64_t 
   return Model(std::move(input_shape), std::move(layers));
 }
 
+std::vector<std::int64_t> Model::parameter_tensor_ends() const {
+  std::vector<std::int64_t> ends;
+  std::int64_t end = 0;
+  for (const auto& layer : layers_)
+    for (const ParamSlot& slot : layer->param_slots()) {
+      end += numel(slot.shape);
+      ends.push_back(end);
+    }
+  return ends;
+}
+
 nlohmann::json Model::architecture() const {
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& layer : layers_) layers.push_back(layer->config());

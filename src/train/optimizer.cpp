@@ -1,22 +1,54 @@
 #include "bnorm/train/optimizer.hpp"
 
+#include <omp.h>
+
 #include <cmath>
 #include <initializer_list>
 
 #include "bnorm/error.hpp"
 
 namespace bnorm {
+namespace {
+
+// Below this many parameters one thread updates them faster than two meet.
+constexpr std::int64_t kParallelMin = std::int64_t{1} << 16;
+
+// Calls update(begin, end) for this thread's share of each tensor (ends as
+// in Optimizer::set_tensor_ends), or of the whole buffer when ends do not
+// describe it. Shares are the proportional ones the matrix products' row
+// slices come closest to (gemm_slices.hpp); a share that misses a slice by a
+// row costs a few cache lines, not a wrong value.
+template <class Update>
+void for_each_share(std::int64_t size, const std::vector<std::int64_t>& ends, Update update) {
+  const bool described = !ends.empty() && ends.back() == size;
+#pragma omp parallel if (size >= kParallelMin)
+  {
+    const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const auto share = [&](std::int64_t begin, std::int64_t end) {
+      update(begin + (end - begin) * t / threads, begin + (end - begin) * (t + 1) / threads);
+    };
+    if (described) {
+      for (std::size_t k = 0; k < ends.size(); ++k) share(k == 0 ? 0 : ends[k - 1], ends[k]);
+    } else {
+      share(0, size);
+    }
+  }
+}
+
+}  // namespace
 
 Sgd::Sgd(float lr, float momentum, float weight_decay) : lr_(lr), momentum_(momentum), weight_decay_(weight_decay) {}
 
 void Sgd::step(std::span<float> params, std::span<const float> grads) {
   if (velocity_.size() != params.size()) velocity_.assign(params.size(), 0.0f);
   ++steps_;
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    const float g = grads[i] + weight_decay_ * params[i];
-    velocity_[i] = momentum_ * velocity_[i] + g;
-    params[i] -= lr_ * velocity_[i];
-  }
+  for_each_share(static_cast<std::int64_t>(params.size()), tensor_ends_, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      const float g = grads[i] + weight_decay_ * params[i];
+      velocity_[i] = momentum_ * velocity_[i] + g;
+      params[i] -= lr_ * velocity_[i];
+    }
+  });
 }
 
 Adam::Adam(float lr, float beta1, float beta2, float eps, float weight_decay)
@@ -33,12 +65,14 @@ void Adam::step(std::span<float> params, std::span<const float> grads) {
   const float bias2 = 1.0f - static_cast<float>(std::pow(static_cast<double>(beta2_), static_cast<double>(t_)));
   const float step_size = lr_ / bias1;
   const float inv_sqrt_bias2 = 1.0f / std::sqrt(bias2);
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    const float g = grads[i] + weight_decay_ * params[i];
-    m_[i] = beta1_ * m_[i] + (1.0f - beta1_) * g;
-    v_[i] = beta2_ * v_[i] + (1.0f - beta2_) * g * g;
-    params[i] -= step_size * m_[i] / (std::sqrt(v_[i]) * inv_sqrt_bias2 + eps_);
-  }
+  for_each_share(static_cast<std::int64_t>(params.size()), tensor_ends_, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      const float g = grads[i] + weight_decay_ * params[i];
+      m_[i] = beta1_ * m_[i] + (1.0f - beta1_) * g;
+      v_[i] = beta2_ * v_[i] + (1.0f - beta2_) * g * g;
+      params[i] -= step_size * m_[i] / (std::sqrt(v_[i]) * inv_sqrt_bias2 + eps_);
+    }
+  });
 }
 
 namespace {

@@ -164,6 +164,7 @@ Trainer::Trainer(Model& model, Optimizer& optimizer, Preprocessing prep, TrainCo
     : model_(model), optimizer_(optimizer), prep_(std::move(prep)), config_(config) {
   if (config_.epochs < 0) throw Error("epochs must be >= 0");
   if (config_.batch_size < 2) throw Error("batch size must be at least 2: batch norm needs a spread to normalize");
+  optimizer_.set_tensor_ends(model_.parameter_tensor_ends());
 }
 
 namespace {

@@ -8,6 +8,8 @@
 
 namespace bnorm::kernels {
 
+// The threads divide C by W's rows in the forward and the weight gradient
+// (src/kernels/gemm_slices.hpp says why), along C's longer side in the others.
 // c (M, N) = a (M, K) · b (N, K)^T          forward: y = x · W^T
 void gemm_abt(float* c, const float* a, const float* b, std::int64_t M, std::int64_t N, std::int64_t K);
 // c (M, N) += a (M, K) · b (N, K)^T         accumulates over examples: dW += dy_n · col_n^T

@@ -36,6 +36,9 @@ class Model {
   std::span<const float> parameters() const { return {params_.data(), params_.size()}; }
   std::span<float> gradients() { return {grads_.data(), grads_.size()}; }
   std::span<const float> gradients() const { return {grads_.data(), grads_.size()}; }
+  // Where each parameter tensor (a layer's weight, bias, γ, β, in order)
+  // ends in parameters(): for Optimizer::set_tensor_ends.
+  std::vector<std::int64_t> parameter_tensor_ends() const;
 
   // x is (N, input_shape...). The returned logits stay valid until the next forward.
   const Tensor& forward(const Tensor& x, Mode mode);

@@ -5,6 +5,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace bnorm {
@@ -27,6 +28,19 @@ class Optimizer {
   // Throws Error, leaving the optimizer unchanged, unless state has exactly
   // this optimizer's buffers, each empty or of num_params finite values.
   virtual void import_state(const OptimizerState& state, std::size_t num_params) = 0;
+
+  // Where each parameter tensor ends in the flat buffer
+  // (Model::parameter_tensor_ends()). With them, step() gives each thread the
+  // same share of every tensor that the layers' matrix products give it (a
+  // weight matrix's first rows to the first thread, and so on), so a thread
+  // updates the weights it multiplies with and no cache line of them moves
+  // between cores at each step. Without them, or if they do not end where
+  // the buffer does, threads take shares of the whole buffer. Either way
+  // every value gets the same update, bit for bit.
+  void set_tensor_ends(std::vector<std::int64_t> ends) { tensor_ends_ = std::move(ends); }
+
+ protected:
+  std::vector<std::int64_t> tensor_ends_;
 };
 
 // SGD with momentum and L2 weight decay (PyTorch's form, dampening 0):
