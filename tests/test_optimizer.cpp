@@ -60,8 +60,11 @@ struct LargeStep {
 // (a value updated twice, or skipped, by the shares would differ).
 TEST(Optimizer, SharedStepsUpdateEveryValueOnceAsOneThreadDoes) {
   const std::size_t n = 100003;  // above the parallel threshold, odd
-  const std::vector<std::vector<std::int64_t>> ends_cases = {
-      {}, {40000, 40001, 70000, 100003}, {1, 2, 100003}, {50000}};  // the last does not end the buffer: ignored
+  const std::vector<std::vector<std::int64_t>> ends_cases = {{},
+                                                             {40000, 40001, 70000, 100003},
+                                                             {1, 2, 100003},
+                                                             {50000},  // does not end the buffer: ignored
+                                                             {60000, 40000, 100003}};  // out of order: ignored
   const int saved = omp_get_max_threads();
   for (const std::string name : {"sgd", "adam"}) {
     LargeStep want(n);

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 
@@ -15,12 +16,13 @@ constexpr std::int64_t kParallelMin = std::int64_t{1} << 16;
 
 // Calls update(begin, end) for this thread's share of each tensor (ends as
 // in Optimizer::set_tensor_ends), or of the whole buffer when ends do not
-// describe it. Shares are the proportional ones the matrix products' row
+// describe it (not ending where it ends, or out of order). Shares are the proportional ones the matrix products' row
 // slices come closest to (gemm_slices.hpp); a share that misses a slice by a
 // row costs a few cache lines, not a wrong value.
 template <class Update>
 void for_each_share(std::int64_t size, const std::vector<std::int64_t>& ends, Update update) {
-  const bool described = !ends.empty() && ends.back() == size;
+  const bool described =
+      !ends.empty() && ends.front() >= 0 && ends.back() == size && std::is_sorted(ends.begin(), ends.end());
 #pragma omp parallel if (size >= kParallelMin)
   {
     const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();

@@ -34,8 +34,9 @@ class Optimizer {
   // same share of every tensor that the layers' matrix products give it (a
   // weight matrix's first rows to the first thread, and so on), so a thread
   // updates the weights it multiplies with and no cache line of them moves
-  // between cores at each step. Without them, or if they do not end where
-  // the buffer does, threads take shares of the whole buffer. Either way
+  // between cores at each step. Without them, or if they are out of order
+  // or do not end where the buffer does, threads take shares of the whole
+  // buffer. Either way
   // every value gets the same update, bit for bit.
   void set_tensor_ends(std::vector<std::int64_t> ends) { tensor_ends_ = std::move(ends); }
 
