@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <utility>
 
 #include "bnorm/error.hpp"
 
@@ -15,14 +16,13 @@ namespace {
 constexpr std::int64_t kParallelMin = std::int64_t{1} << 16;
 
 // Calls update(begin, end) for this thread's share of each tensor (ends as
-// in Optimizer::set_tensor_ends), or of the whole buffer when ends do not
-// describe it (not ending where it ends, or out of order). Shares are the proportional ones the matrix products' row
-// slices come closest to (gemm_slices.hpp); a share that misses a slice by a
-// row costs a few cache lines, not a wrong value.
+// kept by Optimizer::set_tensor_ends, in order), or of the whole buffer when
+// the ends do not end where it does. Shares are the proportional ones the
+// matrix products' row slices come closest to (gemm_slices.hpp); a share
+// that misses a slice by a row costs a few cache lines, not a wrong value.
 template <class Update>
 void for_each_share(std::int64_t size, const std::vector<std::int64_t>& ends, Update update) {
-  const bool described =
-      !ends.empty() && ends.front() >= 0 && ends.back() == size && std::is_sorted(ends.begin(), ends.end());
+  const bool described = !ends.empty() && ends.back() == size;
 #pragma omp parallel if (size >= kParallelMin)
   {
     const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
@@ -38,6 +38,13 @@ void for_each_share(std::int64_t size, const std::vector<std::int64_t>& ends, Up
 }
 
 }  // namespace
+
+// Checked once here rather than at every step: out of order, the shares
+// would leave values without an update.
+void Optimizer::set_tensor_ends(std::vector<std::int64_t> ends) {
+  const bool in_order = !ends.empty() && ends.front() >= 0 && std::is_sorted(ends.begin(), ends.end());
+  tensor_ends_ = in_order ? std::move(ends) : std::vector<std::int64_t>{};
+}
 
 Sgd::Sgd(float lr, float momentum, float weight_decay) : lr_(lr), momentum_(momentum), weight_decay_(weight_decay) {}
 

@@ -5,7 +5,6 @@
 #include <memory>
 #include <span>
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace bnorm {
@@ -35,10 +34,10 @@ class Optimizer {
   // weight matrix's first rows to the first thread, and so on), so a thread
   // updates the weights it multiplies with and no cache line of them moves
   // between cores at each step. Without them, or if they are out of order
-  // or do not end where the buffer does, threads take shares of the whole
-  // buffer. Either way
-  // every value gets the same update, bit for bit.
-  void set_tensor_ends(std::vector<std::int64_t> ends) { tensor_ends_ = std::move(ends); }
+  // (then they are dropped here) or do not end where the buffer does, threads
+  // take shares of the whole buffer. Either way every value gets the same
+  // update, bit for bit.
+  void set_tensor_ends(std::vector<std::int64_t> ends);
 
  protected:
   std::vector<std::int64_t> tensor_ends_;
