@@ -90,6 +90,8 @@ TEST(ConvWinograd, MatchesIm2colPath) {
       {2, 3, 5, 6, 4, 3, 1, 2, false},       // wide padding: tiles of zeros at the edges
       {1, 2, 3, 300, 2, 3, 1, 1, true},      // wider than one strip of tiles, batch of one
       {2, 3, 1, 1, 2, 3, 1, 1, false},       // a 1x1 plane: one tile, mostly padding
+      {1, 2, 8, 16, 3, 3, 1, 1, true},       // 8 tile columns: the adjoint's block past the last tile
+      {1, 2, 100, 90, 2, 3, 1, 1, false},    // too large for a padded copy: the strip-by-strip code
   };
   for (const Case& c : cases) expect_paths_agree(c, Path::winograd);
 }

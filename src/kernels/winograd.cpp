@@ -16,6 +16,7 @@ constexpr std::int64_t kParallelMin = std::int64_t{1} << 16;
 // vector lane: scalar, each tile's 16 loads, 32 additions and 16 stores
 // took 25-30 cycles, and the transforms most of the path's time.
 typedef float Floats8 __attribute__((vector_size(8 * sizeof(float))));
+typedef std::int32_t Ints8 __attribute__((vector_size(8 * sizeof(std::int32_t))));
 // A vector at any float's address, allowed to alias float arrays (may_alias).
 typedef float UnalignedFloats8 __attribute__((vector_size(8 * sizeof(float)), aligned(alignof(float)), may_alias));
 #define BNORM_ALWAYS_INLINE __attribute__((always_inline)) inline
@@ -85,6 +86,43 @@ BNORM_ALWAYS_INLINE void zero_from(float* a, std::int64_t from, std::int64_t to)
 
 // The first multiple of 8 at or above n: the end of the vectors that cover n values.
 constexpr std::int64_t whole_vectors(std::int64_t n) { return (n + 7) / 8 * 8; }
+
+// A plane copied into zeros, so that the transforms read and write whole
+// vectors at every tile, with no bounds test: the even-odd split of a row,
+// value by value with a test for the padding on each, was most of the input
+// transform's time (a 14x14 plane with padding 1 never took the fast path).
+// Planes whose buffer would pass this many floats (32 KiB on the stack) take
+// the strip-by-strip code below instead.
+constexpr std::int64_t kPaddedMax = 8192;
+
+// Copies n floats in whole vectors, the last one overlapping the one before;
+// rows of 7 to 28 values made std::copy a memmove call per row.
+BNORM_ALWAYS_INLINE void copy_floats(float* to, const float* from, std::int64_t n) {
+  std::int64_t k = 0;
+  for (; k + 8 <= n; k += 8) store8(to + k, load8(from + k));
+  if (k == n) return;
+  if (n >= 8) {
+    store8(to + n - 8, load8(from + n - 8));
+  } else {
+    for (; k < n; ++k) to[k] = from[k];
+  }
+}
+
+// buf (rows, cols) = zeros with the plane (H, W) at row `top`, column `left`.
+BNORM_ALWAYS_INLINE void pad_plane(float* buf, std::int64_t rows, std::int64_t cols, const float* plane, std::int64_t H,
+                                   std::int64_t W, std::int64_t top, std::int64_t left) {
+  zero_from(buf, 0, rows * cols);
+  for (std::int64_t h = 0; h < H; ++h) copy_floats(buf + (h + top) * cols + left, plane + h * W, W);
+}
+
+// Lanes 0, 2, .., 14 and 1, 3, .., 15 of the 16 values in lo, hi: eight
+// tiles' even and odd columns.
+#define even_lanes(lo, hi) __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14)
+#define odd_lanes(lo, hi) __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15)
+// Lanes 1..7 of v and lane 0 of w: the same column of the next eight tiles.
+#define next_tile_lanes(v, w) __builtin_shufflevector(v, w, 1, 2, 3, 4, 5, 6, 7, 8)
+// Lane 7 of v and lanes 0..6 of w: the same column of the tile before.
+#define previous_tile_lanes(v, w) __builtin_shufflevector(v, w, 7, 8, 9, 10, 11, 12, 13, 14)
 
 // The even and odd columns, w0 + 2k and w0 + 2k + 1 for k < count, of row h
 // of a plane: zeros where the row or column lies outside it, and zeros on to
@@ -180,11 +218,48 @@ BNORM_MULTIVERSION
 void winograd_input(float* v, const float* x, std::int64_t N, const ConvGeometry& g) {
   const std::int64_t TH = winograd_tile_rows(g), TW = winograd_tile_cols(g), T = N * TH * TW;
   const std::int64_t ld = winograd_row_length(T), stride = winograd_position_stride(g.C, ld);
+  // The padded plane: tile (r, s) reads its rows 2r..2r+3 and columns
+  // 2s..2s+3; eight tiles from s read columns 2s..2s+23 (three vectors).
+  const std::int64_t padded_rows = 2 * TH + 2, padded_cols = 2 * whole_vectors(TW) + 8;
+  const bool padded = padded_rows * padded_cols <= kPaddedMax;
   zero_past_last_tile(v, g.C, T);
 #pragma omp parallel for schedule(static) if (N * g.C * TH * TW * 16 >= kParallelMin)
   for (std::int64_t nc = 0; nc < N * g.C; ++nc) {
     const std::int64_t n = nc / g.C, c = nc % g.C;
     const float* plane = x + nc * g.H * g.W;
+    if (padded) {
+      alignas(32) float buf[kPaddedMax];
+      pad_plane(buf, padded_rows, padded_cols, plane, g.H, g.W, g.pad, g.pad);
+      for (std::int64_t r = 0; r < TH; ++r) {
+        float* out = v + c * ld + (n * TH + r) * TW;
+        for (std::int64_t s = 0; s < TW; s += 8) {
+          // The tiles' four columns in each of their four rows, then Bᵀ down
+          // the rows and · B along the columns, as below.
+          Floats8 d[4][4];
+          for (int i = 0; i < 4; ++i) {
+            const float* row = buf + (2 * r + i) * padded_cols + 2 * s;
+            const Floats8 lo = load8(row), hi = load8(row + 8), next = load8(row + 16);
+            d[i][0] = even_lanes(lo, hi);
+            d[i][1] = odd_lanes(lo, hi);
+            d[i][2] = next_tile_lanes(d[i][0], next);
+            d[i][3] = __builtin_shufflevector(d[i][1], next, 1, 2, 3, 4, 5, 6, 7, 9);
+          }
+          Floats8 down[4][4];
+          for (int j = 0; j < 4; ++j) {
+            Floats8 t[4];
+            apply_bt(t, d[0][j], d[1][j], d[2][j], d[3][j]);
+            for (int i = 0; i < 4; ++i) down[i][j] = t[i];
+          }
+          const std::int64_t lanes = lanes_to_store(s, TW, r + 1 == TH);
+          for (int i = 0; i < 4; ++i) {
+            Floats8 t[4];
+            apply_bt(t, down[i][0], down[i][1], down[i][2], down[i][3]);
+            for (int j = 0; j < 4; ++j) store_tiles(out + (i * 4 + j) * stride + s, t[j], lanes);
+          }
+        }
+      }
+      continue;
+    }
     for (std::int64_t r = 0; r < TH; ++r)
       for (std::int64_t s0 = 0; s0 < TW; s0 += kStrip) {
         const std::int64_t tiles = std::min(kStrip, TW - s0);
@@ -220,10 +295,53 @@ BNORM_MULTIVERSION
 void winograd_input_adjoint(float* dx, const float* dv, std::int64_t N, const ConvGeometry& g) {
   const std::int64_t TH = winograd_tile_rows(g), TW = winograd_tile_cols(g), T = N * TH * TW;
   const std::int64_t ld = winograd_row_length(T), stride = winograd_position_stride(g.C, ld);
+  // The padded plane the tiles add into: eight tiles from s write columns
+  // 2s..2s+15, and one block past the last tile the columns its tiles share
+  // with none.
+  const std::int64_t padded_rows = 2 * TH + 2, padded_cols = 2 * whole_vectors(TW) + 16;
+  const bool padded = padded_rows * padded_cols <= kPaddedMax;
+  const Ints8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
 #pragma omp parallel for schedule(static) if (N * g.C * TH * TW * 16 >= kParallelMin)
   for (std::int64_t nc = 0; nc < N * g.C; ++nc) {
     const std::int64_t n = nc / g.C, c = nc % g.C;
     float* plane = dx + nc * g.H * g.W;
+    if (padded) {
+      alignas(32) float buf[kPaddedMax];
+      zero_from(buf, 0, padded_rows * padded_cols);
+      for (std::int64_t r = 0; r < TH; ++r) {
+        const float* in = dv + c * ld + (n * TH + r) * TW;
+        // Columns 2 and 3 of the eight tiles before, per row: they meet
+        // columns 0 and 1 of the tile after, as below.
+        Floats8 carry_even[4] = {}, carry_odd[4] = {};
+        for (std::int64_t s = 0; s <= TW; s += 8) {
+          Floats8 even[4], odd[4];
+          for (int i = 0; i < 4; ++i) {
+            Floats8 t[4] = {};
+            if (s < TW) {
+              apply_b(t, load8(in + (i * 4 + 0) * stride + s), load8(in + (i * 4 + 1) * stride + s),
+                      load8(in + (i * 4 + 2) * stride + s), load8(in + (i * 4 + 3) * stride + s));
+              // Lanes past the last tile read whatever follows in dv.
+              const Ints8 keep = lane < static_cast<std::int32_t>(TW - s);
+              for (int j = 0; j < 4; ++j) t[j] = reinterpret_cast<Floats8>(reinterpret_cast<Ints8>(t[j]) & keep);
+            }
+            even[i] = t[0] + previous_tile_lanes(carry_even[i], t[2]);
+            odd[i] = t[1] + previous_tile_lanes(carry_odd[i], t[3]);
+            carry_even[i] = t[2];
+            carry_odd[i] = t[3];
+          }
+          Floats8 e[4], o[4];
+          apply_b(e, even[0], even[1], even[2], even[3]);
+          apply_b(o, odd[0], odd[1], odd[2], odd[3]);
+          for (int i = 0; i < 4; ++i) {
+            float* row = buf + (2 * r + i) * padded_cols + 2 * s;
+            store8(row, load8(row) + __builtin_shufflevector(e[i], o[i], 0, 8, 1, 9, 2, 10, 3, 11));
+            store8(row + 8, load8(row + 8) + __builtin_shufflevector(e[i], o[i], 4, 12, 5, 13, 6, 14, 7, 15));
+          }
+        }
+      }
+      for (std::int64_t h = 0; h < g.H; ++h) copy_floats(plane + h * g.W, buf + (h + g.pad) * padded_cols + g.pad, g.W);
+      continue;
+    }
     std::fill(plane, plane + g.H * g.W, 0.0f);
     for (std::int64_t r = 0; r < TH; ++r)
       for (std::int64_t s0 = 0; s0 < TW; s0 += kStrip) {
@@ -291,11 +409,37 @@ void winograd_output(float* y, const float* m, const float* bias, std::int64_t N
   const std::int64_t TH = winograd_tile_rows(g), TW = winograd_tile_cols(g), T = N * TH * TW;
   const std::int64_t OH = g.out_h(), OW = g.out_w(), ld = winograd_row_length(T);
   const std::int64_t stride = winograd_position_stride(O, ld);
+  const std::int64_t padded_cols = 2 * whole_vectors(TW);
+  const bool padded = 2 * TH * padded_cols <= kPaddedMax;
 #pragma omp parallel for schedule(static) if (N * O * TH * TW * 16 >= kParallelMin)
   for (std::int64_t no = 0; no < N * O; ++no) {
     const std::int64_t n = no / O, o = no % O;
     const Floats8 b = Floats8{} + (bias ? bias[o] : 0.0f);
     float* plane = y + no * OH * OW;
+    if (padded) {
+      // Eight tiles from s write columns 2s..2s+15 of rows 2r, 2r + 1.
+      alignas(32) float buf[kPaddedMax];
+      for (std::int64_t r = 0; r < TH; ++r) {
+        const float* in = m + o * ld + (n * TH + r) * TW;
+        for (std::int64_t s = 0; s < TW; s += 8) {
+          Floats8 along[4][2];  // as below
+          for (int i = 0; i < 4; ++i)
+            apply_at(along[i], load8(in + (i * 4 + 0) * stride + s), load8(in + (i * 4 + 1) * stride + s),
+                     load8(in + (i * 4 + 2) * stride + s), load8(in + (i * 4 + 3) * stride + s));
+          Floats8 left[2], right[2];
+          apply_at(left, along[0][0], along[1][0], along[2][0], along[3][0]);
+          apply_at(right, along[0][1], along[1][1], along[2][1], along[3][1]);
+          for (int i = 0; i < 2; ++i) {
+            const Floats8 a = left[i] + b, c = right[i] + b;
+            float* row = buf + (2 * r + i) * padded_cols + 2 * s;
+            store8(row, __builtin_shufflevector(a, c, 0, 8, 1, 9, 2, 10, 3, 11));
+            store8(row + 8, __builtin_shufflevector(a, c, 4, 12, 5, 13, 6, 14, 7, 15));
+          }
+        }
+      }
+      for (std::int64_t h = 0; h < OH; ++h) copy_floats(plane + h * OW, buf + h * padded_cols, OW);
+      continue;
+    }
     for (std::int64_t r = 0; r < TH; ++r)
       for (std::int64_t s0 = 0; s0 < TW; s0 += kStrip) {
         const std::int64_t tiles = std::min(kStrip, TW - s0);
@@ -329,11 +473,37 @@ void winograd_output_adjoint(float* dm, const float* dy, std::int64_t N, std::in
   const std::int64_t TH = winograd_tile_rows(g), TW = winograd_tile_cols(g), T = N * TH * TW;
   const std::int64_t OH = g.out_h(), OW = g.out_w(), ld = winograd_row_length(T);
   const std::int64_t stride = winograd_position_stride(O, ld);
+  // The padded plane: eight tiles from s read columns 2s..2s+15 of rows 2r, 2r + 1.
+  const std::int64_t padded_rows = 2 * TH, padded_cols = 2 * whole_vectors(TW);
+  const bool padded = padded_rows * padded_cols <= kPaddedMax;
   zero_past_last_tile(dm, O, T);
 #pragma omp parallel for schedule(static) if (N * O * TH * TW * 16 >= kParallelMin)
   for (std::int64_t no = 0; no < N * O; ++no) {
     const std::int64_t n = no / O, o = no % O;
     const float* plane = dy + no * OH * OW;
+    if (padded) {
+      alignas(32) float buf[kPaddedMax];
+      pad_plane(buf, padded_rows, padded_cols, plane, OH, OW, 0, 0);
+      for (std::int64_t r = 0; r < TH; ++r) {
+        float* out = dm + o * ld + (n * TH + r) * TW;
+        const float* top = buf + 2 * r * padded_cols;
+        const float* bottom = top + padded_cols;
+        for (std::int64_t s = 0; s < TW; s += 8) {
+          const Floats8 top_lo = load8(top + 2 * s), top_hi = load8(top + 2 * s + 8);
+          const Floats8 bottom_lo = load8(bottom + 2 * s), bottom_hi = load8(bottom + 2 * s + 8);
+          Floats8 left[4], right[4];  // as below
+          apply_a(left, even_lanes(top_lo, top_hi), even_lanes(bottom_lo, bottom_hi));
+          apply_a(right, odd_lanes(top_lo, top_hi), odd_lanes(bottom_lo, bottom_hi));
+          const std::int64_t lanes = lanes_to_store(s, TW, r + 1 == TH);
+          for (int i = 0; i < 4; ++i) {
+            Floats8 t[4];
+            apply_a(t, left[i], right[i]);
+            for (int j = 0; j < 4; ++j) store_tiles(out + (i * 4 + j) * stride + s, t[j], lanes);
+          }
+        }
+      }
+      continue;
+    }
     for (std::int64_t r = 0; r < TH; ++r)
       for (std::int64_t s0 = 0; s0 < TW; s0 += kStrip) {
         const std::int64_t tiles = std::min(kStrip, TW - s0);
