@@ -65,5 +65,34 @@ TEST(MaxPoolKernel, MatchesReferenceOnTiesNaNAndInfinity) {
   }
 }
 
+// Max pooling's backward against the plain scatter: zeros, then each
+// output's gradient added at its argmax. The 2x2 cases take the
+// window-by-window path with rows of fewer than eight windows, of eight and
+// more (the last eight overlapping), and an odd height (a row in no window).
+TEST(MaxPoolKernel, BackwardPutsEachGradientAtItsArgmax) {
+  struct Case {
+    std::int64_t C, H, W, K, stride;
+  };
+  for (const Case c : {Case{3, 8, 8, 2, 2}, Case{2, 28, 28, 2, 2}, Case{2, 11, 12, 2, 2}, Case{1, 100, 100, 2, 2},
+                       Case{2, 9, 7, 2, 2}, Case{2, 7, 9, 3, 2}}) {
+    Rng rng(static_cast<std::uint64_t>(c.H * 7 + c.W));
+    std::vector<float> x(static_cast<std::size_t>(c.C * c.H * c.W));
+    for (float& v : x) v = static_cast<float>(std::round(rng.normal() * 2.0));  // ties included
+    const std::int64_t OH = (c.H - c.K) / c.stride + 1, OW = (c.W - c.K) / c.stride + 1;
+    std::vector<float> y(static_cast<std::size_t>(c.C * OH * OW)), dy(y.size());
+    std::vector<std::int32_t> at(y.size());
+    for (float& v : dy) v = static_cast<float>(rng.normal());
+    kernels::maxpool_forward(y.data(), at.data(), x.data(), c.C, c.H, c.W, c.K, c.stride);
+    std::vector<float> dx(x.size(), std::numeric_limits<float>::quiet_NaN()), want(x.size(), 0.0f);
+    kernels::maxpool_backward(dx.data(), dy.data(), at.data(), c.C, c.H, c.W, c.K, c.stride);
+    for (std::int64_t ch = 0; ch < c.C; ++ch)
+      for (std::int64_t o = 0; o < OH * OW; ++o)
+        want[static_cast<std::size_t>(ch * c.H * c.W + at[static_cast<std::size_t>(ch * OH * OW + o)])] +=
+            dy[static_cast<std::size_t>(ch * OH * OW + o)];
+    for (std::size_t i = 0; i < x.size(); ++i)
+      ASSERT_EQ(dx[i], want[i]) << "case " << c.H << "x" << c.W << " k" << c.K << " input " << i;
+  }
+}
+
 }  // namespace
 }  // namespace bnorm

@@ -249,12 +249,62 @@ void maxpool_forward(float* y, std::int32_t* argmax, const float* x, std::int64_
   }
 }
 
+namespace {
+
+// The gradient of one plane under 2x2 windows with stride 2, an even width
+// and rows of eight windows or more: each input value lies in one window, so
+// it is assigned, not added (dy where the window took it, else zero), eight
+// windows of a row at a time. Filling the plane with zeros and then adding
+// dy at each argmax wrote every value twice. (Shorter rows one window at a
+// time took branches that mispredicted; they keep the scatter.)
+BNORM_MULTIVERSION
+void maxpool_plane_2x2_backward(float* plane, const float* dy, const std::int32_t* argmax, std::int64_t H,
+                                std::int64_t OH, std::int64_t OW) {
+  const std::int64_t W = 2 * OW;
+  const Ints8 lane = {0, 2, 4, 6, 8, 10, 12, 14};  // a window's first column, from the eight's first
+  const auto width = static_cast<std::int32_t>(W);
+  for (std::int64_t oh = 0; oh < OH; ++oh) {
+    float* top = plane + 2 * oh * W;
+    float* bottom = top + W;
+    const float* g_row = dy + oh * OW;
+    const std::int32_t* at_row = argmax + oh * OW;
+    // The windows ow..ow+7; past the first, the last eight overlap the eight
+    // before and write the same values again.
+    auto eight = [&](std::int64_t ow) {
+      Ints8 g, at;
+      std::memcpy(&g, g_row + ow, sizeof g);
+      std::memcpy(&at, at_row + ow, sizeof at);
+      const Ints8 first = static_cast<std::int32_t>(2 * oh * W + 2 * ow) + lane;
+      const Ints8 v0 = g & (at == first), v1 = g & (at == first + 1);
+      const Ints8 v2 = g & (at == first + width), v3 = g & (at == first + width + 1);
+      const Ints8 t0 = __builtin_shufflevector(v0, v1, 0, 8, 1, 9, 2, 10, 3, 11);
+      const Ints8 t1 = __builtin_shufflevector(v0, v1, 4, 12, 5, 13, 6, 14, 7, 15);
+      const Ints8 b0 = __builtin_shufflevector(v2, v3, 0, 8, 1, 9, 2, 10, 3, 11);
+      const Ints8 b1 = __builtin_shufflevector(v2, v3, 4, 12, 5, 13, 6, 14, 7, 15);
+      std::memcpy(top + 2 * ow, &t0, sizeof t0);
+      std::memcpy(top + 2 * ow + 8, &t1, sizeof t1);
+      std::memcpy(bottom + 2 * ow, &b0, sizeof b0);
+      std::memcpy(bottom + 2 * ow + 8, &b1, sizeof b1);
+    };
+    std::int64_t ow = 0;
+    for (; ow + 8 <= OW; ow += 8) eight(ow);
+    if (ow < OW) eight(OW - 8);
+  }
+  std::fill(plane + 2 * OH * W, plane + H * W, 0.0f);  // an odd last row, in no window
+}
+
+}  // namespace
+
 void maxpool_backward(float* dx, const float* dy, const std::int32_t* argmax, std::int64_t C, std::int64_t H,
                       std::int64_t W, std::int64_t K, std::int64_t stride) {
   const std::int64_t OH = (H - K) / stride + 1, OW = (W - K) / stride + 1;
 #pragma omp parallel for schedule(static) if (C * H * W >= kParallelMin)
   for (std::int64_t c = 0; c < C; ++c) {
     float* plane = dx + c * H * W;
+    if (K == 2 && stride == 2 && W % 2 == 0 && OW >= 8) {
+      maxpool_plane_2x2_backward(plane, dy + c * OH * OW, argmax + c * OH * OW, H, OH, OW);
+      continue;
+    }
     std::fill(plane, plane + H * W, 0.0f);
     for (std::int64_t o = 0; o < OH * OW; ++o) plane[argmax[c * OH * OW + o]] += dy[c * OH * OW + o];
   }
