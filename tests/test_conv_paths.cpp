@@ -45,6 +45,10 @@ struct Results {
 Results run(const Case& c, Path path, const Tensor& x, const Tensor& dy) {
   LayerHarness h(std::make_unique<Conv2d>(c.C, c.O, c.K, c.K, c.stride, c.pad, c.bias), 7);
   static_cast<Conv2d&>(*h.layer).set_path(path);
+  // A bias starts at zero; a different one per channel shows a bias added
+  // to the wrong channel. (The parameters are the weights, then the bias.)
+  const auto nw = static_cast<std::size_t>(c.O * c.C * c.K * c.K);
+  for (std::size_t o = nw; o < h.params.size(); ++o) h.params[o] = 0.1f * static_cast<float>(o - nw + 1);
   Results r;
   std::fill(h.grads.begin(), h.grads.end(), 1e3f);
   h->forward(r.y, x, Mode::train);
@@ -85,6 +89,7 @@ TEST(ConvWinograd, MatchesIm2colPath) {
   const Case cases[] = {
       {64, 32, 14, 14, 64, 3, 1, 1, false},  // the default CNN's second layer
       {64, 1, 28, 28, 32, 3, 1, 1, false},   // and its first (im2col by default: one channel)
+      {64, 1, 28, 28, 30, 3, 1, 1, true},    // the same with a bias, 30 channels: uneven thread shares
       {3, 5, 9, 7, 6, 3, 1, 1, true},        // odd output sizes: the last tile row and column half used
       {2, 4, 8, 8, 3, 3, 1, 0, true},        // no padding
       {2, 3, 5, 6, 4, 3, 1, 2, false},       // wide padding: tiles of zeros at the edges
