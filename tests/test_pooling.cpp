@@ -20,10 +20,12 @@ TEST(MaxPoolKernel, MatchesReferenceOnTiesNaNAndInfinity) {
   struct Case {
     std::int64_t C, H, W, K, stride;
   };
-  // The 2x2 cases take the vectorized path (even width), the one-at-a-time
-  // path (odd width, or a plane larger than its buffers) and an odd height.
+  // The 2x2 cases take the row-by-row path (even width, eight windows a row
+  // or more: 28 and 100 wide, the last eight overlapping), the whole-plane
+  // path (even width, shorter rows), the one-at-a-time path (odd width) and
+  // an odd height.
   for (const Case c : {Case{3, 8, 8, 2, 2}, Case{2, 9, 7, 2, 2}, Case{2, 11, 12, 2, 2}, Case{1, 100, 100, 2, 2},
-                       Case{2, 7, 9, 3, 2}, Case{1, 6, 6, 3, 1}}) {
+                       Case{2, 29, 28, 2, 2}, Case{2, 7, 9, 3, 2}, Case{1, 6, 6, 3, 1}}) {
     Rng rng(static_cast<std::uint64_t>(c.H * 10 + c.K));
     std::vector<float> x(static_cast<std::size_t>(c.C * c.H * c.W));
     for (float& v : x) {

@@ -214,6 +214,46 @@ void maxpool_plane_2x2(float* y, std::int32_t* argmax, const float* plane, std::
     }
 }
 
+// The same choice in one pass, for rows of eight windows or more: eight
+// windows of a row at a time, from two vectors of the row above and two of
+// the row below, split into even and odd columns; past the first eight, the
+// last eight overlap the eight before. The two-step version reads and writes
+// its buffer three times and compares every pair row twice; this one was
+// twice as fast on the default CNN's first pooling.
+BNORM_MULTIVERSION
+void maxpool_plane_2x2_rows(float* y, std::int32_t* argmax, const float* plane, std::int64_t OH, std::int64_t OW) {
+  const std::int64_t W = 2 * OW;
+  const Ints8 lane = {0, 2, 4, 6, 8, 10, 12, 14};
+  for (std::int64_t oh = 0; oh < OH; ++oh) {
+    const float* top = plane + 2 * oh * W;
+    const float* bottom = top + W;
+    auto eight = [&](std::int64_t ow) {
+      Floats8 top_lo, top_hi, bottom_lo, bottom_hi;
+      std::memcpy(&top_lo, top + 2 * ow, sizeof top_lo);
+      std::memcpy(&top_hi, top + 2 * ow + 8, sizeof top_hi);
+      std::memcpy(&bottom_lo, bottom + 2 * ow, sizeof bottom_lo);
+      std::memcpy(&bottom_hi, bottom + 2 * ow + 8, sizeof bottom_hi);
+      const Ints8 first = static_cast<std::int32_t>(2 * oh * W + 2 * ow) + lane;
+      // Each pair: the right one where it is larger or NaN, as keep_max.
+      const Floats8 a = BNORM_EVEN_LANES(top_lo, top_hi), b = BNORM_ODD_LANES(top_lo, top_hi);
+      const Floats8 c = BNORM_EVEN_LANES(bottom_lo, bottom_hi), d = BNORM_ODD_LANES(bottom_lo, bottom_hi);
+      const Ints8 take_b = (b > a) | (b != b), take_d = (d > c) | (d != d);
+      const Ints8 upper = (reinterpret_cast<Ints8>(b) & take_b) | (reinterpret_cast<Ints8>(a) & ~take_b);
+      const Ints8 lower = (reinterpret_cast<Ints8>(d) & take_d) | (reinterpret_cast<Ints8>(c) & ~take_d);
+      const Ints8 upper_at = first - take_b, lower_at = first + static_cast<std::int32_t>(W) - take_d;
+      // Then the pair below against the pair above.
+      const Floats8 u = reinterpret_cast<Floats8>(upper), l = reinterpret_cast<Floats8>(lower);
+      const Ints8 take = (l > u) | (l != l);
+      const Ints8 best = (lower & take) | (upper & ~take), at = (lower_at & take) | (upper_at & ~take);
+      std::memcpy(y + oh * OW + ow, &best, sizeof best);
+      std::memcpy(argmax + oh * OW + ow, &at, sizeof at);
+    };
+    std::int64_t ow = 0;
+    for (; ow + 8 <= OW; ow += 8) eight(ow);
+    if (ow < OW) eight(OW - 8);
+  }
+}
+
 void maxpool_plane(float* y, std::int32_t* argmax, const float* plane, std::int64_t W, std::int64_t OH, std::int64_t OW,
                    std::int64_t K, std::int64_t stride) {
   for (std::int64_t oh = 0; oh < OH; ++oh)
@@ -240,7 +280,9 @@ void maxpool_forward(float* y, std::int32_t* argmax, const float* x, std::int64_
     const float* plane = x + c * H * W;
     float* yc = y + c * OH * OW;
     std::int32_t* ac = argmax + c * OH * OW;
-    if (K == 2 && stride == 2 && W % 2 == 0 && 2 * OH * W <= kPlaneMax)
+    if (K == 2 && stride == 2 && W % 2 == 0 && OW >= 8)
+      maxpool_plane_2x2_rows(yc, ac, plane, OH, OW);
+    else if (K == 2 && stride == 2 && W % 2 == 0 && 2 * OH * W <= kPlaneMax)
       maxpool_plane_2x2(yc, ac, plane, OH, OW);
     else if (K == 2 && stride == 2)
       maxpool_plane_2x2_scalar(yc, ac, plane, W, OH, OW);
