@@ -182,30 +182,34 @@ void overlapped_groups(std::int64_t N, std::int64_t C, std::int64_t S, std::int6
                        double* sum_a, double* sum_b, SumRuns sum_runs, Between between, Second second) {
 #pragma omp parallel if (parallel)
   {
-    const std::int64_t groups = (C + group - 1) / group;
+    // Each thread its own contiguous channels, in groups from the first of
+    // them: the same number of channels per thread (±1). Whole groups dealt
+    // out over all of C left one thread up to a group more (2 threads, 64
+    // channels in groups of 10: 30 and 34).
     const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-    const std::int64_t g0 = groups * t / threads, g1 = groups * (t + 1) / threads;
-    const auto count_of = [&](std::int64_t g) { return std::min(C - g * group, group); };
+    const std::int64_t first = C * t / threads, last = C * (t + 1) / threads;
+    const auto count_at = [&](std::int64_t c0) { return std::min(last - c0, group); };
     GroupSums sums;  // 16 KB of lanes on this thread's stack
-    const auto sums_of = [&](std::int64_t g, std::int64_t n) {
-      const std::int64_t c0 = g * group, count = count_of(g);
+    const auto sums_of = [&](std::int64_t c0, std::int64_t n) {
+      const std::int64_t count = count_at(c0);
       sums.add(n, N, S, [&](Lanes* a, Lanes* b, double* sa, double* sb, std::int64_t m) {
         sum_runs(a, b, sa, sb, m, c0, count);
       });
     };
-    if (g0 < g1) {
-      sums.start(sum_a + g0 * group, sum_b + g0 * group, count_of(g0));
-      for (std::int64_t n = 0; n < N; ++n) sums_of(g0, n);
-      between(g0 * group, count_of(g0));
+    if (first < last) {
+      sums.start(sum_a + first, sum_b + first, count_at(first));
+      for (std::int64_t n = 0; n < N; ++n) sums_of(first, n);
+      between(first, count_at(first));
     }
-    for (std::int64_t g = g0; g < g1; ++g) {
-      const bool next = g + 1 < g1;
-      if (next) sums.start(sum_a + (g + 1) * group, sum_b + (g + 1) * group, count_of(g + 1));
+    for (std::int64_t c0 = first; c0 < last; c0 += group) {
+      const std::int64_t c1 = c0 + group;
+      const bool next = c1 < last;
+      if (next) sums.start(sum_a + c1, sum_b + c1, count_at(c1));
       for (std::int64_t i = 0; i < N; ++i) {
-        if (next) sums_of(g + 1, i);
-        second(N - 1 - i, g * group, count_of(g));
+        if (next) sums_of(c1, i);
+        second(N - 1 - i, c0, count_at(c0));
       }
-      if (next) between((g + 1) * group, count_of(g + 1));
+      if (next) between(c1, count_at(c1));
     }
     if (stream) _mm_sfence();  // as in parallel_blocks
   }
