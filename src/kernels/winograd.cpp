@@ -123,6 +123,9 @@ BNORM_ALWAYS_INLINE void pad_plane(float* buf, std::int64_t rows, std::int64_t c
 #define next_tile_lanes(v, w) __builtin_shufflevector(v, w, 1, 2, 3, 4, 5, 6, 7, 8)
 // Lane 7 of v and lanes 0..6 of w: the same column of the tile before.
 #define previous_tile_lanes(v, w) __builtin_shufflevector(v, w, 7, 8, 9, 10, 11, 12, 13, 14)
+// Eight tiles' even and odd columns back in row order: columns 0..7 and 8..15.
+#define interleave_first(even, odd) __builtin_shufflevector(even, odd, 0, 8, 1, 9, 2, 10, 3, 11)
+#define interleave_second(even, odd) __builtin_shufflevector(even, odd, 4, 12, 5, 13, 6, 14, 7, 15)
 
 // The even and odd columns, w0 + 2k and w0 + 2k + 1 for k < count, of row h
 // of a plane: zeros where the row or column lies outside it, and zeros on to
@@ -174,6 +177,42 @@ void zero_past_last_tile(float* a, std::int64_t rows, std::int64_t T) {
   for (std::int64_t xi = 0; xi < kWinogradPositions; ++xi)
     for (std::int64_t row = 0; row < rows; ++row)
       std::fill(a + xi * stride + row * ld + T, a + xi * stride + (row + 1) * ld, 0.0f);
+}
+
+// Aᵀ m A for eight tiles (in: their place in m, the 16 matrices stride
+// apart), plus b: the tiles' two output rows, 16 values each in column
+// order, at top and bottom.
+BNORM_ALWAYS_INLINE void output_eight_tiles(float* top, float* bottom, const float* in, std::int64_t stride,
+                                            const Floats8& b) {
+  Floats8 along[4][2];  // Aᵀ along each row of the tile
+  for (int i = 0; i < 4; ++i)
+    apply_at(along[i], load8(in + (i * 4 + 0) * stride), load8(in + (i * 4 + 1) * stride),
+             load8(in + (i * 4 + 2) * stride), load8(in + (i * 4 + 3) * stride));
+  Floats8 left[2], right[2];  // the tile's output columns 2s and 2s + 1, rows 0 and 1
+  apply_at(left, along[0][0], along[1][0], along[2][0], along[3][0]);
+  apply_at(right, along[0][1], along[1][1], along[2][1], along[3][1]);
+  float* rows[2] = {top, bottom};
+  for (int i = 0; i < 2; ++i) {
+    const Floats8 a = left[i] + b, c = right[i] + b;
+    store8(rows[i], interleave_first(a, c));
+    store8(rows[i] + 8, interleave_second(a, c));
+  }
+}
+
+// A dy Aᵀ for eight tiles (out: their place in dm, the 16 matrices stride
+// apart) from the even and odd columns of their two output rows; the first
+// `lanes` tiles stored (store_tiles).
+BNORM_ALWAYS_INLINE void output_adjoint_eight_tiles(float* out, std::int64_t stride, std::int64_t lanes,
+                                                    const Floats8& even_top, const Floats8& even_bottom,
+                                                    const Floats8& odd_top, const Floats8& odd_bottom) {
+  Floats8 left[4], right[4];  // A dy: the tile's two columns, each spread over four rows
+  apply_a(left, even_top, even_bottom);
+  apply_a(right, odd_top, odd_bottom);
+  for (int i = 0; i < 4; ++i) {
+    Floats8 t[4];
+    apply_a(t, left[i], right[i]);
+    for (int j = 0; j < 4; ++j) store_tiles(out + (i * 4 + j) * stride, t[j], lanes);
+  }
 }
 
 }  // namespace
@@ -314,14 +353,14 @@ void winograd_input_adjoint(float* dx, const float* dv, std::int64_t N, const Co
         // columns 0 and 1 of the tile after, as below.
         Floats8 carry_even[4] = {}, carry_odd[4] = {};
         for (std::int64_t s = 0; s <= TW; s += 8) {
+          // Lanes past the last tile read whatever follows in dv.
+          const Ints8 keep = lane < static_cast<std::int32_t>(TW - s);
           Floats8 even[4], odd[4];
           for (int i = 0; i < 4; ++i) {
             Floats8 t[4] = {};
             if (s < TW) {
               apply_b(t, load8(in + (i * 4 + 0) * stride + s), load8(in + (i * 4 + 1) * stride + s),
                       load8(in + (i * 4 + 2) * stride + s), load8(in + (i * 4 + 3) * stride + s));
-              // Lanes past the last tile read whatever follows in dv.
-              const Ints8 keep = lane < static_cast<std::int32_t>(TW - s);
               for (int j = 0; j < 4; ++j) t[j] = reinterpret_cast<Floats8>(reinterpret_cast<Ints8>(t[j]) & keep);
             }
             even[i] = t[0] + previous_tile_lanes(carry_even[i], t[2]);
@@ -334,8 +373,8 @@ void winograd_input_adjoint(float* dx, const float* dv, std::int64_t N, const Co
           apply_b(o, odd[0], odd[1], odd[2], odd[3]);
           for (int i = 0; i < 4; ++i) {
             float* row = buf + (2 * r + i) * padded_cols + 2 * s;
-            store8(row, load8(row) + __builtin_shufflevector(e[i], o[i], 0, 8, 1, 9, 2, 10, 3, 11));
-            store8(row + 8, load8(row + 8) + __builtin_shufflevector(e[i], o[i], 4, 12, 5, 13, 6, 14, 7, 15));
+            store8(row, load8(row) + interleave_first(e[i], o[i]));
+            store8(row + 8, load8(row + 8) + interleave_second(e[i], o[i]));
           }
         }
       }
@@ -421,21 +460,9 @@ void winograd_output(float* y, const float* m, const float* bias, std::int64_t N
       alignas(32) float buf[kPaddedMax];
       for (std::int64_t r = 0; r < TH; ++r) {
         const float* in = m + o * ld + (n * TH + r) * TW;
-        for (std::int64_t s = 0; s < TW; s += 8) {
-          Floats8 along[4][2];  // as below
-          for (int i = 0; i < 4; ++i)
-            apply_at(along[i], load8(in + (i * 4 + 0) * stride + s), load8(in + (i * 4 + 1) * stride + s),
-                     load8(in + (i * 4 + 2) * stride + s), load8(in + (i * 4 + 3) * stride + s));
-          Floats8 left[2], right[2];
-          apply_at(left, along[0][0], along[1][0], along[2][0], along[3][0]);
-          apply_at(right, along[0][1], along[1][1], along[2][1], along[3][1]);
-          for (int i = 0; i < 2; ++i) {
-            const Floats8 a = left[i] + b, c = right[i] + b;
-            float* row = buf + (2 * r + i) * padded_cols + 2 * s;
-            store8(row, __builtin_shufflevector(a, c, 0, 8, 1, 9, 2, 10, 3, 11));
-            store8(row + 8, __builtin_shufflevector(a, c, 4, 12, 5, 13, 6, 14, 7, 15));
-          }
-        }
+        float* top = buf + 2 * r * padded_cols;
+        for (std::int64_t s = 0; s < TW; s += 8)
+          output_eight_tiles(top + 2 * s, top + padded_cols + 2 * s, in + s, stride, b);
       }
       for (std::int64_t h = 0; h < OH; ++h) copy_floats(plane + h * OW, buf + h * padded_cols, OW);
       continue;
@@ -447,20 +474,8 @@ void winograd_output(float* y, const float* m, const float* bias, std::int64_t N
         // Lanes past the strip read whatever follows in m (inside the array:
         // every matrix ends in a line of slack) and are never copied out.
         const float* in = m + o * ld + (n * TH + r) * TW + s0;
-        for (std::int64_t s = 0; s < tiles; s += 8) {
-          Floats8 along[4][2];  // Aᵀ along each row of the tile
-          for (int i = 0; i < 4; ++i)
-            apply_at(along[i], load8(in + (i * 4 + 0) * stride + s), load8(in + (i * 4 + 1) * stride + s),
-                     load8(in + (i * 4 + 2) * stride + s), load8(in + (i * 4 + 3) * stride + s));
-          Floats8 left[2], right[2];  // the tile's output columns 2s and 2s + 1, rows 0 and 1
-          apply_at(left, along[0][0], along[1][0], along[2][0], along[3][0]);
-          apply_at(right, along[0][1], along[1][1], along[2][1], along[3][1]);
-          for (int i = 0; i < 2; ++i) {
-            const Floats8 a = left[i] + b, c = right[i] + b;
-            store8(out[i] + 2 * s, __builtin_shufflevector(a, c, 0, 8, 1, 9, 2, 10, 3, 11));
-            store8(out[i] + 2 * s + 8, __builtin_shufflevector(a, c, 4, 12, 5, 13, 6, 14, 7, 15));
-          }
-        }
+        for (std::int64_t s = 0; s < tiles; s += 8)
+          output_eight_tiles(out[0] + 2 * s, out[1] + 2 * s, in + s, stride, b);
         const std::int64_t cols = std::min(2 * tiles, OW - 2 * s0);
         for (int i = 0; i < 2 && 2 * r + i < OH; ++i)
           std::copy(out[i], out[i] + cols, plane + (2 * r + i) * OW + 2 * s0);
@@ -491,15 +506,9 @@ void winograd_output_adjoint(float* dm, const float* dy, std::int64_t N, std::in
         for (std::int64_t s = 0; s < TW; s += 8) {
           const Floats8 top_lo = load8(top + 2 * s), top_hi = load8(top + 2 * s + 8);
           const Floats8 bottom_lo = load8(bottom + 2 * s), bottom_hi = load8(bottom + 2 * s + 8);
-          Floats8 left[4], right[4];  // as below
-          apply_a(left, even_lanes(top_lo, top_hi), even_lanes(bottom_lo, bottom_hi));
-          apply_a(right, odd_lanes(top_lo, top_hi), odd_lanes(bottom_lo, bottom_hi));
-          const std::int64_t lanes = lanes_to_store(s, TW, r + 1 == TH);
-          for (int i = 0; i < 4; ++i) {
-            Floats8 t[4];
-            apply_a(t, left[i], right[i]);
-            for (int j = 0; j < 4; ++j) store_tiles(out + (i * 4 + j) * stride + s, t[j], lanes);
-          }
+          output_adjoint_eight_tiles(out + s, stride, lanes_to_store(s, TW, r + 1 == TH), even_lanes(top_lo, top_hi),
+                                     even_lanes(bottom_lo, bottom_hi), odd_lanes(top_lo, top_hi),
+                                     odd_lanes(bottom_lo, bottom_hi));
         }
       }
       continue;
@@ -515,15 +524,8 @@ void winograd_output_adjoint(float* dm, const float* dy, std::int64_t N, std::in
           even_odd_columns(even[i], odd[i], plane, 2 * r + i, 2 * s0, tiles, whole_vectors(tiles), OH, OW);
         float* out = dm + o * ld + (n * TH + r) * TW + s0;
         for (std::int64_t s = 0; s < tiles; s += 8) {
-          const std::int64_t lanes = lanes_to_store(s, tiles, last);
-          Floats8 left[4], right[4];  // A dy: the tile's two columns, each spread over four rows
-          apply_a(left, load8(even[0] + s), load8(even[1] + s));
-          apply_a(right, load8(odd[0] + s), load8(odd[1] + s));
-          for (int i = 0; i < 4; ++i) {
-            Floats8 t[4];
-            apply_a(t, left[i], right[i]);
-            for (int j = 0; j < 4; ++j) store_tiles(out + (i * 4 + j) * stride + s, t[j], lanes);
-          }
+          output_adjoint_eight_tiles(out + s, stride, lanes_to_store(s, tiles, last), load8(even[0] + s),
+                                     load8(even[1] + s), load8(odd[0] + s), load8(odd[1] + s));
         }
       }
   }
