@@ -2,9 +2,11 @@
 // from the formulas, on odd sizes, batch 2 and far-from-zero means; and the
 // layer's semantics (modes, running-average conventions, refusals).
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -288,6 +290,68 @@ TEST(BatchNormKernels, FusedReluIsBitIdenticalToSeparateLayers) {
     kernels::batchnorm_relu_forward_inference(f_out.data(), x.data(), mean.data(), var.data(), gamma.data(),
                                               beta.data(), 1e-5f, N, C, S, scratch(C));
     for (std::size_t i = 0; i < Ts; ++i) ASSERT_EQ(f_out[i], out[i]) << where << " inference " << i;
+  }
+}
+
+// The layer picks one thread or the team for small passes by timing them
+// (ThreadChoice), which is sound only if the thread count changes no bits:
+// training forward and backward, plain and fused with ReLU, on one thread
+// and on three, rows (S == 1) and planes, tails and all.
+TEST(BatchNormKernels, ThreadCountDoesNotChangeBits) {
+  struct Case {
+    std::int64_t N, C, S;
+  };
+  const Case cases[] = {{64, 512, 1}, {40, 1000, 1}, {300, 77, 1}, {16, 24, 50}, {8, 33, 129}, {9, 70, 5}};
+  const int saved = omp_get_max_threads();
+  for (const Case& cs : cases) {
+    const std::int64_t N = cs.N, C = cs.C, S = cs.S, total = N * C * S;
+    Rng rng(static_cast<std::uint64_t>(N * 7 + C * 3 + S));
+    const Tensor x = random_tensor({N, C, S}, rng, 0.5, 2.0);
+    const Tensor dy = random_tensor({N, C, S}, rng);
+    std::vector<float> gamma(static_cast<std::size_t>(C)), beta(static_cast<std::size_t>(C));
+    for (std::int64_t c = 0; c < C; ++c) {
+      gamma[c] = static_cast<float>(0.5 + rng.uniform());
+      beta[c] = static_cast<float>(rng.normal());
+    }
+    struct Run {
+      std::vector<float> y, dx, mean, var, inv_std, dg, db;
+      std::vector<std::uint8_t> mask;
+    };
+    const auto run = [&](int threads, bool relu) {
+      omp_set_num_threads(threads);
+      Run r{junk(total), junk(total), junk(C), junk(C),
+            junk(C),     junk(C),     junk(C), std::vector<std::uint8_t>(static_cast<std::size_t>(total), 7)};
+      if (relu) {
+        kernels::batchnorm_relu_forward_train(r.y.data(), r.mask.data(), r.mean.data(), r.var.data(), r.inv_std.data(),
+                                              x.data(), gamma.data(), beta.data(), 1e-5f, N, C, S, scratch(C));
+        kernels::batchnorm_relu_backward(r.dx.data(), r.dg.data(), r.db.data(), dy.data(), r.mask.data(), x.data(),
+                                         r.mean.data(), r.inv_std.data(), gamma.data(), N, C, S, scratch(C));
+      } else {
+        kernels::batchnorm_forward_train(r.y.data(), r.mean.data(), r.var.data(), r.inv_std.data(), x.data(),
+                                         gamma.data(), beta.data(), 1e-5f, N, C, S, scratch(C));
+        kernels::batchnorm_backward(r.dx.data(), r.dg.data(), r.db.data(), dy.data(), x.data(), r.mean.data(),
+                                    r.inv_std.data(), gamma.data(), N, C, S, scratch(C));
+      }
+      omp_set_num_threads(saved);
+      return r;
+    };
+    for (const bool relu : {false, true}) {
+      const Run one = run(1, relu), team = run(3, relu);
+      const std::string where =
+          std::to_string(N) + "x" + std::to_string(C) + "x" + std::to_string(S) + (relu ? " relu" : "");
+      // Compared as bytes: equal floats are not enough, the bits must be.
+      const auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+        return std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+      };
+      EXPECT_TRUE(same(one.y, team.y)) << where << " y";
+      EXPECT_TRUE(same(one.dx, team.dx)) << where << " dx";
+      EXPECT_TRUE(same(one.mean, team.mean)) << where << " mean";
+      EXPECT_TRUE(same(one.var, team.var)) << where << " var";
+      EXPECT_TRUE(same(one.inv_std, team.inv_std)) << where << " inv_std";
+      EXPECT_TRUE(same(one.dg, team.dg)) << where << " dgamma";
+      EXPECT_TRUE(same(one.db, team.db)) << where << " dbeta";
+      EXPECT_EQ(one.mask, team.mask) << where << " mask";
+    }
   }
 }
 

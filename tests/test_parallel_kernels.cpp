@@ -15,6 +15,7 @@
 #include "bnorm/kernels/gemm.hpp"
 #include "bnorm/nn/conv2d.hpp"
 #include "bnorm/nn/pooling.hpp"
+#include "bnorm/nn/thread_choice.hpp"
 #include "test_util.hpp"
 
 namespace bnorm {
@@ -185,6 +186,48 @@ TEST_F(ParallelKernels, PoolingABatchEqualsPoolingEachPlane) {
     EXPECT_EQ(ya, ya1);
     EXPECT_EQ(dxa, dxa1);
   }
+}
+
+// ThreadChoice, fed made-up times: a probe is kPhase calls on one thread then
+// kPhase on the team, and only the second half of each phase counts.
+template <class Time>
+std::vector<bool> probe_and_choose(ThreadChoice& choice, Time time) {
+  std::vector<bool> asked;
+  for (std::int64_t i = 0; i < 2 * ThreadChoice::kPhase; ++i) {
+    const bool on_one = choice.next_on_one_thread();
+    asked.push_back(on_one);
+    choice.record(time(on_one, i % ThreadChoice::kPhase >= ThreadChoice::kPhase / 2));
+  }
+  return asked;
+}
+
+TEST_F(ParallelKernels, ThreadChoiceKeepsTheFasterSideOfEachProbe) {
+  ThreadChoice choice;
+  // The team is faster where it counts; right after the switches, one
+  // thread looks far faster, which must not count.
+  const auto asked = probe_and_choose(
+      choice, [](bool on_one, bool counted) { return counted ? (on_one ? 2e-5 : 1e-5) : (on_one ? 1e-9 : 1.0); });
+  for (std::int64_t i = 0; i < 2 * ThreadChoice::kPhase; ++i)
+    EXPECT_EQ(asked[static_cast<std::size_t>(i)], i < ThreadChoice::kPhase) << "call " << i;
+  EXPECT_FALSE(choice.on_one_thread());
+  for (std::int64_t i = 2 * ThreadChoice::kPhase; i < ThreadChoice::kPeriod; ++i) {
+    EXPECT_FALSE(choice.next_on_one_thread()) << "call " << i;
+    choice.record(1e-5);
+  }
+  // The next probe finds one thread faster, and it is used from then on.
+  probe_and_choose(choice, [](bool on_one, bool) { return on_one ? 1e-5 : 3e-5; });
+  EXPECT_TRUE(choice.on_one_thread());
+  EXPECT_TRUE(choice.next_on_one_thread());
+}
+
+TEST_F(ParallelKernels, ThreadChoiceRunsThePassOnTheThreadsItChose) {
+  ThreadChoice choice;
+  std::vector<int> seen;
+  for (std::int64_t i = 0; i < 2 * ThreadChoice::kPhase + 2; ++i)
+    choice.run([&] { seen.push_back(omp_get_max_threads()); });
+  for (std::int64_t i = 0; i < 2 * ThreadChoice::kPhase; ++i)
+    EXPECT_EQ(seen[static_cast<std::size_t>(i)], i < ThreadChoice::kPhase ? 1 : 3) << "call " << i;
+  EXPECT_EQ(omp_get_max_threads(), 3) << "the team's size is restored";
 }
 
 }  // namespace

@@ -188,6 +188,23 @@ std::vector<StateEntry> BatchNorm::state() {
   return s;
 }
 
+namespace {
+
+// A pass over fewer values than this runs where `choice` says (ThreadChoice):
+// a few tens of microseconds of work, where a second thread's cost is of the
+// same order. Larger passes always run on the team.
+constexpr std::int64_t kChosenThreadsBelow = std::int64_t{1} << 18;
+
+template <class Pass>
+void on_chosen_threads(ThreadChoice& choice, std::int64_t values, Pass&& pass) {
+  if (values < kChosenThreadsBelow)
+    choice.run(pass);
+  else
+    pass();
+}
+
+}  // namespace
+
 void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
   const Dims d = batch_dims(x.shape(), C_);
   y.resize(x.shape());
@@ -238,14 +255,15 @@ void BatchNorm::forward(Tensor& y, const Tensor& x, Mode mode) {
   mean_.resize(Cs);
   var_.resize(Cs);
   inv_std_.resize(Cs);
-  if (fused_relu_) {
-    relu_mask_.resize(static_cast<std::size_t>(x.size()));  // grows once, then reused
-    kernels::batchnorm_relu_forward_train(y.data(), relu_mask_.data(), mean_.data(), var_.data(), inv_std_.data(),
-                                          x.data(), gamma_, beta_, options_.eps, d.N, C_, d.S, work());
-  } else {
-    kernels::batchnorm_forward_train(y.data(), mean_.data(), var_.data(), inv_std_.data(), x.data(), gamma_, beta_,
-                                     options_.eps, d.N, C_, d.S, work());
-  }
+  if (fused_relu_) relu_mask_.resize(static_cast<std::size_t>(x.size()));  // grows once, then reused
+  on_chosen_threads(forward_threads_, x.size(), [&] {
+    if (fused_relu_)
+      kernels::batchnorm_relu_forward_train(y.data(), relu_mask_.data(), mean_.data(), var_.data(), inv_std_.data(),
+                                            x.data(), gamma_, beta_, options_.eps, d.N, C_, d.S, work());
+    else
+      kernels::batchnorm_forward_train(y.data(), mean_.data(), var_.data(), inv_std_.data(), x.data(), gamma_, beta_,
+                                       options_.eps, d.N, C_, d.S, work());
+  });
   if (mode != Mode::train) return;
 
   x_ = &x;
@@ -289,12 +307,14 @@ void BatchNorm::backward(Tensor* dx, const Tensor& dy) {
   Tensor* out = dx;
   if (!out) out = &scratch;
   out->resize(x_->shape());
-  if (fused_relu_)
-    kernels::batchnorm_relu_backward(out->data(), dgamma_, dbeta_, dy.data(), relu_mask_.data(), x_->data(),
-                                     mean_.data(), inv_std_.data(), gamma_, d.N, C_, d.S, work());
-  else
-    kernels::batchnorm_backward(out->data(), dgamma_, dbeta_, dy.data(), x_->data(), mean_.data(), inv_std_.data(),
-                                gamma_, d.N, C_, d.S, work());
+  on_chosen_threads(backward_threads_, dy.size(), [&] {
+    if (fused_relu_)
+      kernels::batchnorm_relu_backward(out->data(), dgamma_, dbeta_, dy.data(), relu_mask_.data(), x_->data(),
+                                       mean_.data(), inv_std_.data(), gamma_, d.N, C_, d.S, work());
+    else
+      kernels::batchnorm_backward(out->data(), dgamma_, dbeta_, dy.data(), x_->data(), mean_.data(), inv_std_.data(),
+                                  gamma_, d.N, C_, d.S, work());
+  });
 }
 
 // Frozen training forward: the running statistics play the batch's part, so

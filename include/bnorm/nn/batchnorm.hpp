@@ -2,6 +2,7 @@
 #include <optional>
 
 #include "bnorm/nn/layer.hpp"
+#include "bnorm/nn/thread_choice.hpp"
 
 namespace bnorm {
 class BatchStatsSync;
@@ -166,6 +167,9 @@ class BatchNorm final : public Layer {
   bool fused_relu_ = false;
   std::vector<std::uint8_t> relu_mask_;  // (N, C, S) when fused: 1 where the ReLU passed the value
   std::vector<double> work_;             // the kernels' scratch, kept between steps
+  // For passes small enough that a second thread may cost more than it
+  // brings: the training forward's and the backward's own choices.
+  ThreadChoice forward_threads_, backward_threads_;
   double* work();
   double synced_count_ = 0;          // values in the whole batch of the last synced forward; 0: not synced
   bool frozen_cache_ = false;        // the last training forward normalized with the running statistics

@@ -1,0 +1,78 @@
+#pragma once
+// Whether a small pass runs on the OpenMP team or on the calling thread
+// alone, chosen by timing both from time to time.
+//
+// On a pass of a few tens of microseconds a second thread can cost more than
+// it brings, and by how much depends on the host at the moment, not on the
+// CPU: on the shared 2-core EPYC of 2026-12-04 a 64x512 batch norm's
+// forward+backward took 0.016 ms on two threads in one minute and
+// 0.037-0.048 ms in the next, while one thread took 0.024 ms throughout.
+// No size threshold is right in both minutes, so the layer measures.
+// Every kPeriod calls it runs kPhase calls on one thread, then kPhase on the
+// team, and keeps whichever took less time over the second half of its
+// phase (a sum, not the fastest call: the slow side's calls vary most); only
+// the second halves count: the first calls after a switch pay for it (a
+// sleeping thread woken, or an idle one still spinning on the core the other
+// shares). The results do not change: the batch-norm kernels give the same
+// bits on any number of threads (tests/test_bn_kernels.cpp,
+// ThreadCountDoesNotChangeBits).
+#include <omp.h>
+
+#include <chrono>
+#include <cstdint>
+
+namespace bnorm {
+
+class ThreadChoice {
+ public:
+  static constexpr std::int64_t kPeriod = 256;  // calls from one probe to the next
+  static constexpr std::int64_t kPhase = 8;     // calls on each side of a probe
+
+  // Whether the next call should run on one thread.
+  bool next_on_one_thread() const {
+    const std::int64_t at = calls_ % kPeriod;
+    return at < 2 * kPhase ? at < kPhase : one_thread_;
+  }
+
+  // The time the call just made took (on the threads next_on_one_thread said).
+  void record(double seconds) {
+    const std::int64_t at = calls_ % kPeriod;
+    if (at == 0) total_one_ = total_team_ = 0.0;
+    if (at < 2 * kPhase && at % kPhase >= kPhase / 2) {
+      (at < kPhase ? total_one_ : total_team_) += seconds;
+    }
+    if (at == 2 * kPhase - 1) one_thread_ = total_one_ < total_team_;
+    ++calls_;
+  }
+
+  // pass() on the chosen threads, timed.
+  template <class Pass>
+  void run(Pass&& pass) {
+    const bool one = next_on_one_thread();
+    const int team = omp_get_max_threads();
+    if (team == 1) {  // nothing to choose between
+      pass();
+      return;
+    }
+    struct Restore {
+      int team;
+      bool active;
+      ~Restore() {
+        if (active) omp_set_num_threads(team);
+      }
+    } restore{team, one};
+    if (one) omp_set_num_threads(1);
+    const auto start = std::chrono::steady_clock::now();
+    pass();
+    record(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+
+  bool on_one_thread() const { return one_thread_; }
+
+ private:
+  std::int64_t calls_ = 0;
+  bool one_thread_ = false;
+  double total_one_ = 0.0, total_team_ = 0.0;  // the counted calls' times in this probe
+};
+
+}  // namespace bnorm
