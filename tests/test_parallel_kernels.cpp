@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,10 +43,12 @@ std::vector<float> random_values(std::int64_t n, Rng& rng) {
   return v;
 }
 
-// Largest |got − want| relative to the largest |want|.
+// Largest |got − want| relative to the largest |want|; infinite if a value
+// is not finite (std::max would pass over a NaN).
 double max_rel_diff(const float* got, const std::vector<double>& want) {
   double diff = 0.0, scale = 1e-30;
   for (std::size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
     diff = std::max(diff, std::abs(static_cast<double>(got[i]) - want[i]));
     scale = std::max(scale, std::abs(want[i]));
   }
@@ -78,12 +81,18 @@ TEST_F(ParallelKernels, GemmSlicesMatchPlainProducts) {
     const auto b_nk = [&](std::int64_t k, std::int64_t j) { return b[static_cast<std::size_t>(j * c.K + k)]; };
     const std::string size = std::to_string(c.M) + "x" + std::to_string(c.N) + "x" + std::to_string(c.K);
 
+    // The plain products overwrite C whatever it held, NaN included (the
+    // OpenBLAS path zeroes each slice itself, then accumulates).
+    const auto fill_nan = [&] { std::fill(got.begin(), got.end(), std::numeric_limits<float>::quiet_NaN()); };
+    fill_nan();
     kernels::gemm_ab(got.data(), a.data(), b.data(), c.M, c.N, c.K);
     reference(a_mk, b_kn);
     EXPECT_LT(max_rel_diff(got.data(), want), 1e-5) << "gemm_ab " << size;
+    fill_nan();
     kernels::gemm_atb(got.data(), a.data(), b.data(), c.M, c.N, c.K);
     reference(a_km, b_kn);
     EXPECT_LT(max_rel_diff(got.data(), want), 1e-5) << "gemm_atb " << size;
+    fill_nan();
     kernels::gemm_abt(got.data(), a.data(), b.data(), c.M, c.N, c.K);
     reference(a_mk, b_nk);
     EXPECT_LT(max_rel_diff(got.data(), want), 1e-5) << "gemm_abt " << size;
