@@ -164,5 +164,30 @@ TEST(Allocation, LargeBuffersAreCounted) {
   EXPECT_EQ(mapped_storage_count() - before, large_storage_is_mapped() ? 2 : 0);
 }
 
+// Large buffers allocated one after another start on different lines below
+// 4 KiB (where this build maps them), still 64-byte aligned, and each can be
+// written to its last value and freed, in any order.
+TEST(Allocation, LargeBuffersStartOnDifferentLines) {
+  const std::int64_t n = static_cast<std::int64_t>(kHugePageMinBytes / sizeof(float)) + 17;
+  std::vector<Tensor> tensors;
+  std::vector<std::uintptr_t> low_bits;
+  for (int i = 0; i < 4; ++i) {
+    tensors.emplace_back(Shape{n});
+    Tensor& t = tensors.back();
+    const auto at = reinterpret_cast<std::uintptr_t>(t.data());
+    EXPECT_EQ(at % 64, 0u);
+    low_bits.push_back(at % 4096);
+    t[0] = 1.0f;
+    t[n - 1] = 2.0f;
+    ASSERT_EQ(t[n - 1], 2.0f);
+  }
+  if (large_storage_is_mapped()) {
+    for (std::size_t i = 1; i < low_bits.size(); ++i)
+      EXPECT_NE(low_bits[i], low_bits[i - 1]) << "buffers " << i - 1 << " and " << i;
+  }
+  tensors.erase(tensors.begin() + 1);  // freed out of order
+  tensors.clear();
+}
+
 }  // namespace
 }  // namespace bnorm

@@ -20,8 +20,10 @@ std::int64_t numel(const Shape& shape);
 std::string shape_str(const Shape& shape);  // "(64, 256)"
 
 // Raw storage for AlignedAllocator. A buffer of kHugePageMinBytes or more is
-// mapped on its own, starting on a 2 MiB boundary, with transparent huge pages
-// requested (Linux): batch norm walks a channel group across every example,
+// mapped on its own, the mapping on a 2 MiB boundary, with transparent huge
+// pages requested (Linux), and the data a few lines into it, on a different
+// line below 4 KiB for each buffer (storage.cpp says why): batch norm walks a
+// channel group across every example,
 // touching more 4 KiB pages than the TLB holds; its forward+backward took
 // about 5% less time on huge pages (three NCHW shapes of 25-51 MB). Smaller
 // buffers, other systems and sanitizer builds (whose checks need the heap)
