@@ -81,9 +81,11 @@ class Conv2d final : public Layer {
   AlignedVector<float> wino_du_;  // (16, O, C)
   AlignedVector<float> wino_dv_;  // (16, C, T)
   // The oneDNN path: its primitives for the last batch size, and the input
-  // of the last forward (which the caller keeps alive until backward).
+  // of the last forward (which the caller keeps alive until backward). Only
+  // a build with BNORM_CONV_WITH_ONEDNN uses x_; the header stays the same
+  // for every build, so clang is told the field may go unused.
   std::unique_ptr<kernels::OnednnConv> onednn_;
-  const float* x_ = nullptr;  // (N, C, H, W)
+  [[maybe_unused]] const float* x_ = nullptr;  // (N, C, H, W)
 };
 
 }  // namespace bnorm
