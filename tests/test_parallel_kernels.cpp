@@ -229,6 +229,30 @@ TEST_F(ParallelKernels, ThreadChoiceKeepsTheFasterSideOfEachProbe) {
   EXPECT_TRUE(choice.next_on_one_thread());
 }
 
+TEST_F(ParallelKernels, ThreadChoiceIsNotSwayedByOneSlowCallOrATie) {
+  ThreadChoice choice;
+  // One thread takes 1e-5 s but one of its counted calls is hit by an
+  // interrupt (1e-3 s); the team takes 1.5e-5 s. A sum would pick the team.
+  std::int64_t counted_on_one = 0;
+  probe_and_choose(choice, [&](bool on_one, bool counted) {
+    if (on_one && counted && counted_on_one++ == 1) return 1e-3;
+    return on_one ? 1e-5 : 1.5e-5;
+  });
+  EXPECT_TRUE(choice.on_one_thread());
+  for (std::int64_t i = 2 * ThreadChoice::kPhase; i < ThreadChoice::kPeriod; ++i) choice.record(1e-5);
+  // The team 5 % faster: within the margin, so one thread stays.
+  probe_and_choose(choice, [](bool on_one, bool) { return on_one ? 1e-5 : 0.95e-5; });
+  EXPECT_TRUE(choice.on_one_thread());
+  for (std::int64_t i = 2 * ThreadChoice::kPhase; i < ThreadChoice::kPeriod; ++i) choice.record(1e-5);
+  // The team clearly faster, with one of its counted calls slow: the team.
+  std::int64_t counted_on_team = 0;
+  probe_and_choose(choice, [&](bool on_one, bool counted) {
+    if (!on_one && counted && counted_on_team++ == 0) return 1e-3;
+    return on_one ? 1e-5 : 0.6e-5;
+  });
+  EXPECT_FALSE(choice.on_one_thread());
+}
+
 TEST_F(ParallelKernels, ThreadChoiceRunsThePassOnTheThreadsItChose) {
   ThreadChoice choice;
   std::vector<int> seen;

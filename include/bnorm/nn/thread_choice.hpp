@@ -9,15 +9,21 @@
 // 0.037-0.048 ms in the next, while one thread took 0.024 ms throughout.
 // No size threshold is right in both minutes, so the layer measures.
 // Every kPeriod calls it runs kPhase calls on one thread, then kPhase on the
-// team, and keeps whichever took less time over the second half of its
-// phase (a sum, not the fastest call: the slow side's calls vary most); only
-// the second halves count: the first calls after a switch pay for it (a
-// sleeping thread woken, or an idle one still spinning on the core the other
-// shares). The results do not change: the batch-norm kernels give the same
+// team. Only the second half of each phase counts: the first calls after a
+// switch pay for it (a sleeping thread woken, or an idle one still spinning
+// on the core the other shares). Each side is judged by the median of its
+// counted calls, so that one call slowed by an interrupt does not decide
+// (with sums, one such call on the single thread's side handed 64x512 to a
+// team that was 1.6x slower for the next 256 calls, 2026-12-05), and the
+// team must be faster by kTeamMargin: on a tie one thread is the steadier
+// choice, since the team's times depend on the other core being free.
+// The results do not change: the batch-norm kernels give the same
 // bits on any number of threads (tests/test_bn_kernels.cpp,
 // ThreadCountDoesNotChangeBits).
 #include <omp.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 
@@ -27,6 +33,7 @@ class ThreadChoice {
  public:
   static constexpr std::int64_t kPeriod = 256;  // calls from one probe to the next
   static constexpr std::int64_t kPhase = 8;     // calls on each side of a probe
+  static constexpr double kTeamMargin = 0.9;    // the team's median must be below this times one thread's
 
   // Whether the next call should run on one thread.
   bool next_on_one_thread() const {
@@ -37,11 +44,10 @@ class ThreadChoice {
   // The time the call just made took (on the threads next_on_one_thread said).
   void record(double seconds) {
     const std::int64_t at = calls_ % kPeriod;
-    if (at == 0) total_one_ = total_team_ = 0.0;
     if (at < 2 * kPhase && at % kPhase >= kPhase / 2) {
-      (at < kPhase ? total_one_ : total_team_) += seconds;
+      (at < kPhase ? one_times_ : team_times_)[static_cast<std::size_t>(at % kPhase - kPhase / 2)] = seconds;
     }
-    if (at == 2 * kPhase - 1) one_thread_ = total_one_ < total_team_;
+    if (at == 2 * kPhase - 1) one_thread_ = !(median(team_times_) < kTeamMargin * median(one_times_));
     ++calls_;
   }
 
@@ -70,9 +76,16 @@ class ThreadChoice {
   bool on_one_thread() const { return one_thread_; }
 
  private:
+  using Counted = std::array<double, kPhase / 2>;  // one side's counted calls in this probe
+
+  static double median(Counted t) {
+    std::sort(t.begin(), t.end());
+    return (t[(t.size() - 1) / 2] + t[t.size() / 2]) / 2;
+  }
+
   std::int64_t calls_ = 0;
   bool one_thread_ = false;
-  double total_one_ = 0.0, total_team_ = 0.0;  // the counted calls' times in this probe
+  Counted one_times_{}, team_times_{};
 };
 
 }  // namespace bnorm
