@@ -13,10 +13,10 @@
 // switch pay for it (a sleeping thread woken, or an idle one still spinning
 // on the core the other shares). Each side is judged by the median of its
 // counted calls, so that one call slowed by an interrupt does not decide
-// (with sums, one such call on the single thread's side handed 64x512 to a
-// team that was 1.6x slower for the next 256 calls, 2026-12-05), and the
-// team must be faster by kTeamMargin: on a tie one thread is the steadier
-// choice, since the team's times depend on the other core being free.
+// (with sums, one such call on the single thread's side was enough to hand
+// the next 256 calls to a slower team), and the team must be faster by
+// kTeamMargin: on a tie one thread is the steadier choice, since the team's
+// times depend on the other core being free.
 // The results do not change: the batch-norm kernels give the same
 // bits on any number of threads (tests/test_bn_kernels.cpp,
 // ThreadCountDoesNotChangeBits).
