@@ -42,7 +42,8 @@ BNORM_ALWAYS_INLINE void row_block(float* c, const float* a, const float* b, std
   auto a_at = [&](int r, std::int64_t k) { return kTransposedA ? a[k * M + i + r] : a[(i + r) * K + k]; };
   std::int64_t j = 0;
   for (; j + 16 <= N; j += 16) {
-    Floats8 acc[R][2] = {};
+    Floats8 acc[R][2];  // zeroed one by one: "= {}" compiled to a rep stos of the array per block
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = Floats8{};
     for (std::int64_t k = 0; k < K; ++k) {
       BNORM_LOAD8(b0, b + k * N + j);
       BNORM_LOAD8(b1, b + k * N + j + 8);
@@ -58,7 +59,8 @@ BNORM_ALWAYS_INLINE void row_block(float* c, const float* a, const float* b, std
     }
   }
   if (j < N) {  // N is a multiple of 8: one vector left
-    Floats8 acc[R] = {};
+    Floats8 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = Floats8{};
     for (std::int64_t k = 0; k < K; ++k) {
       BNORM_LOAD8(b0, b + k * N + j);
       for (int r = 0; r < R; ++r) acc[r] = acc[r] + a_at(r, k) * b0;
@@ -107,7 +109,9 @@ BNORM_ALWAYS_INLINE void rows_times(float* c, const float* a, const float* b, st
 template <int R, int S>
 BNORM_ALWAYS_INLINE void dot_block(float* c, const float* a, const float* b, std::int64_t i, std::int64_t j,
                                    std::int64_t N, std::int64_t K) {
-  Floats8 acc[R][S] = {};
+  Floats8 acc[R][S];
+  for (int r = 0; r < R; ++r)
+    for (int s = 0; s < S; ++s) acc[r][s] = Floats8{};
   for (std::int64_t k = 0; k < K; k += 8) {
     // Loaded as whole vectors, not by memcpy into an array, which GCC kept
     // on the stack here and which ran at a fifth of this speed.
