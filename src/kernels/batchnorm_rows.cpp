@@ -30,7 +30,7 @@ void moments_row_block(double* sum, double* sumsq, const float* shift, const flo
       // Zeroed one by one: "= {}" compiled to two rep stos on the stack per
       // row block; without them 64x512 forward+backward on one thread went
       // from 0.025-0.027 to 0.023-0.025 ms (Zen 2, 2026-12-05).
-      Lanes sv[kSumChunk], qv[kSumChunk];  // zeroed one by one, as in moments_row_block
+      Lanes sv[kSumChunk], qv[kSumChunk];
       for (int u = 0; u < kSumChunk; ++u) sv[u] = qv[u] = Lanes{};
       for (std::int64_t n = n0; n < n1; ++n)
 #pragma GCC unroll 8
@@ -164,7 +164,7 @@ __attribute__((always_inline)) inline void grad_sums_row_block_as(double* sum_dy
     std::memcpy(mu, mean + cv, sizeof mu);
     for (std::int64_t n0 = 0; n0 < N; n0 += kRowBlock) {
       const std::int64_t n1 = std::min(N, n0 + kRowBlock);
-      Lanes sv[kSumChunk], qv[kSumChunk];
+      Lanes sv[kSumChunk], qv[kSumChunk];  // zeroed one by one, as in moments_row_block
       for (int u = 0; u < kSumChunk; ++u) sv[u] = qv[u] = Lanes{};
       for (std::int64_t n = n0; n < n1; ++n)
 #pragma GCC unroll 8
