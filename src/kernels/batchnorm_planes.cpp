@@ -183,11 +183,13 @@ void overlapped_groups(std::int64_t N, std::int64_t C, std::int64_t S, std::int6
 #pragma omp parallel if (parallel)
   {
     // Each thread its own contiguous channels, in groups from the first of
-    // them: the same number of channels per thread (±1). Whole groups dealt
-    // out over all of C left one thread up to a group more (2 threads, 64
-    // channels in groups of 10: 30 and 34).
+    // them: the same number of whole-line units per thread (±1). Whole
+    // groups dealt out over all of C left one thread up to a group more
+    // (2 threads, 64 channels in groups of 10: 30 and 34).
     const std::int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-    const std::int64_t first = C * t / threads, last = C * (t + 1) / threads;
+    const std::int64_t run_bytes = S * std::int64_t{sizeof(float)};
+    const std::int64_t first = first_channel_of(t, threads, C, run_bytes);
+    const std::int64_t last = first_channel_of(t + 1, threads, C, run_bytes);
     const auto count_at = [&](std::int64_t c0) { return std::min(last - c0, group); };
     GroupSums sums;  // 16 KB of lanes on this thread's stack
     const auto sums_of = [&](std::int64_t c0, std::int64_t n) {
@@ -227,7 +229,9 @@ void block_sums(double* sum_a, double* sum_b, std::int64_t N, std::int64_t C, st
                 AddRunBlock add_run_block) {
   const bool parallel = N * C * S >= kParallelMin;
   const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
-  const std::int64_t block = std::clamp<std::int64_t>((C + threads - 1) / threads, 1, kChannelBlockMax);
+  const std::int64_t unit = channels_per_line(S * std::int64_t{sizeof(float)});
+  const std::int64_t share = ((C + threads - 1) / threads + unit - 1) / unit * unit;
+  const std::int64_t block = std::clamp<std::int64_t>(share, 1, kChannelBlockMax);
 #pragma omp parallel for schedule(static) if (parallel)
   for (std::int64_t c0 = 0; c0 < C; c0 += block) {
     const std::int64_t count = std::min(C - c0, block);
@@ -446,7 +450,7 @@ void planes_apply_grad(float* dx, const float* dy, const float* x, const std::ui
 // instead of two) took 4.3 ms where whole groups take 2.6.
 void planes_forward_train(const ForwardTrain& a, const ForwardScratch& w, bool parallel, bool stream) {
   const std::int64_t N = a.N, C = a.C, S = a.S;
-  const std::int64_t group = channels_per_group(N * S * sizeof(float), S * sizeof(float), C, parallel, stream);
+  const std::int64_t group = channels_per_group(N * S * sizeof(float), S * sizeof(float), C, parallel);
   overlapped_groups(
       N, C, S, group, parallel, stream, w.sum, w.sumsq,
       [&](Lanes* lanes_a, Lanes* lanes_b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {
@@ -463,7 +467,7 @@ void planes_forward_train(const ForwardTrain& a, const ForwardScratch& w, bool p
 
 void planes_backward(const Backward& a, const BackwardScratch& w, bool parallel, bool stream) {
   const std::int64_t N = a.N, C = a.C, S = a.S;
-  const std::int64_t group = channels_per_group(backward_bytes_per_channel(a), S * sizeof(float), C, parallel, stream);
+  const std::int64_t group = channels_per_group(backward_bytes_per_channel(a), S * sizeof(float), C, parallel);
   overlapped_groups(
       N, C, S, group, parallel, stream, w.sum_dy, w.sum_dy_xc,
       [&](Lanes* lanes_a, Lanes* lanes_b, double* sa, double* sb, std::int64_t n, std::int64_t c0, std::int64_t count) {

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <numeric>
 
 #include "bnorm/kernels/batchnorm.hpp"
 #include "multiversion.hpp"
@@ -61,28 +62,43 @@ constexpr std::int64_t kRowTile = 64;
 constexpr std::int64_t kParallelMin = std::int64_t{1} << 18;       // single passes
 constexpr std::int64_t kParallelMinFused = std::int64_t{1} << 15;  // fused training passes
 
-// Channels per group: as many as fit the group budget (batchnorm_tuning);
-// for a pass that reads its tensors from memory (one large enough to
-// stream), at least as many as make a group's segment of each example twice
-// the prefetch distance, so that short runs still give the prefetchers long
-// stretches; and no more than a thread's share of C, so every thread has
-// work. Measured on a Zen 2 EPYC (2026-12-04, 2 threads, alternating
-// builds): 128x256x14x14 has runs of 784 bytes, and the budget alone gave
-// its backward groups of 2 channels, 1.6 KB of each example; 11 channels
-// took forward+backward from 5.7-6.3 ms to 5.1-5.6. Only from memory: a
-// pass that reads from the L3 needs its group to fit the L2 more than long
-// stretches (the default CNN, whose smaller BN passes read from the L3,
-// looked 3-8 % slower in three of four paired runs with the longer groups
-// everywhere, and moved within the noise with this rule).
+// Channels whose runs together fill whole cache lines: 4 for runs of 196
+// values (784 bytes, 12.25 lines), 1 for runs of 3136. Groups and the
+// threads' shares of C (S > 1) come in multiples of it, so that each
+// example's stretch of a group starts and ends on a line boundary wherever
+// the example does. A line split between two groups is read twice and, in a
+// streaming pass, written with plain stores (until_line), which read it
+// from memory first: twice per example per group. On a Zen 2 EPYC
+// (2026-12-05, 2 threads, bench/bn_pair_onednn, 7 rounds each),
+// 128x256x14x14 forward+backward against oneDNN's nChw8c took, by channels
+// per group: 3 0.99x, 5 1.12x, 11 (the rule before this one) 1.17x, 8
+// 1.29-1.30x, 4 1.31-1.41x.
+inline std::int64_t channels_per_line(std::int64_t run_bytes) {
+  constexpr std::int64_t line = 64;
+  return line / std::gcd(std::max<std::int64_t>(run_bytes, 1), line);
+}
+
+// Channels per group: as many as fit the group budget (batchnorm_tuning),
+// in whole channels_per_line units (at least one), and no more than a
+// thread's share of C, so every thread has work. (An earlier rule made the
+// groups of a pass from memory cover twice the prefetch distance of each
+// example, 11 channels for 128x256x14x14; it gained over 2 because its
+// groups split fewer lines, and whole lines gain more.)
 inline std::int64_t channels_per_group(std::int64_t bytes_per_channel, std::int64_t run_bytes, std::int64_t C,
-                                       bool parallel, bool from_memory) {
+                                       bool parallel) {
   const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
-  std::int64_t channels = batchnorm_tuning().group_bytes / std::max<std::int64_t>(bytes_per_channel, 1);
-  if (from_memory) {
-    const std::int64_t segment = 2 * batchnorm_tuning().prefetch_bytes;
-    channels = std::max(channels, (segment + run_bytes - 1) / std::max<std::int64_t>(run_bytes, 1));
-  }
-  return std::clamp<std::int64_t>(std::min(channels, (C + threads - 1) / threads), 1, kChannelBlockMax);
+  const std::int64_t unit = channels_per_line(run_bytes);
+  const std::int64_t fit = batchnorm_tuning().group_bytes / std::max<std::int64_t>(bytes_per_channel, 1);
+  const std::int64_t units = std::max<std::int64_t>(fit / unit, 1);
+  const std::int64_t share = ((C + threads - 1) / threads + unit - 1) / unit * unit;
+  return std::clamp<std::int64_t>(std::min(units * unit, share), 1, kChannelBlockMax);
+}
+
+// A thread's first channel of `threads` (S > 1): the same number of
+// channels_per_line units each (±1).
+inline std::int64_t first_channel_of(std::int64_t t, std::int64_t threads, std::int64_t C, std::int64_t run_bytes) {
+  const std::int64_t unit = channels_per_line(run_bytes), units = (C + unit - 1) / unit;
+  return std::min(C, units * t / threads * unit);
 }
 
 // How far ahead (in values) the sums over a group's stretch of example n ask
