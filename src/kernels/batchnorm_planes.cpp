@@ -257,12 +257,15 @@ __attribute__((always_inline)) inline void plain_runs(const Plain& plain, std::i
 // normalize_segment for one combination of its flags, fixed at compile time
 // so that the inner loops test none of them: `count` runs of S > 1 values,
 // run r with channel r's coefficients (mean_lo may be null: no remainder);
-// with kStream, whole cache lines are written with streaming stores.
+// with kStream, whole cache lines are written with streaming stores and x
+// is asked for `ahead` values on (streamed_read_ahead; 0 where x is in the
+// cache already).
 template <bool kRelu, bool kMask, bool kStream>
 __attribute__((always_inline)) inline void normalize_segment_as(float* y, std::uint8_t* mask, const float* x,
                                                                 const float* mean_hi, const float* mean_lo,
                                                                 const float* scale, const float* offset,
-                                                                std::int64_t count, std::int64_t S) {
+                                                                std::int64_t count, std::int64_t S,
+                                                                std::int64_t ahead) {
   // Values [from, to) of the segment, all in run r, one at a time.
   const auto plain = [&](std::int64_t from, std::int64_t to, std::int64_t r) {
     const float hi = mean_hi[r], lo = mean_lo ? mean_lo[r] : 0.0f, a = scale[r], b = offset[r];
@@ -294,6 +297,7 @@ __attribute__((always_inline)) inline void normalize_segment_as(float* y, std::u
     const std::int64_t end = (r + 1) * S;
     const float hi = mean_hi[r], lo = mean_lo ? mean_lo[r] : 0.0f, a = scale[r], b = offset[r];
     for (; i + kLanes <= end; i += kLanes) {
+      if (kStream) __builtin_prefetch(x + i + ahead);
       BNORM_LOAD_LANES(v, x + i);
       store_normalized(y + i, kMask ? mask + i : nullptr, kRelu, ((v - hi) - lo) * a + b, kStream);
     }
@@ -312,9 +316,9 @@ __attribute__((always_inline)) inline void normalize_segment_as(float* y, std::u
 BNORM_MULTIVERSION
 void normalize_segment(float* y, std::uint8_t* mask, bool relu, const float* x, const float* mean_hi,
                        const float* mean_lo, const float* scale, const float* offset, std::int64_t count,
-                       std::int64_t S, bool stream) {
+                       std::int64_t S, bool stream, std::int64_t ahead) {
 #define BNORM_NORMALIZE_AS(relu_, mask_, stream_) \
-  normalize_segment_as<relu_, mask_, stream_>(y, mask, x, mean_hi, mean_lo, scale, offset, count, S)
+  normalize_segment_as<relu_, mask_, stream_>(y, mask, x, mean_hi, mean_lo, scale, offset, count, S, ahead)
   if (!relu)
     stream ? BNORM_NORMALIZE_AS(false, false, true) : BNORM_NORMALIZE_AS(false, false, false);
   else if (!mask)
@@ -331,7 +335,8 @@ template <bool kMask, bool kStream>
 __attribute__((always_inline)) inline void apply_grad_segment_as(float* dx, const float* dy, const float* x,
                                                                  const std::uint8_t* mask, const float* mean,
                                                                  const float* k, const float* u, const float* v,
-                                                                 std::int64_t count, std::int64_t S) {
+                                                                 std::int64_t count, std::int64_t S,
+                                                                 std::int64_t ahead) {
   const auto plain = [&](std::int64_t from, std::int64_t to, std::int64_t r) {
     const float mu = mean[r], kc = k[r], uc = u[r], vc = v[r];
     for (std::int64_t i = from; i < to; ++i) {
@@ -353,6 +358,10 @@ __attribute__((always_inline)) inline void apply_grad_segment_as(float* dx, cons
     const std::int64_t end = (r + 1) * S;
     const float mu = mean[r], kc = k[r], uc = u[r], vc = v[r];
     for (; i + kLanes <= end; i += kLanes) {
+      if (kStream) {
+        __builtin_prefetch(dy + i + ahead);
+        __builtin_prefetch(x + i + ahead);
+      }
       BNORM_LOAD_LANES(g, dy + i);
       BNORM_LOAD_LANES(xv, x + i);
       if (kMask) keep_where_mask(g, mask + i);
@@ -373,14 +382,14 @@ __attribute__((always_inline)) inline void apply_grad_segment_as(float* dx, cons
 
 BNORM_MULTIVERSION
 void apply_grad_segment(float* dx, const float* dy, const float* x, const std::uint8_t* mask, const float* mean,
-                        const float* k, const float* u, const float* v, std::int64_t count, std::int64_t S,
-                        bool stream) {
+                        const float* k, const float* u, const float* v, std::int64_t count, std::int64_t S, bool stream,
+                        std::int64_t ahead) {
   if (mask)
-    stream ? apply_grad_segment_as<true, true>(dx, dy, x, mask, mean, k, u, v, count, S)
-           : apply_grad_segment_as<true, false>(dx, dy, x, mask, mean, k, u, v, count, S);
+    stream ? apply_grad_segment_as<true, true>(dx, dy, x, mask, mean, k, u, v, count, S, ahead)
+           : apply_grad_segment_as<true, false>(dx, dy, x, mask, mean, k, u, v, count, S, ahead);
   else
-    stream ? apply_grad_segment_as<false, true>(dx, dy, x, mask, mean, k, u, v, count, S)
-           : apply_grad_segment_as<false, false>(dx, dy, x, mask, mean, k, u, v, count, S);
+    stream ? apply_grad_segment_as<false, true>(dx, dy, x, mask, mean, k, u, v, count, S, ahead)
+           : apply_grad_segment_as<false, false>(dx, dy, x, mask, mean, k, u, v, count, S, ahead);
 }
 
 // Splits the N*C (example, channel) pairs into one contiguous share per
@@ -429,7 +438,7 @@ void planes_normalize(float* y, std::uint8_t* mask, bool relu, const float* x, c
   parallel_segments(N, C, parallel, stream, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
     const std::int64_t at = (n * C + c0) * S;
     normalize_segment(y + at, mask ? mask + at : nullptr, relu, x + at, mean_hi + c0, mean_lo ? mean_lo + c0 : nullptr,
-                      scale + c0, offset + c0, count, S, stream);
+                      scale + c0, offset + c0, count, S, stream, streamed_read_ahead());
   });
 }
 
@@ -439,7 +448,7 @@ void planes_apply_grad(float* dx, const float* dy, const float* x, const std::ui
   parallel_segments(N, C, parallel, stream, [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
     const std::int64_t at = (n * C + c0) * S;
     apply_grad_segment(dx + at, dy + at, x + at, mask ? mask + at : nullptr, mean + c0, k + c0, u + c0, v + c0, count,
-                       S, stream);
+                       S, stream, streamed_read_ahead());
   });
 }
 
@@ -461,7 +470,7 @@ void planes_forward_train(const ForwardTrain& a, const ForwardScratch& w, bool p
       [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
         const std::int64_t at = (n * C + c0) * S;
         normalize_segment(a.y + at, a.mask ? a.mask + at : nullptr, a.relu, a.x + at, a.mean + c0, w.mean_lo + c0,
-                          w.scale + c0, w.offset + c0, count, S, stream);
+                          w.scale + c0, w.offset + c0, count, S, stream, 0);
       });
 }
 
@@ -479,7 +488,7 @@ void planes_backward(const Backward& a, const BackwardScratch& w, bool parallel,
       [&](std::int64_t n, std::int64_t c0, std::int64_t count) {
         const std::int64_t at = (n * C + c0) * S;
         apply_grad_segment(a.dx + at, a.dy + at, a.x + at, a.mask ? a.mask + at : nullptr, a.mean + c0, w.k + c0,
-                           w.u + c0, w.v + c0, count, S, stream);
+                           w.u + c0, w.v + c0, count, S, stream, 0);
       });
 }
 

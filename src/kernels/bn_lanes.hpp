@@ -110,6 +110,16 @@ inline std::int64_t prefetch_ahead(std::int64_t n, std::int64_t N, std::int64_t 
   return n + examples < N ? examples * C * S : 0;
 }
 
+// How far ahead (in values) a single streaming pass (inference's normalize,
+// the stand-alone closing pass of a backward) asks for its input: the
+// tuning's prefetch distance along the thread's share, which lies in one
+// piece. The hardware prefetchers alone left reads short of what the memory
+// gives: on the Zen 2 EPYC (2026-12-05, 2 threads, bench/bn_passes, builds
+// alternated) inference took 0.85-1.00 ms without and 0.66-0.79 with 4 KiB
+// on 32x64x56x56, 0.92-0.99 and 0.67-0.72 on 128x256x14x14, in the minutes
+// when the host was fast; when it was slow (1.15-1.26 ms) both were alike.
+inline std::int64_t streamed_read_ahead() { return batchnorm_tuning().prefetch_bytes / std::int64_t{sizeof(float)}; }
+
 // Columns per block in the fused (N, C) passes: whole groups of 64 (the
 // register path), as many as fit the group budget, from 64 up to kRowWidth, and
 // no more than a thread's share of C, so every thread has work.
