@@ -230,8 +230,7 @@ void block_sums(double* sum_a, double* sum_b, std::int64_t N, std::int64_t C, st
   const bool parallel = N * C * S >= kParallelMin;
   const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
   const std::int64_t unit = channels_per_line(S * std::int64_t{sizeof(float)});
-  const std::int64_t share = ((C + threads - 1) / threads + unit - 1) / unit * unit;
-  const std::int64_t block = std::clamp<std::int64_t>(share, 1, kChannelBlockMax);
+  const std::int64_t block = std::clamp<std::int64_t>(share_in_units(C, threads, unit), 1, kChannelBlockMax);
 #pragma omp parallel for schedule(static) if (parallel)
   for (std::int64_t c0 = 0; c0 < C; c0 += block) {
     const std::int64_t count = std::min(C - c0, block);

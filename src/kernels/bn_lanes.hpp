@@ -62,6 +62,12 @@ constexpr std::int64_t kRowTile = 64;
 constexpr std::int64_t kParallelMin = std::int64_t{1} << 18;       // single passes
 constexpr std::int64_t kParallelMinFused = std::int64_t{1} << 15;  // fused training passes
 
+// One thread's share of `total` channels or columns, rounded up to whole
+// units of `unit`: the most a thread takes when they are dealt out evenly.
+inline std::int64_t share_in_units(std::int64_t total, std::int64_t threads, std::int64_t unit) {
+  return ((total + threads - 1) / threads + unit - 1) / unit * unit;
+}
+
 // Channels whose runs together fill whole cache lines: 4 for runs of 196
 // values (784 bytes, 12.25 lines), 1 for runs of 3136. Groups and the
 // threads' shares of C (S > 1) come in multiples of it, so that each
@@ -90,8 +96,7 @@ inline std::int64_t channels_per_group(std::int64_t bytes_per_channel, std::int6
   const std::int64_t unit = channels_per_line(run_bytes);
   const std::int64_t fit = batchnorm_tuning().group_bytes / std::max<std::int64_t>(bytes_per_channel, 1);
   const std::int64_t units = std::max<std::int64_t>(fit / unit, 1);
-  const std::int64_t share = ((C + threads - 1) / threads + unit - 1) / unit * unit;
-  return std::clamp<std::int64_t>(std::min(units * unit, share), 1, kChannelBlockMax);
+  return std::clamp<std::int64_t>(std::min(units * unit, share_in_units(C, threads, unit)), 1, kChannelBlockMax);
 }
 
 // A thread's first channel of `threads` (S > 1): the same number of
@@ -127,8 +132,7 @@ inline std::int64_t row_block_width(std::int64_t bytes_per_column, std::int64_t 
   constexpr std::int64_t unit = kRowChunk * kLanes;
   const std::int64_t threads = parallel ? omp_get_max_threads() : 1;
   const std::int64_t fit = batchnorm_tuning().group_bytes / std::max<std::int64_t>(bytes_per_column, 1);
-  const std::int64_t share = ((C + threads - 1) / threads + unit - 1) / unit * unit;
-  return std::clamp<std::int64_t>(std::min(fit / unit * unit, share), unit, kRowWidth);
+  return std::clamp<std::int64_t>(std::min(fit / unit * unit, share_in_units(C, threads, unit)), unit, kRowWidth);
 }
 
 // Eight float lanes as one value (GCC/Clang vector extension): one ymm
